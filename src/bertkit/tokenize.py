@@ -1,0 +1,175 @@
+"""WordPiece tokenization with the `tokenizers` library: single texts and sentence pairs, truncation to the
+model's limit (with a count of what was cut), offsets into the original text, and padding to a batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from bertkit.errors import InputError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, T) padded with pad_id
+    attention_mask: torch.Tensor  # (B, T) 1 = real token, 0 = padding
+    token_type_ids: torch.Tensor  # (B, T) 0 = first text, 1 = second text of a pair
+    encodings: list[Encoding]  # per row: tokens, offsets, word ids (unpadded)
+    truncated: int  # how many inputs were longer than max_length and were cut
+
+    def to(self, device) -> Batch:
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.token_type_ids.to(device),
+            self.encodings,
+            self.truncated,
+        )
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def wordpiece_from_vocab(vocab_file: Path, lowercase: bool) -> Tokenizer:
+    """Build BERT's tokenizer from a bare vocab.txt, as transformers' BertTokenizer does."""
+    vocab = {}
+    with open(vocab_file, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            vocab[line.rstrip("\n")] = i
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    tok.decoder = decoders.WordPiece()
+    tok.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    return tok
+
+
+class BertTokenizer:
+    """Thin, fast wrapper: the Rust tokenizer does the work, this class pads and reports truncation."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, mask_token: str = "[MASK]"):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.mask_token = mask_token
+        tokenizer.no_padding()
+        # longest_first trims the longer text of a pair first, as transformers does.
+        tokenizer.enable_truncation(max_length, strategy="longest_first")
+        self.pad_id = self._special_id("[PAD]")
+        self.cls_id = self._special_id("[CLS]")
+        self.sep_id = self._special_id("[SEP]")
+        self.mask_id = self._special_id(mask_token)
+
+    def _special_id(self, token: str) -> int:
+        i = self.tokenizer.token_to_id(token)
+        if i is None:
+            raise ModelNotFoundError(f"the tokenizer has no {token} token; is it a BERT tokenizer?")
+        return i
+
+    @classmethod
+    def from_dir(cls, folder: Path, max_length: int | None = None, root: Path | None = None) -> BertTokenizer:
+        """tokenizer.json when present, else vocab.txt with lower-casing taken from the configs.
+
+        `root` is the sentence-transformers folder (if any), whose sentence_bert_config.json may set a
+        shorter max_seq_length than the model's position limit.
+        """
+        folder = Path(folder)
+        config = read_json(folder / "config.json")
+        tok_config = read_json(folder / "tokenizer_config.json")
+        if (folder / "tokenizer.json").is_file():
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        elif (folder / "vocab.txt").is_file():
+            lowercase = tok_config.get("do_lower_case", config.get("do_lower_case", True))
+            tokenizer = wordpiece_from_vocab(folder / "vocab.txt", lowercase=bool(lowercase))
+        else:
+            raise ModelNotFoundError(f"no tokenizer in {folder}: expected tokenizer.json or vocab.txt")
+        if max_length is None:
+            limits = [config.get("max_position_embeddings", 512)]
+            st_config = read_json(Path(root or folder) / "sentence_bert_config.json")
+            if "max_seq_length" in st_config:
+                limits.append(int(st_config["max_seq_length"]))
+            elif isinstance(tok_config.get("model_max_length"), int) and tok_config["model_max_length"] < 100_000:
+                limits.append(tok_config["model_max_length"])
+            max_length = min(limits)
+        mask_token = tok_config.get("mask_token", "[MASK]")
+        if isinstance(mask_token, dict):  # saved as an AddedToken
+            mask_token = mask_token.get("content", "[MASK]")
+        return cls(tokenizer, max_length, mask_token=mask_token)
+
+    def save(self, folder: Path) -> None:
+        """Write tokenizer.json, vocab.txt and tokenizer_config.json (what transformers' loaders read)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(str(folder / "tokenizer.json"))
+        vocab = sorted(self.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+        (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
+        norm = self.tokenizer.normalizer
+        lowercase = bool(norm is not None and getattr(norm, "lowercase", True))
+        tok_config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": lowercase,
+            "model_max_length": self.max_length,
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "mask_token": self.mask_token,
+        }
+        (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
+
+    # -- encoding ------------------------------------------------------------------------------------------
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None, truncate: bool = True) -> list[Encoding]:
+        """Unpadded encodings. With truncate=False an over-long input is an error naming its position."""
+        if pairs is not None:
+            if len(pairs) != len(texts):
+                raise InputError(f"got {len(texts)} first texts but {len(pairs)} second texts; pairs must match")
+            encodings = self.tokenizer.encode_batch(list(zip(texts, pairs)))
+        else:
+            encodings = self.tokenizer.encode_batch(texts)
+        if not truncate:
+            for i, e in enumerate(encodings):
+                if e.overflowing:
+                    full = len(e.ids) + sum(len(o.ids) for o in e.overflowing[:1])
+                    raise InputError(
+                        f"text {i} has more than {self.max_length} tokens (at least {full}); shorten it or "
+                        "allow truncation"
+                    )
+        return encodings
+
+    def pad(self, encodings: list[Encoding]) -> Batch:
+        T = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), T), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(encodings), T), dtype=np.int64)
+        mask = np.zeros((len(encodings), T), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            ids[row, :n] = e.ids
+            types[row, :n] = e.type_ids
+            mask[row, :n] = 1
+        truncated = sum(1 for e in encodings if e.overflowing)
+        return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), encodings, truncated)
+
+    def __call__(self, texts: list[str], pairs: list[str] | None = None, truncate: bool = True) -> Batch:
+        return self.pad(self.encode(texts, pairs, truncate=truncate))
+
+    def id_to_token(self, i: int) -> str:
+        return self.tokenizer.id_to_token(int(i))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
