@@ -271,6 +271,13 @@ def demo(model: Optional[str] = ModelOpt):
 
 # ---- evaluation, comparison, whitening, Sentence-BERT training (issue 3) ----------------------------------
 
+# Shared command groups: `bertkit train <objective>` and `bertkit evaluate <task>`. Other issues add their
+# commands to them with @train_app.command("name") / @evaluate_app.command("name").
+train_app = typer.Typer(no_args_is_help=True, help="Train or fine-tune a model (Sentence-BERT, SimCSE, ...).")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Measure a model on a labelled set.")
+app.add_typer(train_app, name="train")
+app.add_typer(evaluate_app, name="evaluate")
+
 # ---- classification, NER, pretraining (issue 4) ------------------------------------------------------------
 
 # ---- speed: precision / backend options live on the commands above (issue 5) -------------------------------
