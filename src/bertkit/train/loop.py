@@ -1,0 +1,387 @@
+"""The one training loop every bertkit trainer uses (classification, NER, pretraining, Sentence-BERT).
+
+    from bertkit.train.loop import TrainConfig, train
+
+    def step(model, batch):                        # returns the scalar loss of one micro-batch
+        return model(**batch).loss
+
+    result = train(model, examples, collate, step, TrainConfig(epochs=3, output_dir=out),
+                   eval_fn=lambda m: {"accuracy": ...}, save_fn=lambda m, folder: save(m, folder))
+
+What it does: AdamW (no decay on biases / LayerNorm), linear warm-up then linear decay to 0, gradient
+clipping, gradient accumulation, autocast (bf16, or fp16 with a scaler) on CUDA, a seeded shuffle per epoch,
+a rich progress bar with the running loss, evaluation every `eval_every` steps and at the end of each epoch,
+best-model keeping (`save_fn` writes the best model to `output_dir`), and resumable checkpoints.
+
+Resuming: every `checkpoint_every` optimizer steps the loop writes `output_dir/checkpoint/state.pt` (model,
+optimizer, scheduler, scaler, the RNG states of python / numpy / torch / CUDA, the data position and the
+best metric so far). Re-running the same call finds it and continues, so a run killed at any moment and
+resumed ends with the same weights as an uninterrupted one (on the same device; tested on CPU). The order
+of each epoch is a permutation drawn from a generator seeded with (seed, epoch), so skipping the batches
+already seen needs only the position. After a run finishes the checkpoint is removed (keep_checkpoint=False).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch on device) -> scalar loss
+EvalFn = Callable[[nn.Module], dict[str, float]]  # model in eval mode, under no_grad -> metrics
+SaveFn = Callable[[nn.Module, Path], None]  # write a loadable model folder
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 1.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs when given
+    minutes: float | None = None  # wall-clock budget; the run stops (and evaluates) when it is spent
+    batch_size: int = 32
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # of the planned optimizer steps
+    max_grad_norm: float | None = 1.0
+    seed: int = 42
+    eval_every: int | None = None  # optimizer steps; None = once per epoch
+    best_metric: str | None = None  # key of eval_fn's dict; None = the first key
+    greater_is_better: bool = True
+    checkpoint_every: int | None = 200  # optimizer steps; None = never (no resume)
+    keep_checkpoint: bool = False
+    output_dir: Path | None = None
+    mixed_precision: str = "auto"  # auto (bf16/fp16 on CUDA, none on CPU) | bf16 | fp16 | no
+    device: str | None = None  # None = cuda when available
+    progress: bool | None = None  # None = when stderr is a terminal
+    shuffle: bool = True
+
+    def validate(self) -> None:
+        if self.epochs <= 0 and self.max_steps is None:
+            raise ValueError(f"epochs must be > 0 (got {self.epochs}), or give max_steps")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
+            raise ValueError(f"mixed_precision must be auto|bf16|fp16|no, got {self.mixed_precision!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer steps taken in total (including those before a resume)
+    epochs: float  # epochs completed (fractional when stopped mid-epoch)
+    seconds: float  # wall time of this call
+    stopped_by: str  # "epochs" | "max_steps" | "minutes"
+    train_loss: float  # mean loss of the last 50 micro-batches
+    best: dict[str, float] | None  # eval metrics of the kept (best) model
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation, with "step"
+    resumed_from: int | None = None  # step of the checkpoint this run continued from
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors (also inside dicts, lists, tuples and objects with .to) to the device."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    if hasattr(batch, "to"):
+        return batch.to(device)
+    return batch
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    # BERT's recipe: no weight decay on biases and LayerNorm weights.
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or config.mixed_precision == "no":
+        return None
+    if config.mixed_precision == "fp16":
+        return torch.float16
+    if config.mixed_precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: Path, state: dict) -> None:
+    """Write to a temporary file and rename, so a kill during the write leaves the previous checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(folder / "state.pt")
+
+
+def load_checkpoint(folder: Path) -> dict | None:
+    path = folder / "state.pt"
+    if not path.is_file():
+        return None
+    # weights_only=False: the file is our own checkpoint (it holds python's RNG tuple and plain dicts).
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# -- the loop ----------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A rich progress bar showing step, loss and the last evaluation; silent when disabled."""
+
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = RichProgress(
+            TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def update(self, step: int, info: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def train(
+    model: nn.Module,
+    train_data: Sequence,
+    collate: Callable[[list], Any],
+    step_fn: StepFn,
+    config: TrainConfig,
+    eval_fn: EvalFn | None = None,
+    save_fn: SaveFn | None = None,
+) -> TrainResult:
+    """Train `model` in place on `train_data` (any sequence of examples; `collate` turns a list of them into
+    a batch). With eval_fn, the best evaluated model is kept: save_fn writes it to output_dir (and the model
+    is left holding the best weights at the end). Without eval_fn, save_fn writes the final model."""
+    config.validate()
+    if len(train_data) == 0:
+        raise ValueError("the training set is empty; give a file with at least one example")
+    if (save_fn is not None or config.checkpoint_every) and config.output_dir is None:
+        raise ValueError("output_dir is needed to save the model or checkpoints")
+    started = time.monotonic()
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    amp_dtype = autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+
+    n = len(train_data)
+    batches_per_epoch = math.ceil(n / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+    total_steps = config.max_steps if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
+    warmup = int(config.warmup_ratio * total_steps)
+
+    seed_everything(config.seed)
+    optimizer = make_optimizer(model, config)
+    scheduler = linear_schedule(optimizer, warmup, total_steps)
+    step, epoch, batch_pos = 0, 0, 0
+    best_value: float | None = None
+    best_metrics: dict[str, float] | None = None
+    history: list[dict[str, float]] = []
+    resumed_from = None
+    ckpt_dir = Path(config.output_dir) / "checkpoint" if config.output_dir is not None else None
+
+    state = load_checkpoint(ckpt_dir) if ckpt_dir is not None and config.checkpoint_every else None
+    if state is not None:
+        if state["total_steps"] != total_steps or state["n_examples"] != n:
+            raise ValueError(
+                f"{ckpt_dir} holds a checkpoint of a different run ({state['n_examples']} examples, "
+                f"{state['total_steps']} steps planned; this run: {n}, {total_steps}); delete it or use another --output"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
+        best_value, best_metrics, history = state["best_value"], state["best_metrics"], state["history"]
+        set_rng_state(state["rng"])
+        resumed_from = step
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, step, epoch, batch_pos)
+
+    last_was_best = False
+
+    def evaluate() -> None:
+        nonlocal best_value, best_metrics, last_was_best
+        if eval_fn is None:
+            return
+        model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in eval_fn(model).items()}
+        model.train()
+        history.append({"step": step, **metrics})
+        key = config.best_metric or next(iter(metrics))
+        if key not in metrics:
+            raise ValueError(f"best_metric {key!r} is not among the evaluation metrics {sorted(metrics)}")
+        value = metrics[key]
+        better = best_value is None or (value > best_value if config.greater_is_better else value < best_value)
+        log.info("step %d: %s%s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), " (best)" if better else "")
+        last_was_best = better
+        if better:
+            best_value, best_metrics = value, metrics
+            if save_fn is not None:
+                save_fn(model, Path(config.output_dir))
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_dir, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_pos": batch_pos,
+            "best_value": best_value, "best_metrics": best_metrics, "history": history, "rng": rng_state(),
+            "total_steps": total_steps, "n_examples": n, "config": asdict(config) | {"output_dir": str(config.output_dir)},
+        })
+
+    show = config.progress if config.progress is not None else sys.stderr.isatty()
+    bar = Progress(show, total_steps, step)
+    recent: list[float] = []
+    stopped_by = "epochs"
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        while step < total_steps:
+            order = torch.arange(n)
+            if config.shuffle:
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+            micro = 0  # micro-batches accumulated into the current step
+            while batch_pos < batches_per_epoch and step < total_steps:
+                idx = order[batch_pos * config.batch_size : (batch_pos + 1) * config.batch_size].tolist()
+                batch = to_device(collate([train_data[i] for i in idx]), device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = step_fn(model, batch)
+                scaler.scale(loss / config.grad_accum).backward()
+                recent = (recent + [float(loss.detach())])[-50:]
+                batch_pos += 1
+                micro += 1
+                if micro < config.grad_accum and batch_pos < batches_per_epoch:
+                    continue
+                if config.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step, micro = step + 1, 0
+                bar.update(step, f"loss {sum(recent) / len(recent):.4f}" + (f"  best {best_value:.4f}" if best_value is not None else ""))
+                if config.eval_every and step % config.eval_every == 0 and step < total_steps:
+                    evaluate()
+                if config.minutes is not None and time.monotonic() - started > config.minutes * 60:
+                    stopped_by = "minutes"
+                    break
+                if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+                    checkpoint()
+            if stopped_by == "minutes":
+                break
+            if batch_pos >= batches_per_epoch:
+                epoch, batch_pos = epoch + 1, 0
+                if not config.eval_every and step < total_steps:
+                    evaluate()  # end of an epoch (the final evaluation follows the loop)
+        else:
+            stopped_by = "max_steps" if config.max_steps is not None else "epochs"
+        evaluate()
+    finally:
+        bar.close()
+
+    if eval_fn is None and save_fn is not None:
+        save_fn(model, Path(config.output_dir))
+    elif eval_fn is not None and save_fn is not None and not last_was_best:
+        # The last evaluation was not the best: leave the caller holding the kept (best) weights.
+        reload_best(model, Path(config.output_dir), device)
+    if ckpt_dir is not None and ckpt_dir.exists() and not config.keep_checkpoint:
+        shutil.rmtree(ckpt_dir)
+    model.eval()
+    return TrainResult(
+        steps=step,
+        epochs=epoch + batch_pos / batches_per_epoch,
+        seconds=time.monotonic() - started,
+        stopped_by=stopped_by,
+        train_loss=sum(recent) / len(recent) if recent else float("nan"),
+        best=best_metrics,
+        history=history,
+        resumed_from=resumed_from,
+    )
+
+
+def reload_best(model: nn.Module, folder: Path, device: torch.device) -> None:
+    """Load the weights save_fn wrote (model.safetensors, transformers naming) back into the model."""
+    from safetensors.torch import load_file
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        log.warning("save_fn wrote no %s; keeping the last weights in memory", path)
+        return
+    saved = load_file(path, device=str(device))
+    own = model.state_dict()
+    missing = [k for k in own if k not in saved and not k.endswith("decoder.weight")]
+    if missing:
+        log.warning("cannot reload the best model (%d tensors not in %s); keeping the last weights", len(missing), path)
+        return
+    model.load_state_dict({k: saved.get(k, own[k]) for k in own})
