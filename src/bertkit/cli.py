@@ -284,6 +284,34 @@ app.add_typer(evaluate_app, name="evaluate")
 
 # ---- serve (issue 6) ---------------------------------------------------------------------------------------
 
+
+@app.command()
+def serve(
+    model: Optional[str] = ModelOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request; more -> 413."),
+    max_chars: int = typer.Option(20_000, "--max-chars", min=1, help="Characters per text; more -> 413."),
+    max_queued_tokens: int = typer.Option(65_536, "--max-queued-tokens", min=1, help="Tokens waiting; more -> 429."),
+    batch_tokens: int = typer.Option(8_192, "--batch-tokens", min=1, help="Token budget of a merged model batch."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests."),
+    graceful_timeout: float = typer.Option(30.0, "--graceful-timeout", min=0, help="Seconds to finish in-flight requests on shutdown."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
+):
+    """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
+    try:
+        from bertkit.serve import Limits, create_app, run_server
+    except ImportError as e:
+        raise UsageError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'bertkit[serve]'") from None
+
+    limits = Limits(
+        max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
+        batch_tokens=batch_tokens, max_wait_ms=max_wait_ms,
+    )
+    app_ = create_app(load_encoder(model), limits)
+    run_server(app_, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level)
+
+
 # ---- corpus embedding, index, search (issue 7) -------------------------------------------------------------
 
 
