@@ -5,6 +5,7 @@ Any error the user can cause is printed as one line on stderr with exit status 2
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ class UsageError(Exception):
     """A bad command-line value, reported like any other user error."""
 
 
+@functools.lru_cache(maxsize=2)  # one load per process, also when main() is called again in-process
 def load_encoder(model: str | None):
     from bertkit.encoder import Encoder
 
@@ -280,6 +282,95 @@ app.add_typer(evaluate_app, name="evaluate")
 
 # ---- classification, NER, pretraining (issue 4) ------------------------------------------------------------
 
+EpochsOpt = typer.Option(3.0, "--epochs", help="Passes over the training set (fractions allowed).")
+MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Stop after N optimizer steps (overrides --epochs).")
+MinutesOpt = typer.Option(None, "--minutes", min=0.01, help="Stop after M minutes of training (then evaluate and save).")
+BatchOpt = typer.Option(32, "--batch-size", "-b", min=1)
+LrOpt = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up and decay).")
+AccumOpt = typer.Option(1, "--grad-accum", min=1, help="Micro-batches per optimizer step.")
+SeedOpt = typer.Option(42, "--seed")
+EvalEveryOpt = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch).")
+CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable checkpoint every N steps.")
+MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
+
+
+def train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
+    from bertkit.train.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
+                       grad_accum=grad_accum, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
+
+
+def report(title: str, rows: dict) -> None:
+    """Results on stderr (one line each), a JSON summary on stdout for scripts."""
+    for k, v in rows.items():
+        sys.stderr.write(f"{title}: {k}: {v:.2f}\n" if isinstance(v, float) else f"{title}: {k}: {v}\n")
+    sys.stdout.write(json.dumps(rows) + "\n")
+
+
+@train_app.command("classify")
+def train_classify(
+    train: Path = typer.Option(..., "--train", help="Training file (sst2, mrpc, sick, agnews, stsb, tsv, jsonl, csv)."),
+    dev: Optional[Path] = typer.Option(None, "--dev", help="Dev file; without it --dev-fraction of --train is held out."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForSequenceClassification)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
+    dev_format: Optional[str] = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
+    pooling: str = typer.Option("pooler", "--pooling", "-p", help="pooler (as transformers) | cls | mean | max | mean_sqrt_len"),
+    regression: bool = typer.Option(False, "--regression", help="Predict the pair score (MSE) instead of the label."),
+    class_weights: Optional[str] = typer.Option(None, "--class-weights", help="balanced | none | w1,w2,... (label order)."),
+    dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Held-out share of --train when no --dev."),
+    model: Optional[str] = ModelOpt,
+    epochs: float = EpochsOpt, max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
+    batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
+    eval_every: Optional[int] = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Fine-tune a [CLS]/pooler (or pooled) classifier on single texts or sentence pairs; keep the best on dev."""
+    from bertkit.train.classify import train_classifier
+
+    config = train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = train_classifier(train, dev, output, fmt=format, dev_format=dev_format, model=model, pooling=pooling,
+                         regression=regression, class_weights=class_weights, max_length=max_length,
+                         dev_fraction=dev_fraction, config=config)
+    report("classify", {**r.dev_metrics, "labels": ",".join(r.labels), "train_examples": r.train_examples,
+                        "dev_examples": r.dev_examples, "steps": r.train.steps, "seconds": round(r.train.seconds, 1),
+                        "stopped_by": r.train.stopped_by, "truncated_train": r.truncated["train"],
+                        "truncated_dev": r.truncated["dev"], "output": str(output)})
+
+
+@app.command()
+def predict(
+    folder: Path = typer.Argument(..., help="A model folder saved by `bertkit train classify` or `train ner`."),
+    data: str = typer.Argument(..., help="A data file (labels, if present, are scored) or one text."),
+    pair: Optional[str] = typer.Option(None, "--pair", help="Second text, when DATA is one text of a pair."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="Format of DATA when it is a file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions as JSON lines here."),
+):
+    """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
+    from bertkit.model import resolve_model_dir
+    from bertkit.tokenize import read_json
+
+    arch = (read_json(resolve_model_dir(folder) / "config.json").get("architectures") or [""])[0]
+    is_file = Path(data).is_file()
+    if arch == "BertForTokenClassification":
+        from bertkit.train.ner import predict_command
+
+        rows, metrics = predict_command(folder, data, is_file)
+    elif arch == "BertForSequenceClassification":
+        from bertkit.train.classify import predict_command
+
+        rows, metrics = predict_command(folder, data, is_file, format, pair)
+    else:
+        raise UsageError(f"{folder} is not a fine-tuned classifier (architectures={arch or 'none'}); "
+                         "make one with `bertkit train classify` or `bertkit train ner`")
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+    if output is not None:
+        output.write_text("".join(lines), encoding="utf-8")
+    else:
+        sys.stdout.write("".join(lines))
+    for k, v in metrics.items():
+        sys.stderr.write(f"predict: {k}: {v:.2f}\n" if isinstance(v, float) else f"predict: {k}: {v}\n")
+
+
 # ---- speed: precision / backend options live on the commands above (issue 5) -------------------------------
 
 # ---- serve (issue 6) ---------------------------------------------------------------------------------------
@@ -318,7 +409,9 @@ def serve(
 def main() -> None:
     from bertkit.errors import BertkitError
 
-    logging.basicConfig(level=logging.WARNING, format="bertkit: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="bertkit: %(levelname)s: %(message)s", stream=sys.stderr, force=True
+    )
     logging.getLogger("bertkit").setLevel(logging.INFO if os.environ.get("BERTKIT_VERBOSE") else logging.WARNING)
     try:
         app()
