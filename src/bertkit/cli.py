@@ -119,6 +119,7 @@ def encode(
     template: Optional[str] = typer.Option(None, "--template", help='mask_prompt template, with {text} and [MASK].'),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long texts (default) or refuse them."),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip blank / invalid UTF-8 lines of --input."),
+    whiten: Optional[Path] = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (issue 3)."),
 ):
     """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file."""
     from bertkit.pooling import DEFAULT_PROMPT, check_pooling
@@ -137,17 +138,29 @@ def encode(
     items = read_lines(input, skip_bad_lines) if input is not None else list(texts)
     if not items:
         raise UsageError("no texts to encode: the input is empty")
+    whitening = load_whitening(whiten, pooling, layers or None) if whiten is not None else None
     enc = load_encoder(model)
     vectors = enc.encode(
-        items, pooling=pooling, layers=layers or None, normalize=normalize, batch_size=batch_size,
+        items, pooling=pooling, layers=layers or None, normalize=normalize and whitening is None, batch_size=batch_size,
         progress=len(items) >= 256 and sys.stderr.isatty(), template=template or DEFAULT_PROMPT, truncate=truncate,
     )
+    if whitening is not None:  # whiten the raw pooled vectors, then normalise if asked
+        vectors = whitening.apply(vectors, normalize=normalize)
     if output is None:
         for v in vectors:
             sys.stdout.write(json.dumps([round(float(x), 7) for x in v]) + "\n")
     else:
         write_vectors(output, items, vectors)
         logging.getLogger("bertkit").info("wrote %d x %d vectors to %s", *vectors.shape, output)
+
+
+def load_whitening(path: Path, pooling: str, layers: list[int] | None):
+    """A whitening file, checked against the pooling it will be applied to (issue 3)."""
+    from bertkit.whitening import Whitening
+
+    w = Whitening.load(path)
+    w.check_compatible(pooling, layers)
+    return w
 
 
 @app.command()
@@ -280,6 +293,213 @@ evaluate_app = typer.Typer(no_args_is_help=True, help="Measure a model on a labe
 app.add_typer(train_app, name="train")
 app.add_typer(evaluate_app, name="evaluate")
 
+FormatOpt = typer.Option(None, "--format", "-f", help="stsb|sick|mrpc|csv|tsv|jsonl (inferred from the file when omitted).")
+SkipRowsOpt = typer.Option(False, "--skip-bad-rows", help="Skip malformed rows (reported with their line numbers).")
+
+
+def read_similarity_set(path: str, fmt: str | None, skip_bad_rows: bool):
+    from bertkit.data import read_scored_pairs
+
+    return read_scored_pairs(path, fmt, skip_bad=skip_bad_rows)
+
+
+def print_sts_table(title: str, scores) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    models = list(dict.fromkeys(s.model for s in scores))
+    many = len(models) > 1  # one model: name it in the title, not on every row
+    table = Table(*(["model"] if many else []), "pooling", "Spearman x100", "Pearson x100", "pairs",
+                  title=title if many else f"{title}\nmodel: {models[0]}")
+    for s in scores:
+        table.add_row(*([s.model] if many else []), s.label, f"{s.spearman:.2f}", f"{s.pearson:.2f}", str(s.n))
+    Console().print(table)
+
+
+@evaluate_app.command("sts")
+def evaluate_sts_cmd(
+    data: str = typer.Argument(..., help="Similarity set with gold scores (STS-B, SICK, or a pair file with a score column)."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model folder or hub id; repeat to compare models."),
+    pooling: Optional[list[str]] = typer.Option(None, "--pooling", "-p", help="Repeat for several (default: all of them)."),
+    layers: Optional[list[int]] = LayersOpt,
+    format: Optional[str] = FormatOpt,
+    whiten: Optional[Path] = typer.Option(None, "--whiten", help="Apply a whitening file (from `bertkit whiten`)."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
+    skip_bad_rows: bool = SkipRowsOpt,
+):
+    """Spearman and Pearson (x100) of cosine similarity against the gold scores, per model and pooling."""
+    from bertkit.evaluate import evaluate_sts
+    from bertkit.pooling import check_pooling
+
+    for p in pooling or []:
+        check_pooling(p, layers or None)
+    pairs = read_similarity_set(data, format, skip_bad_rows)
+    whitening = None
+    if whiten is not None:
+        from bertkit.whitening import Whitening
+
+        whitening = Whitening.load(whiten)
+        pooling = pooling or [whitening.pooling]
+    scores = []
+    for name in model or [None]:
+        enc = load_encoder(name)
+        scores += evaluate_sts(enc, pairs, pooling or None, layers or None, whitening=whitening, batch_size=batch_size,
+                               progress=sys.stderr.isatty())
+    if as_json:
+        sys.stdout.write(json.dumps({"data": data, "scores": [s.to_dict() for s in scores]}, indent=2) + "\n")
+    else:
+        print_sts_table(f"STS: {data} ({len(pairs)} pairs)", scores)
+
+
+@app.command()
+def compare(
+    data: str = typer.Argument(..., help="Similarity set with gold scores (STS-B dev, SICK trial, ...)."),
+    model: Optional[str] = ModelOpt,
+    layers: bool = typer.Option(False, "--layers", help="Also score cls/mean/max on every hidden state (line chart)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Bar chart PNG (default: compare-<data>.png here)."),
+    format: Optional[str] = FormatOpt,
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of the table."),
+    skip_bad_rows: bool = SkipRowsOpt,
+):
+    """Every pooling strategy of a model on a similarity set: ranked table, bar chart, and what it means."""
+    from bertkit.evaluate import compare as run_compare, layers_path, plot_layers, plot_poolings, reading
+
+    plot = plot or Path(f"compare-{Path(data).stem}.png")
+    if plot.suffix.lower() != ".png":
+        raise UsageError(f"--plot {plot}: the chart is a PNG; give a file name ending in .png")
+    if not plot.parent.exists():
+        raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+    pairs = read_similarity_set(data, format, skip_bad_rows)
+    enc = load_encoder(model)
+    result = run_compare(enc, pairs, Path(data).name, per_layer=layers, batch_size=batch_size, progress=sys.stderr.isatty())
+    plots = [plot_poolings(result, plot)] + ([plot_layers(result, layers_path(plot))] if layers else [])
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict() | {"plots": [str(p) for p in plots]}, indent=2) + "\n")
+        return
+    from rich.console import Console
+
+    print_sts_table(f"poolings on {data}, best first", result.poolings)
+    if result.per_layer:
+        from rich.table import Table
+
+        n = len(next(iter(result.per_layer.values())))
+        table = Table("pooling", *[str(i) for i in range(n)], title="Spearman x100 per hidden state (0 = embeddings)")
+        for p, values in result.per_layer.items():
+            table.add_row(p, *[f"{v:.1f}" for v in values])
+        Console().print(table)
+    Console().print(reading(result))
+    sys.stderr.write("wrote " + ", ".join(map(str, plots)) + "\n")
+
+
+@app.command()
+def whiten(
+    texts: str = typer.Argument(..., help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Whitening .npz (default: next to a --model folder)."),
+    model: Optional[str] = ModelOpt,
+    pooling: str = PoolingOpt,
+    layers: Optional[list[int]] = LayersOpt,
+    k: Optional[int] = typer.Option(None, "--k", min=1, help="Keep the k leading dimensions (default: all)."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+):
+    """Fit BERT-whitening (mean + whitening matrix) on unlabelled texts; apply it with `encode --whiten`."""
+    from bertkit.data import read_dataset, sentences_of
+    from bertkit.pooling import check_pooling
+    from bertkit.whitening import default_path, fit_texts
+
+    check_pooling(pooling, layers or None)
+    if output is None:
+        if model is None or not Path(model).is_dir():
+            raise UsageError("--output is needed unless --model is a local folder (the file then goes next to it)")
+        output = default_path(model, pooling, k)
+    sentences = sentences_of(read_dataset(texts, format))
+    enc = load_encoder(model)
+    w = fit_texts(enc, sentences, pooling=pooling, layers=layers or None, k=k, batch_size=batch_size,
+                  progress=sys.stderr.isatty())
+    path = w.save(output)
+    sys.stderr.write(f"whitening fit on {len(sentences)} texts ({enc.hidden_size} -> {w.k} dims) written to {path}\n")
+
+
+def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float, seed: int, max_steps: int | None,
+                 eval_every: int | None):
+    from bertkit.train.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_ratio=warmup, seed=seed,
+                       max_steps=max_steps, eval_every=eval_every, best_metric="spearman")
+
+
+@train_app.command("sbert")
+def train_sbert(
+    train: str = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl)."),
+    dev: Optional[str] = typer.Option(None, "--dev", help="Scored dev pairs; Spearman each epoch picks the best."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
+    format: Optional[str] = FormatOpt,
+    dev_format: Optional[str] = typer.Option(None, "--dev-format", help="Format of --dev (inferred when omitted)."),
+    loss: str = typer.Option("cosine", "--loss", help="cosine | mnrl | softmax"),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training set."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
+    pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
+    model: Optional[str] = ModelOpt,
+    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay)."),
+    warmup: float = typer.Option(0.1, "--warmup", help="Warm-up fraction of the steps."),
+    seed: int = typer.Option(42, "--seed"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after N steps (overrides --epochs)."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
+    normalize: bool = typer.Option(False, "--normalize", help="Add a Normalize module to the saved model."),
+    skip_bad_rows: bool = SkipRowsOpt,
+):
+    """Fine-tune a siamese bi-encoder (Sentence-BERT) and save a bertkit / sentence-transformers / transformers folder."""
+    from bertkit.data import read_dataset, read_scored_pairs
+    from bertkit.train.sbert import LOSSES, ST_POOLINGS, train_sentence_model
+
+    if loss not in LOSSES:
+        raise UsageError(f"--loss {loss}: choose one of {', '.join(LOSSES)}")
+    if pooling not in ST_POOLINGS:
+        raise UsageError(f"--pooling {pooling}: Sentence-BERT training uses one of {', '.join(ST_POOLINGS)}")
+    pairs = read_dataset(train, format, skip_bad=skip_bad_rows)
+    if not pairs or not hasattr(pairs[0], "b"):
+        raise UsageError(f"--train {train} holds no sentence pairs; give STS-B, SICK, MRPC or a pair file")
+    dev_pairs = read_scored_pairs(dev, dev_format, skip_bad=skip_bad_rows) if dev else None
+    enc = load_encoder(model)
+    config = sbert_train_config(epochs, batch_size, lr, warmup, seed, max_steps, eval_every)
+    result = train_sentence_model(enc.model, enc.tokenizer, pairs, dev_pairs, output, loss=loss, pooling=pooling,
+                                  config=config, normalize=normalize)
+    best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
+    sys.stderr.write(f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s{best}; saved to {output}\n")
+
+
+@train_app.command("simcse")
+def train_simcse_cmd(
+    train: str = typer.Option(..., "--train", help="Unlabelled sentences: one a line, or any dataset (its sentences)."),
+    dev: Optional[str] = typer.Option(None, "--dev", help="Scored dev pairs; Spearman picks the best checkpoint."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    dev_format: Optional[str] = typer.Option(None, "--dev-format"),
+    temperature: float = typer.Option(0.05, "--temperature"),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=2),
+    pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
+    model: Optional[str] = ModelOpt,
+    lr: float = typer.Option(3e-5, "--lr"),
+    seed: int = typer.Option(42, "--seed"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1),
+):
+    """Unsupervised SimCSE: contrastive training on unlabelled sentences, dropout as the augmentation."""
+    from bertkit.data import read_dataset, read_scored_pairs, sentences_of
+    from bertkit.train.simcse import train_simcse
+
+    sentences = sentences_of(read_dataset(train, format))
+    dev_pairs = read_scored_pairs(dev, dev_format) if dev else None
+    enc = load_encoder(model)
+    config = sbert_train_config(epochs, batch_size, lr, 0.1, seed, max_steps, eval_every)
+    result = train_simcse(enc.model, enc.tokenizer, sentences, dev_pairs, output, pooling=pooling,
+                          temperature=temperature, config=config)
+    best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
+    sys.stderr.write(f"SimCSE: {result.steps} steps on {len(sentences)} sentences in {result.seconds:.0f} s{best}; saved to {output}\n")
+
 # ---- classification, NER, pretraining (issue 4) ------------------------------------------------------------
 
 EpochsOpt = typer.Option(3.0, "--epochs", help="Passes over the training set (fractions allowed).")
@@ -294,7 +514,7 @@ CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable
 MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
 
 
-def train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
+def sbert_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
     from bertkit.train.loop import TrainConfig
 
     return TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
@@ -319,6 +539,7 @@ def train_classify(
     regression: bool = typer.Option(False, "--regression", help="Predict the pair score (MSE) instead of the label."),
     class_weights: Optional[str] = typer.Option(None, "--class-weights", help="balanced | none | w1,w2,... (label order)."),
     dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Held-out share of --train when no --dev."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
     model: Optional[str] = ModelOpt,
     epochs: float = EpochsOpt, max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
@@ -327,10 +548,10 @@ def train_classify(
     """Fine-tune a [CLS]/pooler (or pooled) classifier on single texts or sentence pairs; keep the best on dev."""
     from bertkit.train.classify import train_classifier
 
-    config = train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config = sbert_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     r = train_classifier(train, dev, output, fmt=format, dev_format=dev_format, model=model, pooling=pooling,
                          regression=regression, class_weights=class_weights, max_length=max_length,
-                         dev_fraction=dev_fraction, config=config)
+                         dev_fraction=dev_fraction, freeze_embeddings=freeze_embeddings, config=config)
     report("classify", {**r.dev_metrics, "labels": ",".join(r.labels), "train_examples": r.train_examples,
                         "dev_examples": r.dev_examples, "steps": r.train.steps, "seconds": round(r.train.seconds, 1),
                         "stopped_by": r.train.stopped_by, "truncated_train": r.truncated["train"],
@@ -404,6 +625,96 @@ def serve(
 
 
 # ---- corpus embedding, index, search (issue 7) -------------------------------------------------------------
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Vector indexes over embed-corpus output.")
+app.add_typer(index_app, name="index")
+
+
+@app.command("embed-corpus")
+def embed_corpus(
+    input: Path = typer.Argument(..., help="Corpus: .jsonl / .csv / .tsv / .parquet / .txt (one text a line)."),
+    output_dir: Path = typer.Argument(..., help="Folder for the Parquet shards and manifest.json."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray (extra 'scale')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column / key of the text (default 'text'; "
+                                              "0-based number with --no-header)."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column / key of the id (default: row number)."),
+    format: Optional[str] = typer.Option(None, "--format", help="jsonl|csv|tsv|parquet|text (default: from the suffix)."),
+    header: bool = typer.Option(True, "--header/--no-header", help="CSV/TSV: first line names the columns."),
+    model: Optional[str] = ModelOpt,
+    pooling: str = PoolingOpt,
+    normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
+    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", min=1, help="Split texts into windows of N wordpieces."),
+    chunk_overlap: int = typer.Option(0, "--chunk-overlap", min=0, help="Wordpieces shared by neighbouring windows."),
+    keep_text: bool = typer.Option(False, "--keep-text", help="Store the text (or chunk text) beside its vector."),
+    shard_rows: int = typer.Option(4096, "--shard-rows", min=1, help="Input rows per output shard."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip rows with no text instead of stopping."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output of a different job in OUTPUT_DIR."),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
+    cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Passed to Encoder.load (issue 5)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Passed to Encoder.load (issue 5)."),
+):
+    """Embed a corpus into Parquet shards (id, text hash, embedding) with a manifest; rerun to resume."""
+    from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus as run
+    from bertkit.pooling import check_pooling
+
+    check_pooling(pooling, None)
+    options = EmbedOptions(model=model, pooling=pooling, normalize=normalize, batch_size=batch_size,
+                           chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, keep_text=keep_text,
+                           precision=precision, backend=backend)
+    job = CorpusJob(input, output_dir, text_column=text_column, id_column=id_column, format=format, header=header,
+                    shard_rows=shard_rows, skip_bad_rows=skip_bad_rows, overwrite=overwrite, options=options)
+    extra = {"actors": actors, "cpus_per_actor": cpus_per_actor} if engine == "ray" else {}
+    result = run(job, engine=engine, address=address, progress=sys.stderr.isatty(), **extra)
+    sys.stderr.write(
+        f"embed-corpus: {result.rows} vectors in {result.shards} shard(s) in {result.output_dir} "
+        f"({result.written} embedded now, {result.shards - result.written} already done, {result.skipped} rows skipped)\n"
+    )
+
+
+@index_app.command("build")
+def index_build(
+    embeddings_dir: Path = typer.Argument(..., help="An embed-corpus output folder."),
+    output: Path = typer.Option(..., "--output", "-o", help="Index folder to create."),
+    kind: str = typer.Option("exact", "--kind", help="exact (brute force) or hnsw (FAISS, approximate)."),
+    metric: str = typer.Option("cosine", "--metric", help="cosine or dot."),
+    m: int = typer.Option(32, "--m", min=2, help="hnsw: links per node."),
+    ef_construction: int = typer.Option(200, "--ef-construction", min=1, help="hnsw: build-time beam width."),
+    ef_search: int = typer.Option(128, "--ef-search", min=1, help="hnsw: default query-time beam width."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
+):
+    """Build an exact or HNSW index over embed-corpus output, persisted to a folder."""
+    from bertkit.index import build_index
+
+    out = build_index(embeddings_dir, output, kind=kind, metric=metric, m=m, ef_construction=ef_construction,
+                      ef_search=ef_search, overwrite=overwrite)
+    sys.stderr.write(f"index build: {kind} index written to {out}\n")
+
+
+@app.command()
+def search(
+    index: Path = typer.Argument(..., help="An index folder from `bertkit index build`."),
+    query: str = typer.Argument(..., help="The query text."),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="How many results."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Query model (default: the corpus's model)."),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", min=1, help="hnsw: beam width (recall vs speed)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per hit."),
+):
+    """The K nearest corpus items to QUERY: rank, score, id (and chunk offsets / text when stored)."""
+    from bertkit.index import Index
+
+    idx = Index.load(index, ef_search=ef_search)
+    (hits,) = idx.search_text(load_encoder(model or idx.info["embedding"]["model"]), query, k=k)
+    for h in hits:
+        if as_json:
+            sys.stdout.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
+            continue
+        span = f" [{h.start}:{h.end}]" if h.start is not None else ""
+        text = f"  {h.text[:100]}" if h.text else ""
+        sys.stdout.write(f"{h.rank:>3}  {h.score:.4f}  {h.id}{span}{text}\n")
 
 
 def main() -> None:
