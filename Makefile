@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,serve
+EXTRAS ?= test,serve,scale
 
 .PHONY: install demo test bench clean
 
