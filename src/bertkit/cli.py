@@ -514,11 +514,17 @@ CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable
 MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
 
 
-def sbert_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
+def task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
     from bertkit.train.loop import TrainConfig
 
     return TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
                        grad_accum=grad_accum, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
+
+
+def run_facts(r) -> dict:
+    """Steps, time, stop reason, truncation counts and output folder of a trainer's result."""
+    return {"steps": r.train.steps, "seconds": round(r.train.seconds, 1), "stopped_by": r.train.stopped_by,
+            **{f"truncated_{k}": v for k, v in r.truncated.items()}, "output": str(r.output)}
 
 
 def report(title: str, rows: dict) -> None:
@@ -548,14 +554,62 @@ def train_classify(
     """Fine-tune a [CLS]/pooler (or pooled) classifier on single texts or sentence pairs; keep the best on dev."""
     from bertkit.train.classify import train_classifier
 
-    config = sbert_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     r = train_classifier(train, dev, output, fmt=format, dev_format=dev_format, model=model, pooling=pooling,
                          regression=regression, class_weights=class_weights, max_length=max_length,
                          dev_fraction=dev_fraction, freeze_embeddings=freeze_embeddings, config=config)
     report("classify", {**r.dev_metrics, "labels": ",".join(r.labels), "train_examples": r.train_examples,
-                        "dev_examples": r.dev_examples, "steps": r.train.steps, "seconds": round(r.train.seconds, 1),
-                        "stopped_by": r.train.stopped_by, "truncated_train": r.truncated["train"],
-                        "truncated_dev": r.truncated["dev"], "output": str(output)})
+                        "dev_examples": r.dev_examples, **run_facts(r)})
+
+
+@train_app.command("ner")
+def train_ner_cmd(
+    train: Path = typer.Option(..., "--train", help="CoNLL file: `token ... TAG` a line, blank line between sentences."),
+    dev: Path = typer.Option(..., "--dev", help="CoNLL dev file (entity F1 picks the kept model)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForTokenClassification)."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed lines (with a warning) instead of failing."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    model: Optional[str] = ModelOpt,
+    epochs: float = EpochsOpt, max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
+    batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
+    eval_every: Optional[int] = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Fine-tune a token classifier (NER) on BIO-tagged CoNLL data; keep the best by dev entity F1."""
+    from bertkit.train.ner import train_ner
+
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = train_ner(train, dev, output, model=model, max_length=max_length, freeze_embeddings=freeze_embeddings,
+                  skip_bad=skip_bad_rows, config=config)
+    report("ner", {**r.dev_metrics, "labels": ",".join(r.labels), "train_sentences": r.train_sentences,
+                   "dev_sentences": r.dev_sentences, **run_facts(r)})
+
+
+@app.command()
+def pretrain(
+    corpus: list[str] = typer.Option(..., "--corpus", help="Text (one sentence a line, blank line between documents) or any dataset file; repeat."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the model with its MLM + NSP heads (BertForPreTraining)."),
+    init: str = typer.Option("default", "--init", help="default (packaged model) | PATH or hub id | none (from scratch)."),
+    size: str = typer.Option("tiny", "--size", help="From scratch: tiny (2x128) | mini (4x256) | small (4x512) | base (12x768)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="From scratch: whose vocabulary to use (default: packaged)."),
+    heldout: float = typer.Option(0.05, "--heldout", help="Share of documents held out for MLM / NSP accuracy."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the corpus."),
+    max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
+    batch_size: int = BatchOpt, lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
+    grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: Optional[int] = EvalEveryOpt,
+    checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Masked-LM + next-sentence pretraining, from scratch or continuing a checkpoint; reports held-out accuracy."""
+    from bertkit.train.pretrain import pretrain as run_pretrain
+
+    if not 0 < heldout < 1:
+        raise UsageError(f"--heldout {heldout}: give a share between 0 and 1, e.g. 0.05")
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = run_pretrain(corpus, output, init=init, size=size, tokenizer=tokenizer, max_length=max_length, heldout=heldout,
+                     config=config)
+    report("pretrain", {**{f"before_{k}": v for k, v in r.before.items()}, **r.after,
+                        "unigram_baseline_accuracy": r.unigram_baseline, "unigram_token": r.unigram_token,
+                        "train_pairs": r.train_pairs, "heldout_pairs": r.heldout_pairs, "steps": r.train.steps,
+                        "seconds": round(r.train.seconds, 1), "stopped_by": r.train.stopped_by, "output": str(output)})
 
 
 @app.command()

@@ -491,3 +491,53 @@ def sentences_of(items: list) -> list[str]:
         else:
             out.append(str(it))
     return list(dict.fromkeys(out))
+
+
+# (issue 4)
+
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "sentence1", "text_a")
+
+
+def has_pair_columns(path: str | Path, fmt: str) -> bool:
+    """Whether a csv / tsv / jsonl file names a second-sentence column (else it holds single texts)."""
+    names, _ = table_rows(path, fmt)
+    return any(c in names for c in B_COLUMNS)
+
+
+def read_labeled_texts(path: str | Path, fmt: str, text: str | None = None, label: str | None = None,
+                       skip_bad: bool = False) -> list[LabeledText]:
+    """Single texts with a label from a csv / tsv (with header) or jsonl file: columns text/sentence and label."""
+    names, rows = table_rows(path, fmt)
+    col_t = pick_column(names, text, TEXT_COLUMNS, "text", True)
+    col_l = pick_column(names, label, LABEL_COLUMNS + SCORE_COLUMNS, "label", True)
+    bad, out = BadRows(Path(path), skip_bad, fmt), []
+    for n, row in rows:
+        if "__error__" in row:
+            bad(n, row["__error__"])
+            continue
+        t, lab = row.get(col_t), row.get(col_l)
+        if not isinstance(t, str) or not t.strip() or lab in (None, ""):
+            bad(n, f"missing or empty {col_t!r} / {col_l!r}")
+            continue
+        out.append(LabeledText(t, str(lab), line=n))
+    bad.report()
+    return out
+
+
+def read_conll_documents(path: str | Path) -> list[list[str]]:
+    """CoNLL text as documents (split at -DOCSTART-) of sentences (tokens joined by spaces), for pretraining."""
+    docs: list[list[str]] = [[]]
+    sentence: list[str] = []
+    for _, line in numbered_lines(path):
+        f = line.split()
+        if not f or f[0] == "-DOCSTART-":
+            if sentence:
+                docs[-1].append(" ".join(sentence))
+                sentence = []
+            if f and docs[-1]:
+                docs.append([])
+            continue
+        sentence.append(f[0])
+    if sentence:
+        docs[-1].append(" ".join(sentence))
+    return [d for d in docs if d]

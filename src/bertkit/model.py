@@ -627,3 +627,106 @@ def describe(model: Bert) -> list[Part]:
             tensors.append((pname, tuple(p.shape), p.numel()))
         parts.append(Part(name, tensors, sum(t[2] for t in tensors), note))
     return parts
+
+
+# Task heads (issue 4)
+#
+# Subclasses of Bert that reuse a loaded body (same modules, no copy) and add HF-named heads, so that the saved
+# state dict is exactly what BertForSequenceClassification / BertForTokenClassification read.
+
+HEAD_POOLINGS = ("pooler", "cls", "mean", "max", "mean_sqrt_len")  # poolings a classifier head can read
+
+
+@dataclass
+class TaskOutput:
+    logits: torch.Tensor  # (B, num_labels) for sequences, (B, T, num_labels) for tokens
+    loss: torch.Tensor | None = None
+
+
+def _adopt_body(obj: Bert, base: Bert) -> None:
+    """Make `obj` (a freshly allocated task model) share base's config and body; pre-training heads are dropped."""
+    nn.Module.__init__(obj)
+    obj.config = base.config
+    obj.bert = base.bert
+    obj.cls = None
+
+
+class BertSequenceClassifier(Bert):
+    """dropout + linear over pooler_output (as BertForSequenceClassification) or another pooling.
+
+    num_labels == 1 means regression (MSE loss); otherwise cross-entropy with optional class weights.
+    """
+
+    @classmethod
+    def from_bert(cls, base: Bert, num_labels: int, pooling: str = "pooler") -> BertSequenceClassifier:
+        if pooling not in HEAD_POOLINGS:
+            raise ValueError(f"a classifier head reads one of {', '.join(HEAD_POOLINGS)}; got pooling {pooling!r}")
+        if pooling == "pooler":
+            base.require("pooler", "a classifier over pooling='pooler'")
+        obj = cls.__new__(cls)
+        _adopt_body(obj, base)
+        obj.pooling = pooling
+        obj.num_labels = num_labels
+        obj.dropout = nn.Dropout(base.config.extra.get("classifier_dropout") or base.config.hidden_dropout_prob)
+        obj.classifier = nn.Linear(base.config.hidden_size, num_labels).to(base.bert.embeddings.word_embeddings.weight.device)
+        nn.init.normal_(obj.classifier.weight, std=0.02)
+        nn.init.zeros_(obj.classifier.bias)
+        obj.register_buffer("class_weights", None, persistent=False)
+        return obj
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:  # type: ignore[override]
+        from bertkit.pooling import pool
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        out = super().forward(input_ids, attention_mask, token_type_ids, compute_heads=False)
+        logits = self.classifier(self.dropout(pool(out, attention_mask, self.pooling)))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                weight = self.class_weights.to(logits.dtype) if self.class_weights is not None else None
+                loss = F.cross_entropy(logits.float(), labels, weight=None if weight is None else weight.float())
+        return TaskOutput(logits, loss)
+
+
+class BertTokenClassifier(Bert):
+    """dropout + linear over every token vector (as BertForTokenClassification); label -100 is ignored."""
+
+    @classmethod
+    def from_bert(cls, base: Bert, num_labels: int) -> BertTokenClassifier:
+        obj = cls.__new__(cls)
+        _adopt_body(obj, base)
+        obj.num_labels = num_labels
+        obj.dropout = nn.Dropout(base.config.extra.get("classifier_dropout") or base.config.hidden_dropout_prob)
+        obj.classifier = nn.Linear(base.config.hidden_size, num_labels).to(base.bert.embeddings.word_embeddings.weight.device)
+        nn.init.normal_(obj.classifier.weight, std=0.02)
+        nn.init.zeros_(obj.classifier.bias)
+        return obj
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:  # type: ignore[override]
+        out = super().forward(input_ids, attention_mask, token_type_ids, compute_heads=False)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return TaskOutput(logits, loss)
+
+
+def load_task_head(model: Bert, head: type[Bert], num_labels: int, **kwargs) -> Bert:
+    """Wrap a loaded model (from load_model) in a task head, taking the head's weights from its leftover
+    checkpoint entries (`classifier.weight` / `classifier.bias`) when the checkpoint has them."""
+    task = head.from_bert(model, num_labels, **kwargs)
+    left = getattr(model, "leftover_state", {}) or {}
+    if "classifier.weight" in left:
+        w, b = left["classifier.weight"], left["classifier.bias"]
+        if tuple(w.shape) != tuple(task.classifier.weight.shape):
+            raise ModelNotFoundError(
+                f"the checkpoint's classifier has shape {tuple(w.shape)}, expected {tuple(task.classifier.weight.shape)}; "
+                "its config.json id2label does not match its weights"
+            )
+        with torch.no_grad():
+            task.classifier.weight.copy_(w)
+            task.classifier.bias.copy_(b)
+    return task.eval()

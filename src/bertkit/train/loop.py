@@ -330,7 +330,10 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step, micro = step + 1, 0
-                bar.update(step, f"loss {sum(recent) / len(recent):.4f}" + (f"  best {best_value:.4f}" if best_value is not None else ""))
+                info = f"loss {sum(recent) / len(recent):.4f}" + (f"  best {best_value:.4f}" if best_value is not None else "")
+                bar.update(step, info)
+                if not show and step % 50 == 0:  # no bar (a log file): a line now and then instead
+                    log.info("step %d/%d  %s  %.0f s", step, total_steps, info, time.monotonic() - started)
                 if config.eval_every and step % config.eval_every == 0 and step < total_steps:
                     evaluate()
                 if config.minutes is not None and time.monotonic() - started > config.minutes * 60:

@@ -1,0 +1,275 @@
+"""Sequence classification: fine-tune a BERT with a dropout + linear head over its pooler (or another
+pooling) on single texts or sentence pairs; cross-entropy (optionally class-weighted) or MSE for scores.
+
+    from bertkit.train.classify import train_classifier, Classifier
+    result = train_classifier("../shared/data/sst2/train.tsv", "../shared/data/sst2/dev.tsv", "out/sst2",
+                              config=TrainConfig(epochs=1))
+    Classifier.load("out/sst2").predict(["a gorgeous film"])     # [("1", 0.98)]
+
+The saved folder is a transformers BertForSequenceClassification checkpoint (config.json with id2label /
+label2id, model.safetensors, tokenizer files). With a pooling other than `pooler` the weights load there too,
+but transformers always reads the pooler, so only bertkit reproduces such a model's logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertkit.data import (
+    PAIR_FORMATS, LabeledText, SentencePair, TaggedSentence, has_pair_columns, infer_format, read_dataset,
+    read_labeled_texts,
+)
+from bertkit.errors import InputError
+from bertkit.model import BertSequenceClassifier, load_task_head
+from bertkit.train.common import batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, truncation_note
+from bertkit.train.loop import TrainConfig, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    pair: str | None = None  # second text of a sentence pair
+    label: str | float | None = None  # class name, or a score for regression; None when unlabelled
+    line: int = 0
+
+
+def read_examples(path: str | Path, fmt: str | None = None, regression: bool = False, skip_bad: bool = False) -> list[Example]:
+    """Labelled examples from any dataset file. Pair sets give (text, pair); `regression` takes the score
+    (STS-B, SICK relatedness) instead of the class label. A plain text file gives unlabelled examples."""
+    fmt = fmt or infer_format(path)
+    if fmt == "conll":
+        raise InputError(f"{path} is a CoNLL file; token classification is `bertkit train ner`")
+    if fmt in ("csv", "tsv", "jsonl") and not has_pair_columns(path, fmt):
+        items: list = read_labeled_texts(path, fmt, skip_bad=skip_bad)
+    else:
+        items = read_dataset(path, fmt, skip_bad=skip_bad)
+    out = []
+    for it in items:
+        if isinstance(it, SentencePair):
+            label = it.score if (regression or it.label is None) else it.label
+            out.append(Example(it.a, it.b, label, it.line))
+        elif isinstance(it, LabeledText):
+            label: str | float = it.label
+            if regression:
+                try:
+                    label = float(it.label)
+                except ValueError:
+                    raise InputError(f"{path}: line {it.line}: label {it.label!r} is not a number (regression)") from None
+            out.append(Example(it.text, None, label, it.line))
+        elif isinstance(it, TaggedSentence):  # pragma: no cover - conll refused above
+            continue
+        else:
+            out.append(Example(str(it)))
+    return require_examples(out, path, "examples")
+
+
+@dataclass
+class ClassifyResult:
+    output: Path
+    labels: list[str]  # id -> name; ["score"] for regression
+    train_examples: int
+    dev_examples: int
+    truncated: dict[str, int]  # per split, inputs cut to max_length
+    dev_metrics: dict[str, float]  # of the kept (best) model
+    train: TrainResult = field(repr=False)
+
+
+def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded random hold-out, for sets published without a dev split (MRPC here)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"dev fraction must be in (0, 1), got {fraction}")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    k = max(1, int(len(examples) * fraction))
+    dev = {i for i in order[:k]}
+    return [e for i, e in enumerate(examples) if i not in dev], [examples[i] for i in sorted(dev)]
+
+
+def label_ids(examples: list[Example], label2id: dict[str, int], path: str | Path) -> list[int]:
+    unseen = sorted({str(e.label) for e in examples if str(e.label) not in label2id})
+    if unseen:
+        first = next(e for e in examples if str(e.label) in unseen)
+        raise InputError(
+            f"{path}: label {unseen[0]!r} (line {first.line}) was not seen in training; the model knows only "
+            f"{', '.join(label2id)}. Fix the file or train on data that has it"
+        )
+    return [label2id[str(e.label)] for e in examples]
+
+
+def class_weight_tensor(spec: str | None, ids: list[int], n: int) -> torch.Tensor | None:
+    """'balanced' (n_examples / (n_classes * count)), a comma list of n weights, or None."""
+    if spec in (None, "", "none"):
+        return None
+    if spec == "balanced":
+        counts = np.bincount(ids, minlength=n).astype(np.float64)
+        return torch.tensor(len(ids) / (n * np.maximum(counts, 1)), dtype=torch.float32)
+    try:
+        w = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"class weights {spec!r}: use 'balanced', 'none' or {n} comma-separated numbers") from None
+    if len(w) != n or min(w) <= 0:
+        raise ValueError(f"class weights {spec!r}: need {n} positive numbers (one per label, in label order)")
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def score_metrics(gold: list[float], pred: list[float]) -> dict[str, float]:
+    from scipy.stats import pearsonr, spearmanr
+
+    g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    return {"spearman": 100 * float(spearmanr(g, p)[0]), "pearson": 100 * float(pearsonr(g, p)[0]),
+            "mse": float(np.mean((g - p) ** 2))}
+
+
+def train_classifier(
+    train_path: str | Path,
+    dev_path: str | Path | None,
+    output: str | Path,
+    fmt: str | None = None,
+    dev_format: str | None = None,
+    model: str | Path | None = None,
+    pooling: str = "pooler",
+    regression: bool = False,
+    class_weights: str | None = None,
+    max_length: int = 128,
+    dev_fraction: float = 0.1,
+    freeze_embeddings: bool = False,
+    config: TrainConfig | None = None,
+) -> ClassifyResult:
+    """Fine-tune and save the best model (by dev accuracy, or Spearman for regression) to `output`."""
+    from bertkit.evaluate import accuracy, macro_f1
+
+    config = config or TrainConfig(epochs=3, lr=5e-5)
+    config.output_dir = Path(output)
+    config.best_metric = "spearman" if regression else "accuracy"
+    train_ex = read_examples(train_path, fmt, regression)
+    if dev_path is not None:
+        dev_ex = read_examples(dev_path, dev_format or fmt, regression)
+    else:
+        train_ex, dev_ex = split_dev(train_ex, dev_fraction, config.seed)
+        log.info("no dev set given: holding out %d of %d training examples", len(dev_ex), len(train_ex) + len(dev_ex))
+    if any(e.label is None for e in train_ex):
+        raise InputError(f"{train_path} has examples without a label; classification training needs labels")
+
+    if regression:
+        labels = ["score"]
+        y_train: list = [float(e.label) for e in train_ex]
+        y_dev: list = [float(e.label) for e in dev_ex]
+    else:
+        labels = sorted({str(e.label) for e in train_ex})
+        if len(labels) < 2:
+            raise InputError(f"{train_path} has a single label ({labels[0]!r}); a classifier needs at least two")
+        label2id = {name: i for i, name in enumerate(labels)}
+        y_train, y_dev = label_ids(train_ex, label2id, train_path), label_ids(dev_ex, label2id, dev_path or train_path)
+
+    base, tok, full_tok = load_base(model, max_length)
+    clf = BertSequenceClassifier.from_bert(base, len(labels), pooling=pooling)
+    freeze_word_embeddings(clf, freeze_embeddings)
+    if not regression:
+        clf.class_weights = class_weight_tensor(class_weights, y_train, len(labels))
+
+    def encode(examples: list[Example], what: str) -> tuple[list, int]:
+        texts = [e.text for e in examples]
+        pairs = [e.pair for e in examples] if all(e.pair is not None for e in examples) else None
+        encodings = tok.encode(texts, pairs)
+        return encodings, truncation_note(encodings, tok.max_length, what)
+
+    enc_train, cut_train = encode(train_ex, "training examples")
+    enc_dev, cut_dev = encode(dev_ex, "dev examples")
+    data = list(zip(enc_train, y_train))
+    y_dtype = torch.float32 if regression else torch.long
+
+    def collate(items):
+        batch = tok.pad([e for e, _ in items])
+        return batch.input_ids, batch.attention_mask, batch.token_type_ids, torch.tensor([y for _, y in items], dtype=y_dtype)
+
+    def step(m, b):
+        return m(*b[:3], labels=b[3]).loss
+
+    def evaluate(m) -> dict[str, float]:
+        logits = torch.stack(batched_logits(m, tok, enc_dev))
+        if regression:
+            return score_metrics(y_dev, logits[:, 0].tolist())
+        pred = logits.argmax(-1).tolist()
+        return {"accuracy": 100 * accuracy(y_dev, pred), "macro_f1": 100 * macro_f1(y_dev, pred)}
+
+    head_config = dict(
+        architectures=["BertForSequenceClassification"],
+        id2label={i: n for i, n in enumerate(labels)} if not regression else {0: "score"},
+        label2id={n: i for i, n in enumerate(labels)} if not regression else {"score": 0},
+        problem_type="regression" if regression else "single_label_classification",
+        bertkit_pooling=pooling,
+        bertkit_pairs=enc_train[0].type_ids.count(1) > 0 if enc_train else False,
+    )
+    result = train(clf, data, collate, step, config, eval_fn=evaluate,
+                   save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config))
+    return ClassifyResult(Path(output), labels, len(train_ex), len(dev_ex), {"train": cut_train, "dev": cut_dev},
+                          result.best or {}, result)
+
+
+class Classifier:
+    """A saved sequence classifier, for prediction."""
+
+    def __init__(self, model: BertSequenceClassifier, tokenizer, labels: list[str], regression: bool):
+        self.model, self.tokenizer, self.labels, self.regression = model, tokenizer, labels, regression
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | None = None) -> Classifier:
+        base, tok, _ = load_base(folder)
+        extra = base.config.extra
+        id2label = {int(k): v for k, v in (extra.get("id2label") or {}).items()}
+        if not id2label:
+            raise InputError(f"{folder} has no id2label in config.json; is it a classifier made by `bertkit train classify`?")
+        labels = [id2label[i] for i in range(len(id2label))]
+        model = load_task_head(base, BertSequenceClassifier, len(labels), pooling=extra.get("bertkit_pooling", "pooler"))
+        if "classifier.weight" not in (base.leftover_state or {}):
+            raise InputError(f"{folder} has no classifier weights (classifier.weight); train one with `bertkit train classify`")
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(model, tok, labels, extra.get("problem_type") == "regression")
+
+    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
+        from bertkit.encoder import as_text_list
+
+        texts = as_text_list(texts)
+        pairs = as_text_list(pairs, "second text") if pairs is not None else None
+        encodings = self.tokenizer.encode(texts, pairs)
+        self.truncated = truncation_note(encodings, self.tokenizer.max_length, "texts")
+        return torch.stack(batched_logits(self.model, self.tokenizer, encodings, batch_size))
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None) -> list[tuple[str, float]]:
+        """(label, probability) per text; for a regression model ("score", predicted value)."""
+        logits = self.logits(texts, pairs)
+        if self.regression:
+            return [("score", float(v)) for v in logits[:, 0]]
+        probs = logits.softmax(-1)
+        top = probs.max(-1)
+        return [(self.labels[int(i)], float(p)) for p, i in zip(top.values, top.indices)]
+
+
+def predict_command(folder: str | Path, data: str, is_file: bool, fmt: str | None = None,
+                    pair: str | None = None) -> tuple[list[dict], dict]:
+    """`bertkit predict` for a classifier: rows to print, and metrics when the file carries labels."""
+    from bertkit.evaluate import accuracy, macro_f1
+
+    clf = Classifier.load(folder)
+    examples = read_examples(data, fmt, clf.regression) if is_file else [Example(data, pair)]
+    pairs = [e.pair for e in examples] if all(e.pair is not None for e in examples) else None
+    preds = clf.predict([e.text for e in examples], pairs)
+    rows = [{"text": e.text, **({"pair": e.pair} if e.pair is not None else {}), "label": lab, "probability": p}
+            if not clf.regression else {"text": e.text, "pair": e.pair, "score": p}
+            for e, (lab, p) in zip(examples, preds)]
+    metrics: dict = {"examples": len(rows), "truncated": clf.truncated}
+    if is_file and all(e.label is not None for e in examples):
+        if clf.regression:
+            metrics.update(score_metrics([float(e.label) for e in examples], [p for _, p in preds]))
+        else:
+            gold, pred = [str(e.label) for e in examples], [lab for lab, _ in preds]
+            metrics.update(accuracy=100 * accuracy(gold, pred), macro_f1=100 * macro_f1(gold, pred))
+    return rows, metrics

@@ -1,0 +1,75 @@
+"""Plumbing shared by the task trainers (classify, ner, pretrain): load a body, save a folder, batch inference."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Encoding
+
+from bertkit.errors import InputError
+from bertkit.model import Bert, load_model, resolve_model_dir, save_model
+from bertkit.tokenize import BertTokenizer
+
+log = logging.getLogger(__name__)
+
+
+def load_base(model: str | Path | None, max_length: int | None = None) -> tuple[Bert, BertTokenizer, BertTokenizer]:
+    """The model (with its leftover checkpoint entries), a tokenizer cutting at `max_length` for training,
+    and one at the model's own limit, which is the one saved with the result."""
+    root = resolve_model_dir(model)
+    base, folder = load_model(root)
+    full = BertTokenizer.from_dir(folder, root=root)
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    short = BertTokenizer.from_dir(folder, root=root, max_length=min(max_length, full.max_length)) if max_length else full
+    return base, short, full
+
+
+def save_folder(model: Bert, tokenizer: BertTokenizer, folder: Path, **config) -> None:
+    """config.json + model.safetensors + tokenizer files: what `from_pretrained(folder)` reads."""
+    save_model(model, folder, **config)
+    tokenizer.save(folder)
+
+
+def truncation_note(encodings: list[Encoding], limit: int, what: str) -> int:
+    n = sum(1 for e in encodings if e.overflowing)
+    if n:
+        log.warning("%d of %d %s were longer than %d tokens and were truncated", n, len(encodings), what, limit)
+    return n
+
+
+def by_length(encodings: list[Encoding], batch_size: int) -> Iterator[np.ndarray]:
+    """Index batches of similar length (longest first): inference wastes little on padding."""
+    order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+@torch.inference_mode()
+def batched_logits(model: Bert, tokenizer: BertTokenizer, encodings: list[Encoding], batch_size: int = 64) -> list[torch.Tensor]:
+    """Per encoding, its logits as float32 on CPU (unpadded rows for token heads), in input order."""
+    device = next(model.parameters()).device
+    out: list[torch.Tensor | None] = [None] * len(encodings)
+    for idx in by_length(encodings, batch_size):
+        batch = tokenizer.pad([encodings[i] for i in idx]).to(device)
+        logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().cpu()
+        for row, i in enumerate(idx):
+            out[i] = logits[row, : len(encodings[i].ids)] if logits.ndim == 3 else logits[row]
+    return out
+
+
+def require_examples(items: list, path: str | Path, what: str) -> list:
+    if not items:
+        raise InputError(f"{path} holds no {what}; give a file with at least one")
+    return items
+
+
+def freeze_word_embeddings(model: Bert, freeze: bool) -> None:
+    """Keep the (vocab x hidden) word embeddings fixed: on a CPU their dense gradient and AdamW update are a
+    large share of a small model's step, and fine-tuning them rarely matters for the task."""
+    if freeze:
+        model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
