@@ -323,7 +323,8 @@ def evaluate_sts_cmd(
     pooling: Optional[list[str]] = typer.Option(None, "--pooling", "-p", help="Repeat for several (default: all of them)."),
     layers: Optional[list[int]] = LayersOpt,
     format: Optional[str] = FormatOpt,
-    whiten: Optional[Path] = typer.Option(None, "--whiten", help="Apply a whitening file (from `bertkit whiten`)."),
+    whiten: Optional[Path] = typer.Option(None, "--whiten", help="Also score with a whitening file (from `bertkit whiten`)."),
+    whiten_k: Optional[list[int]] = typer.Option(None, "--whiten-k", min=1, help="Also score the whitening cut to k dims; repeat."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     skip_bad_rows: bool = SkipRowsOpt,
@@ -339,8 +340,11 @@ def evaluate_sts_cmd(
     if whiten is not None:
         from bertkit.whitening import Whitening
 
-        whitening = Whitening.load(whiten)
-        pooling = pooling or [whitening.pooling]
+        full = Whitening.load(whiten)
+        pooling = pooling or [full.pooling]
+        whitening = [full] + [full.reduce(k) for k in whiten_k or []]  # raw rows too, from one encoding pass
+    elif whiten_k:
+        raise UsageError("--whiten-k needs --whiten FILE")
     scores = []
     for name in model or [None]:
         enc = load_encoder(name)
@@ -402,6 +406,7 @@ def whiten(
     layers: Optional[list[int]] = LayersOpt,
     k: Optional[int] = typer.Option(None, "--k", min=1, help="Keep the k leading dimensions (default: all)."),
     format: Optional[str] = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    max_texts: Optional[int] = typer.Option(None, "--max-texts", min=2, help="Fit on a seeded random sample of N texts."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
 ):
     """Fit BERT-whitening (mean + whitening matrix) on unlabelled texts; apply it with `encode --whiten`."""
@@ -415,6 +420,10 @@ def whiten(
             raise UsageError("--output is needed unless --model is a local folder (the file then goes next to it)")
         output = default_path(model, pooling, k)
     sentences = sentences_of(read_dataset(texts, format))
+    if max_texts is not None and len(sentences) > max_texts:
+        import random
+
+        sentences = random.Random(0).sample(sentences, max_texts)
     enc = load_encoder(model)
     w = fit_texts(enc, sentences, pooling=pooling, layers=layers or None, k=k, batch_size=batch_size,
                   progress=sys.stderr.isatty())
@@ -663,12 +672,15 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests."),
     graceful_timeout: float = typer.Option(30.0, "--graceful-timeout", min=0, help="Seconds to finish in-flight requests on shutdown."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
-        from bertkit.serve import Limits, create_app, run_server
+        from bertkit.serve import Limits, create_app, run_server, set_threads
     except ImportError as e:
         raise UsageError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'bertkit[serve]'") from None
+
+    set_threads(threads)
 
     limits = Limits(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,

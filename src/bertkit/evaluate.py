@@ -50,7 +50,8 @@ class StsScore:
 
     @property
     def label(self) -> str:
-        return Spec(self.pooling, tuple(self.layers) if self.layers else None).label + (" +whiten" if self.whitening else "")
+        return Spec(self.pooling, tuple(self.layers) if self.layers else None).label + (
+            f" +whiten {self.whitening}" if self.whitening else "")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"label": self.label}
@@ -147,7 +148,8 @@ def evaluate_sts(encoder, pairs: Sequence[SentencePair], poolings: Sequence[str]
                  progress: bool = False) -> list[StsScore]:
     """Spearman / Pearson x100 of cosine similarity against gold scores, one StsScore per pooling spec.
 
-    `whitening` (a bertkit.whitening.Whitening) is applied to every spec's vectors when given."""
+    `whitening` (a bertkit.whitening.Whitening, or several) is applied to every spec's vectors when given; with
+    a list, each spec gets a raw row and one row per whitening, all from one encoding pass."""
     if not pairs:
         raise ValueError("no sentence pairs to evaluate")
     if any(p.score is None for p in pairs):
@@ -161,16 +163,24 @@ def evaluate_sts(encoder, pairs: Sequence[SentencePair], poolings: Sequence[str]
     started = time.perf_counter()
     vectors = encode_specs(encoder, texts, specs, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - started
+    variants = [whitening] if whitening is None or not isinstance(whitening, (list, tuple)) else [None, *whitening]
     scores = []
     for s in specs:
-        vecs = vectors[s]
-        if whitening is not None:
-            whitening.check_compatible(s.pooling, s.layers)
-            vecs = whitening.apply(vecs)
-        spearman, pearson = correlations(cosine(vecs[ia], vecs[ib]), gold)
-        scores.append(StsScore(encoder.name, s.pooling, list(s.layers) if s.layers else None, spearman, pearson,
-                               len(pairs), seconds, whitening.meta.get("path", "fitted") if whitening is not None else None))
+        for w in variants:
+            vecs = vectors[s]
+            if w is not None:
+                w.check_compatible(s.pooling, list(s.layers) if s.layers else None)
+                vecs = w.apply(vecs)
+            spearman, pearson = correlations(cosine(vecs[ia], vecs[ib]), gold)
+            scores.append(StsScore(encoder.name, s.pooling, list(s.layers) if s.layers else None, spearman, pearson,
+                                   len(pairs), seconds, whitening_name(w)))
     return scores
+
+
+def whitening_name(w) -> str | None:
+    if w is None:
+        return None
+    return f"{Path(w.meta.get('path', 'fitted')).name} k={w.k}"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -64,6 +64,12 @@ class Whitening:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out.astype(np.float32)
 
+    def reduce(self, k: int) -> Whitening:
+        """The same whitening keeping only the k leading directions (the SVD is sorted, so no refit is needed)."""
+        if not 1 <= k <= self.k:
+            raise InputError(f"k must be between 1 and {self.k} for this whitening; got {k}")
+        return Whitening(self.mean, self.matrix[:, :k], {**self.meta, "k": k})
+
     def check_compatible(self, pooling: str, layers: Sequence[int] | None) -> None:
         """Refuse vectors pooled differently from those it was fit on: the statistics would not fit them."""
         want_layers = list(layers) if layers is not None else None
