@@ -217,7 +217,7 @@ def read_sst2(path: str | Path, skip_bad: bool = False) -> list[LabeledText]:
 
 # AG News escapes entities without the ampersand ("It #39;s", "#36;5") next to regular ones ("&lt;b&gt;"),
 # CSV-quotes some fields ("...""verdana""...") inside its TSV, and carries HTML markup once decoded.
-BARE_ENTITY = re.compile(r"(?<!&)#(\d{1,5});")
+BARE_ENTITY = re.compile(r"(?<!&) ?#(\d{1,5});")  # the space stands for the lost "&"
 HTML_TAG = re.compile(r"<[^<>]{1,200}>")
 
 
@@ -493,6 +493,7 @@ def sentences_of(items: list) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+# ----------------------------------------------------------------------------------------------------------
 # (issue 4)
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "sentence1", "text_a")
