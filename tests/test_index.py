@@ -121,3 +121,57 @@ def test_cli_embed_build_search(tmp_path, data_dir, monkeypatch, capsys):
     assert [h["rank"] for h in hits] == [1, 2, 3] and "oil" in hits[0]["text"].lower()
     code, _, err = cli("search", tmp_path / "emb", "x")
     assert code == 2 and err.strip().startswith("bertkit: error:") and "index build" in err
+
+
+def test_server_post_search_on_loopback(indexes, corpus):
+    """`bertkit serve --index` on a real loopback port: POST /search answers like Index.search_text."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    httpx = pytest.importorskip("httpx", reason="the server needs the 'serve' extra")
+    meta, _ = read_embeddings(corpus)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "bertkit.cli", "serve", "--port", str(port), "--index", str(indexes["hnsw"]),
+           "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "server did not start"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        target = meta.column("text")[42].as_py()
+        r = httpx.post(f"{url}/search", json={"query": target, "k": 3}, timeout=60)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [h["rank"] for h in body["results"]] == [1, 2, 3]
+        assert body["results"][0]["id"] == "42" and body["results"][0]["text"] == target
+        assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert body["index"] == {"kind": "hnsw", "metric": "cosine", "size": 200}
+        r = httpx.post(f"{url}/search", json={"query": [target, meta.column("text")[7].as_py()], "k": 2}, timeout=60)
+        assert [hits[0]["id"] for hits in r.json()["results"]] == ["42", "7"]
+        assert httpx.post(f"{url}/search", json={"query": "  ", "k": 3}, timeout=60).status_code == 400
+        assert httpx.post(f"{url}/search", json={"query": "x", "k": 0}, timeout=60).status_code == 422
+        assert httpx.get(f"{url}/info", timeout=30).json()["search"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_serve_refuses_an_index_of_another_model(indexes, monkeypatch, capsys):
+    from bertkit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bertkit", "serve", "--index", str(indexes["exact"]), "--model", "bert-base-uncased"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "serve it with that --model" in err and len(err.strip().splitlines()) == 1

@@ -673,6 +673,7 @@ def serve(
     graceful_timeout: float = typer.Option(30.0, "--graceful-timeout", min=0, help="Seconds to finish in-flight requests on shutdown."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Serve POST /search over this `bertkit index build` folder."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
@@ -686,7 +687,8 @@ def serve(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
         batch_tokens=batch_tokens, max_wait_ms=max_wait_ms,
     )
-    app_ = create_app(load_encoder(model), limits)
+    search_index = open_search_index(index, model) if index is not None else None
+    app_ = create_app(load_encoder(model), limits, index=search_index)
     run_server(app_, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level)
 
 
@@ -695,6 +697,24 @@ def serve(
 
 index_app = typer.Typer(no_args_is_help=True, help="Vector indexes over embed-corpus output.")
 app.add_typer(index_app, name="index")
+
+
+def open_search_index(path: Path, model: str | None):
+    """The index behind `serve --index`: its corpus must have been embedded with the model being served."""
+    from bertkit.index import Index
+
+    idx = Index.load(path)
+    built_with = idx.info["embedding"]["model"]
+
+    def same(a: str | None, b: str | None) -> bool:
+        if a is None or b is None:
+            return a == b
+        return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+    if not same(built_with, model):
+        raise UsageError(f"--index {path} was embedded with --model {built_with or '(the packaged default)'}; "
+                         "serve it with that --model")
+    return idx
 
 
 @app.command("embed-corpus")

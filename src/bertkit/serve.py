@@ -143,6 +143,11 @@ class TextsRequest(Strict):
     texts: str | list[str]
 
 
+class SearchRequest(Strict):
+    query: str | list[str]  # one query -> one list of hits; a list -> a list of lists
+    k: int = Field(10, ge=1, le=1000)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Metrics
 
@@ -590,6 +595,25 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
             n = len(texts) // 2
             out["scores"] = {p: (v[:n] * v[n:]).sum(1).clip(-1, 1) for p, (v, _, _) in zip(req.poolings, results)}
         return json_response(out)
+
+    # -- search over a corpus index (issue 7) ------------------------------------------------------------
+
+    @app.post("/search")
+    async def search(req: SearchRequest):
+        index = service.index
+        if index is None:
+            raise ServeError("this server has no index; start it with `bertkit serve --index INDEX`", 404, "no_index")
+        queries = service.texts(req.query, "query")
+        e = index.info["embedding"]  # queries are encoded exactly as the corpus was
+        vectors, tokens, truncated = await service.embed(queries, e["pooling"], None, e["normalize"], None, True)
+        scores, positions = await run_in_threadpool(index.search_vectors, vectors, req.k)
+        results = [[h.as_dict() for h in index.hits(s, p)] for s, p in zip(scores, positions)]
+        return json_response({
+            "results": results[0] if isinstance(req.query, str) else results,
+            "index": {"kind": index.kind, "metric": index.info["metric"], "size": len(index)},
+            "truncated": truncated,
+            "usage": {"tokens": tokens},
+        })
 
     # -- other outputs (not batched across requests; still on the model thread) -------------------------
 
