@@ -70,7 +70,7 @@ def test_losses_known_answers():
     head = SoftmaxLoss(4, 3)
     torch.nn.init.zeros_(head.classifier.weight)
     torch.nn.init.zeros_(head.classifier.bias)
-    assert float(head(u, u, torch.tensor([0, 1, 2, 0]))) == pytest.approx(math.log(3))  # uniform over 3 classes
+    assert float(head(u, u, torch.tensor([0, 1, 2, 0])).detach()) == pytest.approx(math.log(3))  # uniform over 3 classes
 
 
 def test_prepare_per_loss():
@@ -137,6 +137,8 @@ def test_simcse_two_steps(tiny, tmp_path):
     result = train_simcse(model, tokenizer, sentences, None, tmp_path / "simcse", config=config(batch_size=8))
     assert result.steps == 2 and max_change(before, model) > 1e-4
     assert (tmp_path / "simcse" / "modules.json").is_file()
+    # SimCSE trains on 64-token windows, but the saved model keeps the tokenizer's full limit
+    assert json.loads((tmp_path / "simcse" / "sentence_bert_config.json").read_text())["max_seq_length"] == 256
     with pytest.raises(InputError, match="at least 2 distinct"):
         train_simcse(model, tokenizer, ["same", "same"], None, tmp_path / "x")
 

@@ -157,13 +157,18 @@ def prepare(pairs: Sequence[SentencePair], loss: str, labels: list[str] | None =
 
 
 def make_collate(tokenizer: BertTokenizer, max_length: int | None) -> Callable[[list], dict]:
+    """Tokenize both sides of each batch; a shorter training max_length uses its own tokenizer copy, so the
+    saved model keeps its full limit."""
+    if max_length is not None and max_length < tokenizer.max_length:
+        from tokenizers import Tokenizer
+
+        tokenizer = BertTokenizer(Tokenizer.from_str(tokenizer.tokenizer.to_str()), max_length, tokenizer.mask_token)
+
     def collate(rows: list[tuple[str, str, float]]) -> dict:
         a = tokenizer([r[0] for r in rows])
         b = tokenizer([r[1] for r in rows])
         return {"a": a, "b": b, "target": torch.tensor([r[2] for r in rows], dtype=torch.float32)}
 
-    if max_length is not None:
-        tokenizer.max_length = min(tokenizer.max_length, max_length)
     return collate
 
 
