@@ -193,3 +193,13 @@ def test_shared_datasets_read_completely(data_dir, name):
     assert infer_format(path) == fmt
     items = read_dataset(path)
     assert len(items) == rows
+
+
+def test_hub_dataset_without_datasets_is_a_clear_error():
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="needs `pip install datasets`"):
+            read_dataset("hf:sentence-transformers/stsb:validation")
+    else:
+        pytest.skip("`datasets` is installed; reading a hub dataset would need the network")

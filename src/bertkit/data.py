@@ -453,7 +453,11 @@ def is_number(s: str) -> bool:
 
 def read_dataset(path: str | Path, fmt: str | None = None, skip_bad: bool = False, **columns):
     """Read any supported file: pairs for stsb/sick/mrpc/csv/tsv/jsonl, LabeledText for sst2/agnews,
-    TaggedSentence for conll, str for txt. `columns` (text_a=, text_b=, score=, label=) go to read_pairs."""
+    TaggedSentence for conll, str for txt. `columns` (text_a=, text_b=, score=, label=) go to read_pairs.
+    `hf:NAME[:SPLIT]` (e.g. hf:sentence-transformers/stsb:validation) reads a Hugging Face dataset (online)."""
+    if str(path).startswith("hf:"):
+        name, _, split = str(path)[3:].partition(":")
+        return read_hf(name, split or "validation", **columns)
     fmt = fmt or infer_format(path)
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -466,7 +470,7 @@ def read_dataset(path: str | Path, fmt: str | None = None, skip_bad: bool = Fals
 
 def read_scored_pairs(path: str | Path, fmt: str | None = None, skip_bad: bool = False, **columns) -> list[SentencePair]:
     """Pairs that all carry a gold score (for STS evaluation and the cosine loss)."""
-    fmt = fmt or infer_format(path)
+    fmt = fmt or ("csv" if str(path).startswith("hf:") else infer_format(path))
     if fmt not in PAIR_FORMATS:
         raise DataError(f"{path} is read as {fmt!r}, which has no sentence pairs; pass --format ({', '.join(PAIR_FORMATS)})")
     pairs = read_dataset(path, fmt, skip_bad=skip_bad, **columns)
