@@ -7,6 +7,7 @@ thing); a second one, serving a tiny random checkpoint with MLM + NSP heads, run
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import signal
 import socket
@@ -65,12 +66,22 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server():
+def whitening_file(tmp_path_factory, encoder) -> Path:
+    """A whitening (issue 3) fit on 40 short texts, mean pooling, cut to 16 dimensions."""
+    from bertkit.whitening import fit_texts
+
+    texts = [f"{a} {b} in the {c}." for a in ("A man", "The cat", "Two kids", "A woman")
+             for b in ("plays", "sleeps") for c in ("park", "house", "rain", "city", "morning")]
+    return fit_texts(encoder, texts, pooling="mean", k=16).save(tmp_path_factory.mktemp("white") / "w.npz")
+
+
+@pytest.fixture(scope="module")
+def server(whitening_file):
     port = free_port()
     cmd = [
         sys.executable, "-m", "bertkit.cli", "serve", "--port", str(port), "--max-inputs", str(MAX_INPUTS),
         "--max-chars", str(MAX_CHARS), "--max-queued-tokens", str(MAX_QUEUED), "--max-wait-ms", "10",
-        "--log-level", "warning",
+        "--log-level", "warning", "--whitening", str(whitening_file),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -98,25 +109,47 @@ def heads_model(tmp_path_factory, packaged_dir) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def heads_server(heads_model):
-    """The heads model served in a thread of this process by a real uvicorn server."""
+@contextlib.contextmanager
+def thread_server(app):
+    """A real uvicorn server for `app` in a thread of this process, on a free loopback port."""
     import uvicorn
 
-    from bertkit import Encoder
-    from bertkit.serve import create_app
-
     port = free_port()
-    config = uvicorn.Config(create_app(Encoder.load(heads_model, device="cpu")), host="127.0.0.1", port=port,
-                            log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url)
-    yield Server(None, url)
-    srv.should_exit = True
-    thread.join(30)
+    try:
+        wait_ready(url)
+        yield Server(None, url)
+    finally:
+        srv.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def heads_server(heads_model):
+    from bertkit import Encoder
+    from bertkit.serve import create_app
+
+    with thread_server(create_app(Encoder.load(heads_model, device="cpu"))) as srv:
+        yield srv
+
+
+def task_model(folder: Path, packaged_dir: Path, arch: str, labels: list[str]) -> Path:
+    """A tiny random fine-tuned-style checkpoint: BERT body + `classifier.*`, id2label, architectures."""
+    import torch
+    from conftest import RANDOM_SHAPES, copy_tokenizer
+
+    from bertkit.model import Bert, BertConfig, save_model
+
+    torch.manual_seed(1)
+    config = BertConfig(**RANDOM_SHAPES["small"])
+    head = {"classifier.weight": torch.randn(len(labels), config.hidden_size), "classifier.bias": torch.randn(len(labels))}
+    save_model(Bert(config, pooler=True), folder, extra_state=head, architectures=[arch],
+               id2label={str(i): lab for i, lab in enumerate(labels)}, label2id={lab: i for i, lab in enumerate(labels)})
+    copy_tokenizer(packaged_dir, folder)
+    return folder
 
 
 def error_of(r: httpx.Response, status: int, code: str | None = None) -> str:
@@ -204,12 +237,16 @@ def test_embed_reports_truncation_or_refuses(server, encoder):
     assert "text 1 has more than 256 tokens" in msg
 
 
-def test_embed_whiten_or_clear_error(server):
-    r = server.post("/embed", {"texts": SENTENCES * 3, "whiten": True})
-    if r.status_code == 400:
-        assert r.json()["error"]["code"] == "no_whitening"
-    else:
-        assert r.status_code == 200 and r.json()["whitened"] is True
+def test_embed_whiten(server, encoder, whitening_file, heads_server):
+    from bertkit.whitening import Whitening
+
+    w = Whitening.load(whitening_file)
+    body = server.post("/embed", {"texts": SENTENCES, "whiten": True, "normalize": True}).json()
+    assert body["whitened"] is True and body["dimensions"] == 16
+    np.testing.assert_allclose(np.array(body["embeddings"]), w.apply(encoder.encode(SENTENCES), normalize=True), atol=1e-5)
+    assert server.get("/info").json()["whitening"]["k"] == 16
+    assert "fit on pooling=mean" in error_of(server.post("/embed", {"texts": ["x"], "whiten": True, "pooling": "cls"}), 400)
+    error_of(heads_server.post("/embed", {"texts": ["x"], "whiten": True}), 400, "no_whitening")
 
 
 def test_tokens_match_encode_tokens(server, encoder):
@@ -260,6 +297,31 @@ def test_fill_mask_and_nsp_with_heads(heads_server, heads_model):
     error_of(heads_server.post("/nsp", {"a": ["x", "y"], "b": ["z"]}), 400, "bad_shape")
     info = heads_server.get("/info").json()
     assert info["heads"]["mlm"] and info["heads"]["nsp"] and info["dimensions"] == 32
+
+
+def test_classify_and_ner_with_task_heads(tmp_path, packaged_dir):
+    from bertkit import Encoder
+    from bertkit.serve import create_app
+    from bertkit.train.classify import Classifier
+    from bertkit.train.ner import Tagger
+
+    texts = ["Angela Merkel visited Paris.", "A great film."]
+    clf_dir = task_model(tmp_path / "clf", packaged_dir, "BertForSequenceClassification", ["neg", "pos"])
+    with thread_server(create_app(Encoder.load(clf_dir, device="cpu"))) as srv:
+        assert srv.get("/info").json()["labels"]["classification"] == ["neg", "pos"]
+        preds = srv.post("/classify", {"texts": texts}).json()["predictions"]
+        expected = Classifier.load(clf_dir).predict(texts)
+        assert [p["label"] for p in preds] == [lab for lab, _ in expected]
+        np.testing.assert_allclose([p["probability"] for p in preds], [p for _, p in expected], atol=1e-5)
+        error_of(srv.post("/classify", {"texts": texts, "pairs": ["one"]}), 400, "bad_shape")
+        error_of(srv.post("/ner", {"texts": texts}), 400, "no_ner_head")
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    ner_dir = task_model(tmp_path / "ner", packaged_dir, "BertForTokenClassification", tags)
+    with thread_server(create_app(Encoder.load(ner_dir, device="cpu"))) as srv:
+        assert srv.get("/info").json()["heads"]["ner"] is True
+        got = srv.post("/ner", {"texts": texts}).json()["entities"]
+        assert got == Tagger.load(ner_dir).entities(texts)
+        error_of(srv.post("/classify", {"texts": texts}), 400, "no_classification_head")
 
 
 def test_health_info_models_page(server):

@@ -674,6 +674,9 @@ def serve(
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
     index: Optional[Path] = typer.Option(None, "--index", help="Serve POST /search over this `bertkit index build` folder."),
+    whitening: Optional[Path] = typer.Option(None, "--whitening", help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Passed to Encoder.load (issue 5)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Passed to Encoder.load (issue 5)."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
@@ -688,8 +691,27 @@ def serve(
         batch_tokens=batch_tokens, max_wait_ms=max_wait_ms,
     )
     search_index = open_search_index(index, model) if index is not None else None
-    app_ = create_app(load_encoder(model), limits, index=search_index)
+    white = None
+    if whitening is not None:
+        from bertkit.whitening import Whitening
+
+        white = Whitening.load(whitening)
+    app_ = create_app(load_encoder_for_serving(model, precision, backend), limits, index=search_index, whitening=white)
     run_server(app_, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level)
+
+
+def load_encoder_for_serving(model: str | None, precision: str | None, backend: str | None):
+    """Encoder.load with --precision/--backend passed through where this Encoder.load takes them (issue 5)."""
+    import inspect
+
+    from bertkit.encoder import Encoder
+
+    extra = {k: v for k, v in {"precision": precision, "backend": backend}.items() if v is not None}
+    accepted = inspect.signature(Encoder.load).parameters
+    for name in extra:
+        if name not in accepted:
+            raise UsageError(f"--{name} is not supported by this bertkit's Encoder.load; drop the option")
+    return Encoder.load(model, **extra)
 
 
 # ---- corpus embedding, index, search (issue 7) -------------------------------------------------------------

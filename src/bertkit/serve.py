@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
+SWITCH_INTERVAL_S = 0.0005
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,6 +145,11 @@ class TextsRequest(Strict):
     texts: str | list[str]
 
 
+class ClassifyRequest(Strict):
+    texts: str | list[str]
+    pairs: str | list[str] | None = None  # second texts, for a sentence-pair classifier
+
+
 class SearchRequest(Strict):
     query: str | list[str]  # one query -> one list of hits; a list -> a list of lists
     k: int = Field(10, ge=1, le=1000)
@@ -172,6 +179,7 @@ class Metrics:
             "bertkit_batch_tokens", "Tokens per merged model batch", registry=r,
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
         )
+        self.model_seconds = Counter("bertkit_model_seconds", "Time the model thread spent on merged batches", registry=r)
         self.queue_depth = Gauge("bertkit_queue_depth", "Requests waiting for the model", registry=r)
         self.queued_tokens = Gauge("bertkit_queued_tokens", "Tokens accepted and not yet answered", registry=r)
         self.tokens = Counter("bertkit_tokens", "Tokens run through the model", registry=r)
@@ -218,6 +226,9 @@ class Batcher:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        # The model thread drops the GIL inside every torch op and must win it back after each one; with the
+        # default 5 ms switch interval a busy event loop makes it wait up to 5 ms per op (a convoy).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._loop(), name="bertkit-batcher")
 
@@ -284,6 +295,7 @@ class Batcher:
         if not jobs:
             return
         texts = [t for j in jobs for t in j.texts]
+        start = time.perf_counter()
         try:
             vectors = await self.run(self._encode, key, texts)
         except Exception as e:  # noqa: BLE001 - one bad request must not fail the others it was merged with
@@ -294,6 +306,7 @@ class Batcher:
             if not jobs[0].future.done():
                 jobs[0].future.set_exception(e)
             return
+        self.metrics.model_seconds.inc(time.perf_counter() - start)
         self.metrics.batch_size.observe(len(texts))
         tokens = sum(j.tokens for j in jobs)
         self.metrics.batch_tokens.observe(tokens)
@@ -319,8 +332,10 @@ class Batcher:
 class Service:
     """What the routes share: the encoder, limits, batcher, metrics and optional extras (whitening, index)."""
 
-    def __init__(self, encoder: Encoder, limits: Limits, index: Any = None):
-        self.encoder, self.limits, self.index = encoder, limits, index
+    def __init__(self, encoder: Encoder, limits: Limits, index: Any = None, whitening: Any = None,
+                 heads: tuple[Any, Any] = (None, None)):
+        self.encoder, self.limits, self.index, self.whitening = encoder, limits, index, whitening
+        self.classifier, self.tagger = heads  # issue 4's Classifier / Tagger when the folder is fine-tuned
         self.metrics = Metrics()
         self.batcher = Batcher(encoder, limits, self.metrics)
         self.model_id = short_model_id(encoder)
@@ -343,6 +358,12 @@ class Service:
                     413, "max_chars",
                 )
         return texts
+
+    def check_whitening(self, pooling: str, layers: list[int] | None) -> None:
+        if self.whitening is None:
+            raise ServeError("this server has no whitening; start it with `bertkit serve --whitening FILE.npz` "
+                             "(make one with `bertkit whiten`)", 400, "no_whitening", "whiten")
+        self.whitening.check_compatible(pooling, layers)
 
     def check_layers(self, layers: list[int] | None) -> None:
         n = self.encoder.model.config.num_hidden_layers + 1
@@ -399,8 +420,16 @@ class Service:
                 "pooler": model.has_pooler,
                 "mlm": model.has_mlm,
                 "nsp": model.has_nsp,
-                "classification": False,
-                "ner": False,
+                "classification": self.classifier is not None,
+                "ner": self.tagger is not None,
+            },
+            "labels": {
+                "classification": self.classifier.labels if self.classifier is not None else None,
+                "ner": self.tagger.labels if self.tagger is not None else None,
+            },
+            "whitening": None if self.whitening is None else {
+                "path": self.whitening.meta.get("path"), "k": self.whitening.k, "pooling": self.whitening.pooling,
+                "layers": self.whitening.layers,
             },
             "poolings": [p for p in POOLING_MODES if p != "pooler" or model.has_pooler],
             "default_prompt": DEFAULT_PROMPT,
@@ -457,10 +486,14 @@ class MetricsMiddleware:
             self.metrics.requests.labels(route, str(status["code"])).inc()
 
 
-def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None) -> FastAPI:
-    """The FastAPI app. `index` is the issue-7 search index (POST /search), None when not served."""
+def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
+               heads: tuple[Any, Any] | None = None) -> FastAPI:
+    """The FastAPI app. `index` is the issue-7 search index (POST /search), None when not served;
+    `whitening` a bertkit.whitening.Whitening for `/embed {"whiten": true}`; `heads` the (classifier, tagger)
+    pair, found from the model folder's config.json when not given."""
     disable_created_metrics()  # the *_created series only add noise to /metrics
-    service = Service(encoder, limits or Limits(), index)
+    heads = load_task_heads(encoder) if heads is None else heads
+    service = Service(encoder, limits or Limits(), index, whitening, heads)
     metrics = service.metrics
 
     @asynccontextmanager
@@ -553,11 +586,13 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
     @app.post("/embed")
     async def embed(req: EmbedRequest):
         texts = service.texts(req.texts)
-        vectors, tokens, truncated = await service.embed(
-            texts, req.pooling, req.layers, req.normalize, req.template, req.truncate
+        if req.whiten:
+            service.check_whitening(req.pooling, req.layers)
+        vectors, tokens, truncated = await service.embed(  # whitening takes raw vectors and normalises after
+            texts, req.pooling, req.layers, req.normalize and not req.whiten, req.template, req.truncate
         )
         if req.whiten:
-            vectors = await whiten_vectors(vectors)
+            vectors = service.whitening.apply(vectors, normalize=req.normalize)
         return json_response({
             "embeddings": vectors,
             "dimensions": int(vectors.shape[1]),
@@ -651,20 +686,27 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
         return json_response({"probabilities": np.asarray(probs, dtype=np.float64)})
 
     @app.post("/classify")
-    async def classify(req: TextsRequest):
-        service.texts(req.texts)
-        raise ServeError(
-            "model has no classification head; serve a checkpoint trained with `bertkit train-classifier`",
-            400, "no_classification_head",
-        )
+    async def classify(req: ClassifyRequest):
+        texts = service.texts(req.texts)
+        pairs = service.texts(req.pairs, "second text") if req.pairs is not None else None
+        if pairs is not None and len(pairs) != len(texts):
+            raise ServeError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match", 400, "bad_shape")
+        clf = service.classifier
+        if clf is None:
+            raise ServeError("model has no classification head; serve a folder made by `bertkit train classify`",
+                             400, "no_classification_head")
+        preds = await service.batcher.run(clf.predict, texts, pairs)
+        if clf.regression:
+            return json_response({"predictions": [{"score": p} for _, p in preds]})
+        return json_response({"predictions": [{"label": lab, "probability": p} for lab, p in preds]})
 
     @app.post("/ner")
     async def ner(req: TextsRequest):
-        service.texts(req.texts)
-        raise ServeError(
-            "model has no token-classification (NER) head; serve a checkpoint trained with `bertkit train-ner`",
-            400, "no_ner_head",
-        )
+        texts = service.texts(req.texts)
+        if service.tagger is None:
+            raise ServeError("model has no token-classification (NER) head; serve a folder made by `bertkit train ner`",
+                             400, "no_ner_head")
+        return json_response({"entities": await service.batcher.run(service.tagger.entities, texts)})
 
     # -- operations ----------------------------------------------------------------------------------------
 
@@ -689,19 +731,38 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
     return app
 
 
-async def whiten_vectors(vectors: np.ndarray) -> np.ndarray:
-    """Whitening (issue 3's bertkit.whitening.whiten: vectors in, vectors out), fitted on the request's vectors."""
-    try:
-        from bertkit.whitening import whiten
-    except ImportError:
-        raise ServeError("whitening is not available in this installation", 400, "no_whitening") from None
-    return np.asarray(await run_in_threadpool(whiten, vectors), dtype=np.float32)
+def load_task_heads(encoder: Encoder) -> tuple[Any, Any]:
+    """(classifier, tagger): issue 4's predictors when the served folder is a fine-tuned classifier or token
+    classifier (config.json `architectures`), else None. They hold their own copy of the weights."""
+    from bertkit.model import transformer_dir
+    from bertkit.tokenize import read_json
+
+    arch = (read_json(transformer_dir(encoder.path) / "config.json").get("architectures") or [""])[0]
+    device = str(encoder.device)
+    if arch == "BertForSequenceClassification":
+        from bertkit.train.classify import Classifier
+
+        return Classifier.load(encoder.path, device=device), None
+    if arch == "BertForTokenClassification":
+        from bertkit.train.ner import Tagger
+
+        return None, Tagger.load(encoder.path, device=device)
+    return None, None
 
 
 def _version() -> str:
     from bertkit import __version__
 
     return __version__
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for the model. On a machine shared with other busy processes, fewer threads than
+    cores is much faster: intra-op threads wait for each other at every op, and a descheduled one stalls all."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,

@@ -16,11 +16,11 @@ function setStatus(id, text, isError) {
   el.className = isError ? "status error" : "status";
 }
 
-// Cosine in [-1, 1] -> white (0) to red (1) or blue (-1).
+// Cosine in [-1, 1] on one absolute scale for every pooling (so their ranges compare): 0 is white, 1 dark red,
+// -1 dark blue. Lightness, not just hue, carries the value, so it reads in grey too.
 function color(v) {
   const t = Math.min(1, Math.abs(v));
-  const other = Math.round(255 * (1 - t));
-  return v >= 0 ? `rgb(255, ${other}, ${other})` : `rgb(${other}, ${other}, 255)`;
+  return `hsl(${v >= 0 ? 0 : 220}, 80%, ${Math.round(100 - 62 * t)}%)`;
 }
 
 function heatmap(pooling, matrix) {
@@ -45,6 +45,7 @@ function heatmap(pooling, matrix) {
       td.textContent = v.toFixed(2);
       td.dataset.value = v;
       td.style.background = color(v);
+      td.style.color = Math.abs(v) > 0.6 ? "#fff" : "#222";
     });
   });
   box.appendChild(table);
