@@ -601,6 +601,7 @@ def pretrain(
     size: str = typer.Option("tiny", "--size", help="From scratch: tiny (2x128) | mini (4x256) | small (4x512) | base (12x768)."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="From scratch: whose vocabulary to use (default: packaged)."),
     heldout: float = typer.Option(0.05, "--heldout", help="Share of documents held out for MLM / NSP accuracy."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings (= MLM decoder) fixed."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the corpus."),
     max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
@@ -614,7 +615,7 @@ def pretrain(
         raise UsageError(f"--heldout {heldout}: give a share between 0 and 1, e.g. 0.05")
     config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     r = run_pretrain(corpus, output, init=init, size=size, tokenizer=tokenizer, max_length=max_length, heldout=heldout,
-                     config=config)
+                     freeze_embeddings=freeze_embeddings, config=config)
     report("pretrain", {**{f"before_{k}": v for k, v in r.before.items()}, **r.after,
                         "unigram_baseline_accuracy": r.unigram_baseline, "unigram_token": r.unigram_token,
                         "train_pairs": r.train_pairs, "heldout_pairs": r.heldout_pairs, "steps": r.train.steps,

@@ -27,7 +27,7 @@ from bertkit.data import infer_format, read_conll_documents, read_dataset, read_
 from bertkit.errors import InputError
 from bertkit.model import Bert, BertConfig, load_model, resolve_model_dir
 from bertkit.tokenize import BertTokenizer
-from bertkit.train.common import save_folder
+from bertkit.train.common import freeze_word_embeddings, save_folder
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ def pretrain(
     fmt: str | None = None,
     max_length: int = 128,
     heldout: float = 0.05,
+    freeze_embeddings: bool = False,
     config: TrainConfig | None = None,
 ) -> PretrainResult:
     config = config or TrainConfig(epochs=1, lr=1e-4)
@@ -167,6 +168,7 @@ def pretrain(
     train_pairs, held_pairs = make_pairs(train_docs, config.seed), make_pairs(held_docs or train_docs, config.seed + 1)
 
     model, full_tok = initial_model(init, size, tokenizer)
+    freeze_word_embeddings(model, freeze_embeddings)  # also the tied MLM decoder: only its bias and transform learn
     # A separate Rust tokenizer cut at max_length for training; the saved one keeps the model's own limit.
     tok = BertTokenizer(Tokenizer.from_str(full_tok.tokenizer.to_str()), min(max_length, full_tok.max_length), full_tok.mask_token)
 
