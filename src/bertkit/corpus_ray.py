@@ -152,7 +152,7 @@ def run_ray(source: Source, shards: list[Shard], job: CorpusJob, address: str | 
             gpus = 1.0
         log.info("Ray Data: %d shard(s), %d actor(s), %s GPU each", len(pending), n_actors, gpus)
         ds = ray.data.read_datasource(ShardDatasource(source, pending, job.skip_bad_rows),
-                                      override_num_blocks=len(pending), ray_remote_args={"num_cpus": IO_CPUS})
+                                      override_num_blocks=len(pending), num_cpus=IO_CPUS)
         ds = ds.map_batches(
             EmbedActor,
             fn_constructor_kwargs={"options": job.options, "threads": cpus_per_actor},
