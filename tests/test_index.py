@@ -80,6 +80,8 @@ def test_chunked_corpus_hits_carry_offsets(tmp_path, encoder):
     (hits,) = idx.search_text(encoder, "central bank interest rates", k=1)
     assert hits[0].id == "doc" and hits[0].chunk > 0
     assert "central bank" in long[hits[0].start : hits[0].end]
+    # No text was kept: search reads it back from the input file (the chunk's span of it).
+    assert hits[0].text is None and idx.fill_texts(hits)[0].text == long[hits[0].start : hits[0].end]
 
 
 def test_index_errors_name_the_fix(tmp_path, corpus, indexes):

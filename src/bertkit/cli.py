@@ -811,12 +811,18 @@ def search(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Query model (default: the corpus's model)."),
     ef_search: Optional[int] = typer.Option(None, "--ef-search", min=1, help="hnsw: beam width (recall vs speed)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per hit."),
+    show_text: bool = typer.Option(True, "--text/--no-text", help="Show texts (stored, or read back from the input)."),
 ):
-    """The K nearest corpus items to QUERY: rank, score, id (and chunk offsets / text when stored)."""
+    """The K nearest corpus items to QUERY: rank, score, id, chunk offsets and text."""
     from bertkit.index import Index
 
     idx = Index.load(index, ef_search=ef_search)
     (hits,) = idx.search_text(load_encoder(model or idx.info["embedding"]["model"]), query, k=k)
+    if show_text:
+        idx.fill_texts(hits)
+    else:
+        for h in hits:
+            h.text = None
     for h in hits:
         if as_json:
             sys.stdout.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")

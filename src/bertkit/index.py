@@ -200,6 +200,37 @@ class Index:
             out.append(Hit(rank, float(s), c["id"][p], c["row"][p], **extra))
         return out
 
+    def fill_texts(self, hits: list[Hit]) -> list[Hit]:
+        """Give hits without a stored text (no --keep-text) their text, read back from the corpus's input file:
+        one shard of rows per distinct shard hit. Hits keep text None when the input is gone or changed."""
+        from bertkit.corpus import Shard, Source, read_manifest, read_shard
+
+        missing = [h for h in hits if h.text is None]
+        if not missing:
+            return hits
+        try:
+            manifest = read_manifest(self.info["source"])
+        except BertkitError:
+            return hits
+        src = manifest["input"]
+        try:
+            st = os.stat(src["path"])
+        except OSError:
+            return hits
+        if (st.st_size, st.st_mtime_ns) != (src["size"], src["mtime_ns"]):
+            log.warning("%s changed since it was embedded; not showing texts", src["path"])
+            return hits
+        source = Source(src["path"], src["format"], src["text_column"], src["id_column"], src["header"])
+        shards = [Shard(**s) for s in manifest["shards"]]
+        texts: dict[int, str] = {}
+        for index in sorted({h.row // manifest["shard_rows"] for h in missing}):
+            rows, _, shard_texts, _ = read_shard(source, shards[index], skip_bad_rows=True)
+            texts.update(zip(rows, shard_texts))
+        for h in missing:
+            text = texts.get(h.row)
+            h.text = text[h.start : h.end] if text is not None and h.start is not None else text
+        return hits
+
     def encode_queries(self, encoder, queries: list[str]) -> np.ndarray:
         e = self.info["embedding"]
         return encoder.encode(queries, pooling=e["pooling"], normalize=e["normalize"])
