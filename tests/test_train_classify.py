@@ -74,6 +74,13 @@ def test_learns_saves_and_matches_transformers(tmp_path, tiny_model):
     assert torch.allclose(clf.logits(texts), ref, atol=1e-4)
     assert theirs.config.id2label == {0: "negative", 1: "positive"}
 
+    # --model pointing at this folder continues with its head (same labels) instead of a fresh one
+    from bertkit.model import BertSequenceClassifier
+    from bertkit.train.common import load_base, task_model
+
+    again = task_model(load_base(out)[0], BertSequenceClassifier, ["negative", "positive"])
+    assert torch.equal(again.classifier.weight, clf.model.classifier.weight)
+
 
 def test_pairs_with_packaged_model_match_transformers(tmp_path):
     # MRPC-format pairs (quality, id1, id2, s1, s2); the packaged model's real pooler under the head.

@@ -27,7 +27,9 @@ from bertkit.data import (
 )
 from bertkit.errors import InputError
 from bertkit.model import BertSequenceClassifier, load_task_head
-from bertkit.train.common import batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, truncation_note
+from bertkit.train.common import (
+    batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, task_model, truncation_note,
+)
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -170,7 +172,7 @@ def train_classifier(
         y_train, y_dev = label_ids(train_ex, label2id, train_path), label_ids(dev_ex, label2id, dev_path or train_path)
 
     base, tok, full_tok = load_base(model, max_length)
-    clf = BertSequenceClassifier.from_bert(base, len(labels), pooling=pooling)
+    clf = task_model(base, BertSequenceClassifier, labels, pooling=pooling)
     freeze_word_embeddings(clf, freeze_embeddings)
     if not regression:
         clf.class_weights = class_weight_tensor(class_weights, y_train, len(labels))

@@ -73,3 +73,16 @@ def freeze_word_embeddings(model: Bert, freeze: bool) -> None:
     large share of a small model's step, and fine-tuning them rarely matters for the task."""
     if freeze:
         model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+
+
+def task_model(base: Bert, head: type[Bert], labels: list[str], **kwargs) -> Bert:
+    """A fresh head over the body, or the checkpoint's own head when it was trained on the same labels
+    (so `--model` pointing at a fine-tuned folder continues fine-tuning instead of starting the head over)."""
+    from bertkit.model import load_task_head
+
+    saved = {int(k): v for k, v in (base.config.extra.get("id2label") or {}).items()}
+    same = [saved.get(i) for i in range(len(saved))] == labels
+    if same and "classifier.weight" in (getattr(base, "leftover_state", None) or {}):
+        log.info("continuing with the checkpoint's classifier head (same labels: %s)", ", ".join(labels))
+        return load_task_head(base, head, len(labels), **kwargs)
+    return head.from_bert(base, len(labels), **kwargs)

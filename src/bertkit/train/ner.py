@@ -26,7 +26,7 @@ from bertkit.errors import InputError
 from bertkit.model import BertTokenClassifier, load_task_head
 from bertkit.tokenize import BertTokenizer
 from bertkit.train.common import (
-    batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, truncation_note,
+    batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, task_model, truncation_note,
 )
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
@@ -131,7 +131,7 @@ def train_ner(
     ids_train, _ = tag_ids(train_s, label2id, train_path), tag_ids(dev_s, label2id, dev_path)
 
     base, tok, full_tok = load_base(model, max_length)
-    tagger = BertTokenClassifier.from_bert(base, len(labels))
+    tagger = task_model(base, BertTokenClassifier, labels)
     freeze_word_embeddings(tagger, freeze_embeddings)
     enc_train, words_train = encode_sentences(tok, train_s)
     enc_dev, words_dev = encode_sentences(tok, dev_s)
