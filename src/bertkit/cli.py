@@ -377,7 +377,8 @@ def compare(
         raise UsageError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
     pairs = read_similarity_set(data, format, skip_bad_rows)
     enc = load_encoder(model)
-    result = run_compare(enc, pairs, Path(data).name, per_layer=layers, batch_size=batch_size, progress=sys.stderr.isatty())
+    name = "/".join(Path(data).parts[-2:])  # e.g. stsb/dev.tsv: the folder tells the dataset
+    result = run_compare(enc, pairs, name, per_layer=layers, batch_size=batch_size, progress=sys.stderr.isatty())
     plots = [plot_poolings(result, plot)] + ([plot_layers(result, layers_path(plot))] if layers else [])
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict() | {"plots": [str(p) for p in plots]}, indent=2) + "\n")
