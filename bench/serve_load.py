@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import platform
 import random
 import socket
@@ -81,29 +82,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[np.ndarray, float]:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[np.ndarray, float, float]:
     from bertkit import Encoder
     from bertkit.serve import set_threads
 
     set_threads(threads)
     enc = Encoder.load(model, device="cpu")
     enc.encode(texts[:64], normalize=True)  # warm-up
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     vecs = enc.encode(texts, normalize=True, batch_size=32)
-    return vecs, time.perf_counter() - t
+    return vecs, time.perf_counter() - t, time.process_time() - c
 
 
 async def run_clients(url: str, texts: list[str], schedule, max_seconds: float):
-    import httpx
+    # aiohttp, not httpx, for the load generator: it shares the 2 cores with the server, and aiohttp spends
+    # several times less CPU per request.
+    import aiohttp
+    import orjson
 
     statuses: dict[str, dict[int, int]] = {}
     latencies: list[float] = []
     answers: list[tuple[list[int], list[str]]] = []
     good_texts = 0
     deadline = time.perf_counter() + max_seconds
-    limits = httpx.Limits(max_connections=len(schedule) + 8, max_keepalive_connections=len(schedule) + 8)
+    headers = {"content-type": "application/json"}
+    bad_bodies = {
+        "malformed_json": b'{"input": ["unterminated',
+        "wrong_type": orjson.dumps({"input": [1, 2, 3], "model": "bench"}),
+        "too_many_inputs": orjson.dumps({"input": ["x"] * (MAX_INPUTS + 1), "model": "bench"}),
+        "too_long_text": orjson.dumps({"input": ["y" * (MAX_CHARS + 1)], "model": "bench"}),
+    }
+    connector = aiohttp.TCPConnector(limit=len(schedule) + 8)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
 
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        async def post(body: bytes) -> tuple[int, bytes]:
+            async with client.post("/v1/embeddings", data=body, headers=headers) as r:
+                return r.status, await r.read()
 
         async def one_client(reqs):
             nonlocal good_texts
@@ -113,28 +134,23 @@ async def run_clients(url: str, texts: list[str], schedule, max_seconds: float):
                 if kind == "ok":
                     body = {"input": [texts[i] for i in idx], "model": "bench", "encoding_format": "base64"}
                     t = time.perf_counter()
-                    r = await client.post("/v1/embeddings", json=body)
-                    if r.status_code == 200:
+                    status, raw = await post(orjson.dumps(body))
+                    if status == 200:
                         latencies.append(time.perf_counter() - t)
                         good_texts += len(idx)
-                        answers.append((idx, [d["embedding"] for d in r.json()["data"]]))
-                elif kind == "malformed_json":
-                    r = await client.post("/v1/embeddings", content=b'{"input": ["unterminated', headers={"content-type": "application/json"})
-                elif kind == "wrong_type":
-                    r = await client.post("/v1/embeddings", json={"input": [1, 2, 3], "model": "bench"})
-                elif kind == "too_many_inputs":
-                    r = await client.post("/v1/embeddings", json={"input": ["x"] * (MAX_INPUTS + 1), "model": "bench"})
+                        answers.append((idx, raw))  # decoded and checked after the timed phase
                 else:
-                    r = await client.post("/v1/embeddings", json={"input": ["y" * (MAX_CHARS + 1)], "model": "bench"})
+                    status, _ = await post(bad_bodies[kind])
                 per_kind = statuses.setdefault(kind, {})
-                per_kind[r.status_code] = per_kind.get(r.status_code, 0) + 1
+                per_kind[status] = per_kind.get(status, 0) + 1
 
         # Warm-up, not timed: the first requests pay for lazy initialisation.
         for _ in range(3):
-            await client.post("/v1/embeddings", json={"input": texts[:8], "model": "bench"})
+            await post(orjson.dumps({"input": texts[:8], "model": "bench"}))
         start = time.perf_counter()
         await asyncio.gather(*(one_client(reqs) for reqs in schedule))
         wall = time.perf_counter() - start
+    answers = [(idx, [d["embedding"] for d in json.loads(raw)["data"]]) for idx, raw in answers]
     return wall, good_texts, latencies, statuses, answers
 
 
@@ -154,7 +170,7 @@ def main() -> None:
     used = sorted({i for reqs in schedule for kind, idx in reqs if kind == "ok" for i in idx})
     bench_texts = [texts[i] for i in used]
 
-    ref, t_offline = offline(bench_texts, args.model, args.threads)
+    ref, t_offline, cpu_offline = offline(bench_texts, args.model, args.threads)
     row_of = {i: n for n, i in enumerate(used)}
 
     port = free_port()
@@ -175,12 +191,14 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
+        server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
         wall, good, latencies, statuses, answers = asyncio.run(run_clients(url, texts, schedule, args.max_seconds))
+        server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu0, time.process_time() - client_cpu0
         metrics = httpx.get(url + "/metrics").text
     finally:
         server.terminate()
         server.wait(60)
-    _, t_offline2 = offline(bench_texts, args.model, args.threads)  # again, after: the machine is shared, so average the two
+    _, t_offline2, cpu_offline2 = offline(bench_texts, args.model, args.threads)  # again, after: the machine is shared, so average the two
 
     worst = 0.0
     for idx, embs in answers:
@@ -202,6 +220,11 @@ def main() -> None:
         "ratio": round(served_tps / offline_tps, 3),
         "p50_ms": round(float(np.percentile(lat, 50)), 1),
         "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        # CPU seconds per 1000 texts: what each path costs whatever else the shared machine is doing.
+        "offline_cpu_s_per_1k": round(1000 * (cpu_offline + cpu_offline2) / 2 / len(bench_texts), 2),
+        "server_cpu_s_per_1k": round(1000 * server_cpu / max(good, 1), 2),
+        "client_cpu_s_per_1k": round(1000 * client_cpu / max(good, 1), 2),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "model_busy_fraction": round(_metric(metrics, "bertkit_model_seconds_total") / wall, 3),
         "mean_batch_texts": round(batches[0] / max(batches[1], 1), 1),
         "statuses": {k: {str(s): n for s, n in v.items()} for k, v in sorted(statuses.items())},

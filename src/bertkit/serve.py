@@ -768,7 +768,13 @@ def set_threads(threads: int | None) -> None:
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,
                log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests are finished (up to graceful_timeout seconds)."""
+    import os
+
     import uvicorn
+
+    # Requests are tokenized a few texts at a time; the tokenizer's worker threads would only spin and take
+    # cores from the model thread. An explicit TOKENIZERS_PARALLELISM in the environment still wins.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=graceful_timeout, access_log=False)
