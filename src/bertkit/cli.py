@@ -824,13 +824,14 @@ def search(
     else:
         for h in hits:
             h.text = None
-    for h in hits:
+    labels = [h.id + (f" [{h.start}:{h.end}]" if h.start is not None else "") for h in hits]
+    width = max(map(len, labels), default=0)
+    for h, label in zip(hits, labels):
         if as_json:
             sys.stdout.write(json.dumps(h.as_dict(), ensure_ascii=False) + "\n")
             continue
-        span = f" [{h.start}:{h.end}]" if h.start is not None else ""
-        text = f"  {h.text[:100]}" if h.text else ""
-        sys.stdout.write(f"{h.rank:>3}  {h.score:.4f}  {h.id}{span}{text}\n")
+        text = f"  {h.text[:100].rstrip()}" if h.text else ""
+        sys.stdout.write(f"{h.rank:>3}  {h.score:.4f}  {label:<{width}}{text}\n")
 
 
 def main() -> None:

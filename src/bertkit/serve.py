@@ -642,7 +642,11 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
         e = index.info["embedding"]  # queries are encoded exactly as the corpus was
         vectors, tokens, truncated = await service.embed(queries, e["pooling"], None, e["normalize"], None, True)
         scores, positions = await run_in_threadpool(index.search_vectors, vectors, req.k)
-        results = [[h.as_dict() for h in index.hits(s, p)] for s, p in zip(scores, positions)]
+
+        def hits() -> list[list[dict]]:  # texts not stored in the index are read back from the corpus input
+            return [[h.as_dict() for h in index.fill_texts(index.hits(s, p))] for s, p in zip(scores, positions)]
+
+        results = await run_in_threadpool(hits)
         return json_response({
             "results": results[0] if isinstance(req.query, str) else results,
             "index": {"kind": index.kind, "metric": index.info["metric"], "size": len(index)},
