@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,serve,scale
+EXTRAS ?= test,serve,scale,fast
 
 .PHONY: install demo test bench clean
 

