@@ -34,10 +34,10 @@ class UsageError(Exception):
 
 
 @functools.lru_cache(maxsize=2)  # one load per process, also when main() is called again in-process
-def load_encoder(model: str | None):
+def load_encoder(model: str | None, precision: str = "fp32", backend: str = "torch"):
     from bertkit.encoder import Encoder
 
-    return Encoder.load(model)
+    return Encoder.load(model, precision=precision, backend=backend)
 
 
 def read_lines(path: str, skip_bad_lines: bool) -> list[str]:
@@ -120,6 +120,8 @@ def encode(
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long texts (default) or refuse them."),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip blank / invalid UTF-8 lines of --input."),
     whiten: Optional[Path] = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (issue 3)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 (exact) | bf16 | int8: faster, approximate."),
+    backend: str = typer.Option("torch", "--backend", help="torch | onnx (ONNX Runtime, exported and cached once)."),
 ):
     """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file."""
     from bertkit.pooling import DEFAULT_PROMPT, check_pooling
@@ -139,7 +141,7 @@ def encode(
     if not items:
         raise UsageError("no texts to encode: the input is empty")
     whitening = load_whitening(whiten, pooling, layers or None) if whiten is not None else None
-    enc = load_encoder(model)
+    enc = load_encoder(model, precision, backend)
     vectors = enc.encode(
         items, pooling=pooling, layers=layers or None, normalize=normalize and whitening is None, batch_size=batch_size,
         progress=len(items) >= 256 and sys.stderr.isatty(), template=template or DEFAULT_PROMPT, truncate=truncate,
