@@ -766,8 +766,8 @@ def embed_corpus(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output of a different job in OUTPUT_DIR."),
     actors: Optional[int] = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
     cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Passed to Encoder.load (issue 5)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Passed to Encoder.load (issue 5)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (exact, default) | bf16 | int8."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch (default) | onnx (ONNX Runtime)."),
 ):
     """Embed a corpus into Parquet shards (id, text hash, embedding) with a manifest; rerun to resume."""
     from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus as run
@@ -819,8 +819,13 @@ def search(
     """The K nearest corpus items to QUERY: rank, score, id, chunk offsets and text."""
     from bertkit.index import Index
 
+    from bertkit.corpus import EmbedOptions
+    from bertkit.corpus import load_encoder as load_corpus_encoder
+
     idx = Index.load(index, ef_search=ef_search)
-    (hits,) = idx.search_text(load_encoder(model or idx.info["embedding"]["model"]), query, k=k)
+    e = idx.info["embedding"]  # the query is encoded with the corpus's model, precision and backend
+    options = EmbedOptions(model=model or e["model"], precision=e.get("precision"), backend=e.get("backend"))
+    (hits,) = idx.search_text(load_corpus_encoder(options), query, k=k)
     if show_text:
         idx.fill_texts(hits)
     else:
