@@ -111,3 +111,16 @@ def test_bad_inputs(tmp_path):
         train(toy_model(), [], collate, step, TrainConfig(output_dir=tmp_path, progress=False))
     with pytest.raises(ValueError, match="epochs must be > 0"):
         train(toy_model(), toy_data(), collate, step, TrainConfig(epochs=0, output_dir=tmp_path))
+
+
+def test_length_grouped_batches_cover_each_example_once():
+    from bertkit.train.loop import epoch_batches
+
+    lengths = [(i * 37) % 101 + 1 for i in range(1000)]
+    config = TrainConfig(batch_size=8)
+    batches = epoch_batches(1000, config, 0, lengths)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000)) and len(batches) == 125
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 10  # random batches of 8 from 1..101 spread ~75
+    assert [b.tolist() for b in epoch_batches(1000, config, 0, lengths)] == [b.tolist() for b in batches]  # resumable
+    assert [b.tolist() for b in epoch_batches(1000, config, 1, lengths)] != [b.tolist() for b in batches]

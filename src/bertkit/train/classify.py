@@ -210,7 +210,7 @@ def train_classifier(
         bertkit_pooling=pooling,
         bertkit_pairs=enc_train[0].type_ids.count(1) > 0 if enc_train else False,
     )
-    result = train(clf, data, collate, step, config, eval_fn=evaluate,
+    result = train(clf, data, collate, step, config, eval_fn=evaluate, lengths=[len(e.ids) for e in enc_train],
                    save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config))
     return ClassifyResult(Path(output), labels, len(train_ex), len(dev_ex), {"train": cut_train, "dev": cut_dev},
                           result.best or {}, result)

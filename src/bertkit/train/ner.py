@@ -153,7 +153,8 @@ def train_ner(
 
     head_config = dict(architectures=["BertForTokenClassification"], id2label=dict(enumerate(labels)), label2id=label2id)
     result = train(tagger, data, collate, lambda m, b: m(*b[:3], labels=b[3]).loss, config, eval_fn=evaluate,
-                   save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config))
+                   save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config),
+                   lengths=[len(e.ids) for e in enc_train])
     return NerResult(Path(output), labels, len(train_s), len(dev_s), cut, result.best or {}, result)
 
 

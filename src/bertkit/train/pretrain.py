@@ -212,6 +212,7 @@ def pretrain(
     def save(m, folder: Path) -> None:
         save_folder(m, full_tok, folder, architectures=["BertForPreTraining"])
 
-    result = train(model, train_data, collate, lambda m, b: pretrain_loss(m, *b)[0], config, eval_fn=evaluate, save_fn=save)
+    result = train(model, train_data, collate, lambda m, b: pretrain_loss(m, *b)[0], config, eval_fn=evaluate, save_fn=save,
+                   lengths=[len(e.ids) for e, _ in train_data])
     return PretrainResult(Path(output), len(train_data), len(held_data), before, result.best or {}, 100 * baseline,
                           tok.id_to_token(top_id), result)
