@@ -219,7 +219,11 @@ class Batcher:
 
     def __init__(self, encoder: Encoder, limits: Limits, metrics: Metrics):
         self.encoder, self.limits, self.metrics = encoder, limits, metrics
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-model")
+        # torch's thread count is per OS thread: give the model thread the count set in this one (--threads).
+        import torch
+
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-model",
+                                           initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),))
         self.pending: deque[Job] = deque()
         self.accepted_tokens = 0  # accepted and not yet answered
         self._wakeup: asyncio.Event | None = None
@@ -288,7 +292,13 @@ class Batcher:
             for job in jobs:
                 groups.setdefault(job.key, []).append(job)
             for key, group in groups.items():
-                await self._run_group(key, group)
+                try:
+                    await self._run_group(key, group)
+                except Exception as e:  # noqa: BLE001 - the batcher must outlive any one batch, or all requests hang
+                    log.exception("batch failed")
+                    for job in group:
+                        if not job.future.done():
+                            job.future.set_exception(e)
 
     async def _run_group(self, key: tuple, jobs: list[Job]) -> None:
         jobs = [j for j in jobs if not j.future.done()]  # the client may have gone away
