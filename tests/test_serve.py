@@ -202,6 +202,8 @@ def test_openai_base64_is_little_endian_float32(server, encoder):
     r = server.post("/v1/embeddings", {"input": ["hello world"], "model": "m", "encoding_format": "base64"})
     vec = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(vec, encoder.encode("hello world", normalize=True)[0], atol=1e-5)
+    assert r.json()["truncated"] == []
+    assert server.post("/v1/embeddings", {"input": ["short", LONG], "model": "m"}).json()["truncated"] == [1]
 
 
 def test_readme_curl_examples_work_as_written(server):

@@ -572,7 +572,7 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
         if dims is not None and not 1 <= dims <= encoder.hidden_size:
             raise ServeError(f"dimensions must be between 1 and {encoder.hidden_size}, got {dims}", 400,
                              "invalid_dimensions", "dimensions")
-        vectors, tokens, _ = await service.embed(texts, "mean", None, True, None, True)
+        vectors, tokens, truncated = await service.embed(texts, "mean", None, True, None, True)
         if dims is not None and dims < vectors.shape[1]:
             # Matryoshka-style truncation as OpenAI does it: keep the first dims, then re-normalise.
             vectors = vectors[:, :dims]
@@ -586,7 +586,9 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
         else:
             data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return json_response({"object": "list", "data": data, "model": service.model_id, "usage": usage})
+        # `truncated` (positions of inputs cut to the model's limit) is ours; OpenAI clients ignore extra fields.
+        out = {"object": "list", "data": data, "model": service.model_id, "usage": usage, "truncated": truncated}
+        return json_response(out)
 
     @app.get("/v1/models")
     async def openai_models():
