@@ -272,6 +272,8 @@ def test_tokens_match_encode_tokens(server, encoder):
     np.testing.assert_allclose(np.array(res["vectors"]), tv.vectors, atol=1e-5)
     bare = server.post("/tokens", {"texts": [text, "b"], "vectors": False}).json()["results"]
     assert "vectors" not in bare[0] and bare[1]["tokens"] == ["[CLS]", "b", "[SEP]"]
+    big = server.post("/tokens", {"texts": [LONG] * 3}).json()  # 3 x 256 x 384 floats: serialized off the loop
+    assert np.array(big["results"][2]["vectors"]).shape == (256, 384) and big["truncated"] == [0, 1, 2]
 
 
 def test_similarity_matrix_and_pairs(server, encoder):

@@ -78,6 +78,16 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+BIG_RESPONSE_FLOATS = 200_000  # above this, serializing takes milliseconds: do it off the event loop
+
+
+async def vectors_response(content: Any, floats: int) -> Response:
+    """json_response for answers carrying `floats` numbers; large ones are serialized in the thread pool."""
+    if floats <= BIG_RESPONSE_FLOATS:
+        return json_response(content)
+    return await run_in_threadpool(json_response, content)
+
+
 def error_response(status: int, message: str, code: str, param: str | None = None, **extra: Any) -> Response:
     """OpenAI-style error body, so SDKs show the message: {"error": {"message", "type", "code", "param"}}."""
     kind = {413: "limit_exceeded", 429: "rate_limit_exceeded", 422: "invalid_request_error"}.get(status)
@@ -588,7 +598,7 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         # `truncated` (positions of inputs cut to the model's limit) is ours; OpenAI clients ignore extra fields.
         out = {"object": "list", "data": data, "model": service.model_id, "usage": usage, "truncated": truncated}
-        return json_response(out)
+        return await vectors_response(out, vectors.size)
 
     @app.get("/v1/models")
     async def openai_models():
@@ -605,7 +615,7 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
         )
         if req.whiten:
             vectors = service.whitening.apply(vectors, normalize=req.normalize)
-        return json_response({
+        return await vectors_response({
             "embeddings": vectors,
             "dimensions": int(vectors.shape[1]),
             "pooling": req.pooling,
@@ -613,7 +623,7 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
             "whitened": req.whiten,
             "truncated": truncated,
             "usage": {"tokens": tokens},
-        })
+        }, vectors.size)
 
     @app.post("/similarity")
     async def similarity(req: SimilarityRequest):
@@ -681,7 +691,8 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
             if req.vectors:
                 item["vectors"] = tv.vectors
             items.append(item)
-        return json_response({"results": items, "truncated": truncated, "usage": {"tokens": sum(counts)}})
+        floats = sum(tv.vectors.size for tv in results) if req.vectors else 0
+        return await vectors_response({"results": items, "truncated": truncated, "usage": {"tokens": sum(counts)}}, floats)
 
     @app.post("/fill-mask")
     async def fill_mask(req: FillMaskRequest):
