@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,19 +39,19 @@ def run(encoder, src, out, **kw) -> tuple[pa.Table, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def agnews120(data_dir, tmp_path_factory) -> Path:
-    """The first 120 rows of AG News dev (text TAB label, no header), in a temporary file."""
-    lines = (data_dir / "agnews" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)[:120]
+def agnews60(data_dir, tmp_path_factory) -> Path:
+    """The first 60 rows of AG News dev (text TAB label, no header), in a temporary file."""
+    lines = (data_dir / "agnews" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)[:60]
     path = tmp_path_factory.mktemp("ag") / "ag.tsv"
     path.write_text("".join(lines), encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
-def local_ag(agnews120, tmp_path_factory, encoder) -> Path:
+def local_ag(agnews60, tmp_path_factory, encoder) -> Path:
     """The uninterrupted local run every other engine / interrupted run must equal."""
     out = tmp_path_factory.mktemp("local") / "out"
-    embed_corpus(CorpusJob(agnews120, out, header=False, shard_rows=10), encoder=encoder)
+    embed_corpus(CorpusJob(agnews60, out, header=False, shard_rows=5), encoder=encoder)
     return out
 
 
@@ -160,30 +161,41 @@ def test_chunks_are_overlapping_windows_with_offsets(tmp_path, encoder):
 # -- resume ------------------------------------------------------------------------------------------------
 
 
-def test_rerun_skips_finished_shards_and_refuses_a_different_job(local_ag, agnews120, tmp_path, encoder):
+def test_rerun_skips_finished_shards(local_ag, agnews60, tmp_path, encoder):
     out = tmp_path / "out"
-    job = CorpusJob(agnews120, out, header=False, shard_rows=10)
-    first = embed_corpus(job, encoder=encoder)
-    assert (first.shards, first.written, first.rows) == (12, 12, 120)
+    shutil.copytree(local_ag, out)  # a finished job, as if run here
+    job = CorpusJob(agnews60, out, header=False, shard_rows=5)
+    assert embed_corpus(job, encoder=encoder).written == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
     (out / "part-00004.parquet").unlink()
     again = embed_corpus(job, encoder=encoder)
-    assert again.written == 1
+    assert (again.shards, again.written, again.rows) == (12, 1, 60)
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
     assert {k for k in after if after[k] != before.get(k)} == {"part-00004.parquet"}
     assert_same_output(out, local_ag)
-    changed = CorpusJob(agnews120, out, header=False, shard_rows=10, options=EmbedOptions(normalize=True))
+
+
+def test_a_different_job_in_the_same_folder_needs_overwrite(tmp_path, encoder):
+    (tmp_path / "a.txt").write_text("one text\nanother text\n")
+    embed_corpus(CorpusJob(tmp_path / "a.txt", tmp_path / "out"), encoder=encoder)
+    changed = CorpusJob(tmp_path / "a.txt", tmp_path / "out", options=EmbedOptions(normalize=True))
     with pytest.raises(CorpusError, match="different job.*--overwrite"):
         embed_corpus(changed, encoder=encoder)
     changed.overwrite = True
-    assert embed_corpus(changed, encoder=encoder).written == 12
+    assert embed_corpus(changed, encoder=encoder).written == 1
+    _, vecs = read_embeddings(tmp_path / "out")
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.md").write_text("mine")
+    with pytest.raises(CorpusError, match="not empty and is not an embed-corpus output"):
+        embed_corpus(CorpusJob(tmp_path / "a.txt", tmp_path / "other"), encoder=encoder)
 
 
-def test_killed_run_restarted_equals_uninterrupted_run(local_ag, agnews120, tmp_path):
+def test_killed_run_restarted_equals_uninterrupted_run(local_ag, agnews60, tmp_path):
     """SIGKILL a real `bertkit embed-corpus` process mid-way, rerun it: same output, no shard lost or doubled."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bertkit.cli", "embed-corpus", str(agnews120), str(out), "--no-header",
-           "--shard-rows", "10", "--batch-size", "4"]
+    cmd = [sys.executable, "-m", "bertkit.cli", "embed-corpus", str(agnews60), str(out), "--no-header",
+           "--shard-rows", "5", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(list(out.glob("part-*.parquet"))) < 2:
@@ -198,10 +210,10 @@ def test_killed_run_restarted_equals_uninterrupted_run(local_ag, agnews120, tmp_
     assert rerun.returncode == 0, rerun.stderr
     assert f"{12 - done_at_kill} embedded now, {done_at_kill} already done" in rerun.stderr
     manifest = read_manifest(out)
-    assert manifest["complete"] and manifest["rows"] == 120
+    assert manifest["complete"] and manifest["rows"] == 60
     assert not list(out.glob(".part-*"))  # no temporary file of the killed run is left
     meta, _ = read_embeddings(out)
-    assert meta.column("row").to_pylist() == list(range(120))  # none lost, none duplicated
+    assert meta.column("row").to_pylist() == list(range(60))  # none lost, none duplicated
     assert_same_output(out, local_ag)
 
 
@@ -230,17 +242,17 @@ def map_worker_pids() -> set[int]:
     return pids
 
 
-def test_ray_engine_equals_local_engine(ray_local, local_ag, agnews120, tmp_path):
+def test_ray_engine_equals_local_engine(ray_local, local_ag, agnews60, tmp_path):
     out = tmp_path / "ray"
-    result = embed_corpus(CorpusJob(agnews120, out, header=False, shard_rows=10), engine="ray")
-    assert (result.shards, result.written, result.rows) == (12, 12, 120)
+    result = embed_corpus(CorpusJob(agnews60, out, header=False, shard_rows=5), engine="ray")
+    assert (result.shards, result.written, result.rows) == (12, 12, 60)
     assert read_manifest(out)["engine"] == "ray"
     assert_same_output(out, local_ag)
 
 
-def test_ray_actor_killed_mid_job_is_retried_and_output_complete(ray_local, local_ag, agnews120, tmp_path):
+def test_ray_actor_killed_mid_job_is_retried_and_output_complete(ray_local, local_ag, agnews60, tmp_path):
     out = tmp_path / "ray-kill"
-    job = CorpusJob(agnews120, out, header=False, shard_rows=10, options=EmbedOptions(batch_size=4))
+    job = CorpusJob(agnews60, out, header=False, shard_rows=5, options=EmbedOptions(batch_size=1))
     errors: list[BaseException] = []
 
     def work():
