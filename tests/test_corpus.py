@@ -195,7 +195,7 @@ def test_killed_run_restarted_equals_uninterrupted_run(local_ag, agnews60, tmp_p
     """SIGKILL a real `bertkit embed-corpus` process mid-way, rerun it: same output, no shard lost or doubled."""
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bertkit.cli", "embed-corpus", str(agnews60), str(out), "--no-header",
-           "--shard-rows", "5", "--batch-size", "1"]
+           "--shard-rows", "5", "--batch-size", "4"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(list(out.glob("part-*.parquet"))) < 2:
