@@ -51,7 +51,8 @@ def load_texts(n: int) -> list[str]:
             if len(texts) >= n:
                 break
     rng = random.Random(1)
-    words = "a man woman dog cat plays guitar runs in the park market fell today quickly new old red car".split()
+    words = ["a", "man", "woman", "dog", "cat", "plays", "guitar", "runs", "in", "the", "park", "market",
+             "fell", "today", "quickly", "new", "old", "red", "car"]
     while len(texts) < n:
         texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 14))).capitalize() + ".")
     return texts[:n]

@@ -38,7 +38,7 @@ def install_chromium() -> str | None:
         return None
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        if subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode != 0:
+        if subprocess.run(cmd, env=env, capture_output=True, timeout=600, check=False).returncode != 0:
             return None
     return find_chromium()
 
@@ -66,9 +66,9 @@ def browser(tmp_path_factory):
 def url(encoder):
     """A real uvicorn server in a thread of this process, serving the packaged model on a free port."""
     import uvicorn
+    from test_serve import free_port, wait_ready
 
     from bertkit.serve import create_app
-    from test_serve import free_port, wait_ready
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(encoder), host="127.0.0.1", port=port, log_level="warning"))

@@ -34,7 +34,15 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -304,7 +312,7 @@ class Batcher:
             for key, group in groups.items():
                 try:
                     await self._run_group(key, group)
-                except Exception as e:  # noqa: BLE001 - the batcher must outlive any one batch, or all requests hang
+                except Exception as e:  # the batcher must outlive any one batch, or all requests hang
                     log.exception("batch failed")
                     for job in group:
                         if not job.future.done():
