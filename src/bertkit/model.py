@@ -572,9 +572,9 @@ def model_from_state_dict(config: BertConfig, state: dict[str, torch.Tensor]) ->
     expected = sum(1 for n in params if n in key_map)
     assert loaded == expected == len(params), f"loaded {loaded} of {len(params)} parameters"
 
-    if mlm and "cls.predictions.decoder.weight" in state:
-        if not torch.equal(state["cls.predictions.decoder.weight"], state["bert.embeddings.word_embeddings.weight"]):
-            log.warning("checkpoint's MLM decoder is not tied to the word embeddings; using the tied (embedding) matrix")
+    decoder = state.get("cls.predictions.decoder.weight") if mlm else None
+    if decoder is not None and not torch.equal(decoder, state["bert.embeddings.word_embeddings.weight"]):
+        log.warning("checkpoint's MLM decoder is not tied to the word embeddings; using the tied (embedding) matrix")
     used = set(key_map.values())
     leftover = {k: v for k, v in state.items() if k not in used and not IGNORED_KEYS.match(k)}
     if leftover:
@@ -700,6 +700,7 @@ def describe(model: Bert) -> list[Part]:
     return parts
 
 
+# ----------------------------------------------------------------------------------------------------------
 # Task heads (issue 4)
 #
 # Subclasses of Bert that reuse a loaded body (same modules, no copy) and add HF-named heads, so that the saved
