@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -48,11 +49,14 @@ def run(capfdbinary, monkeypatch):
         if input is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
         capfdbinary.readouterr()
+        handlers = logging.root.handlers[:]  # main() installs a stderr handler; don't leave it to later tests
         try:
             main()
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            logging.root.handlers[:] = handlers
         out, err = capfdbinary.readouterr()
         return Result(code, out, err)
 

@@ -5,7 +5,6 @@ Any error the user can cause is printed as one line on stderr with exit status 2
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ class UsageError(Exception):
     """A bad command-line value, reported like any other user error."""
 
 
-@functools.lru_cache(maxsize=2)  # one load per process, also when main() is called again in-process
 def load_encoder(model: str | None, precision: str = "fp32", backend: str = "torch"):
     from bertkit.encoder import Encoder
 
