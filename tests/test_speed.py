@@ -21,8 +21,10 @@ TEXTS = [
     "Quantum computers use qubits.",
     "Someone is playing an instrument on the street corner for coins.",
     "OK",
-    "The children ran across the wet grass, laughing, as the storm clouds gathered over the distant hills "
-    "and their parents called them home for dinner.",
+    (
+        "The children ran across the wet grass, laughing, as the storm clouds gathered over the distant hills "
+        "and their parents called them home for dinner."
+    ),
     "Two dogs fight over a red ball.",
 ]
 
@@ -73,6 +75,52 @@ def test_token_budget_changes_batches_not_vectors(encoder):
     a = encoder.encode(TEXTS, batch_size=8, max_tokens=64)
     b = encoder.encode(TEXTS, batch_size=8, max_tokens=None)
     assert np.abs(a - b).max() < 1e-5
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_concurrent_batches_give_the_same_vectors(encoder, workers):
+    """Batches run on several threads at once land in their own rows, in input order."""
+    one = encoder.encode(TEXTS * 3, batch_size=2, workers=1)
+    many = encoder.encode(TEXTS * 3, batch_size=2, workers=workers)
+    assert np.abs(one - many).max() < 1e-5
+    assert torch.get_num_threads() >= 1  # the caller's thread setting is untouched by the worker threads
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        encoder.encode(TEXTS, workers=0)
+
+
+def test_concurrent_batch_errors_reach_the_caller(encoder):
+    seen = []
+
+    def fn(idx):
+        seen.append(int(idx[0]))
+        if idx[0] == 3:
+            raise RuntimeError("batch 3 failed")
+
+    batches = [np.array([i]) for i in range(6)]
+    with pytest.raises(RuntimeError, match="batch 3 failed"):
+        encoder._map_batches(fn, batches, workers=2, progress=False, total=6)
+    assert 3 in seen
+
+
+def test_packed_outputs_never_alias_scratch_buffers(encoder):
+    """forward_packed reuses per-thread scratch memory; a second call must not change the first's results."""
+    tok, model = encoder.tokenizer, encoder.model
+    a, b = tok(TEXTS[:5]), tok(TEXTS[5:])
+    with torch.inference_mode():
+        first = model.forward_packed(a.input_ids, a.attention_mask, output_hidden_states=True)
+        kept = [h.clone() for h in first.hidden_states]
+        model.forward_packed(b.input_ids, b.attention_mask, output_hidden_states=True)
+    for h, k in zip(first.hidden_states, kept):
+        assert torch.equal(h, k)
+
+
+def test_packed_forward_runs_with_gradients_on(encoder):
+    """Scratch buffers need out= kernels, which cannot record gradients: with grad on, plain ops are used."""
+    batch = encoder.tokenizer(TEXTS[:4])
+    with torch.inference_mode():
+        ref = encoder.model.forward_packed(batch.input_ids, batch.attention_mask).last_hidden_state
+    got = encoder.model.forward_packed(batch.input_ids, batch.attention_mask).last_hidden_state
+    assert (ref - got.detach()).abs().max().item() < 1e-5
 
 
 def test_fused_qkv_follows_in_place_weight_updates(encoder):

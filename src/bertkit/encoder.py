@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,7 @@ def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
 
 # Upper bound on padded tokens per batch in encode(): long texts get smaller batches, short ones keep
 # batch_size. Bounds activation memory and keeps the working set in cache; measured in bench/encode.py.
-DEFAULT_MAX_TOKENS = 16384
+DEFAULT_MAX_TOKENS = 4096
 
 
 class Encoder:
@@ -168,6 +168,40 @@ class Encoder:
             yield order[start : start + size]
             start += size
 
+    def _workers(self, workers: int | None) -> int:
+        if workers is not None:
+            if workers < 1:
+                raise ValueError(f"workers must be >= 1, got {workers}")
+            return workers
+        if self.device.type != "cpu" or self._onnx is not None:
+            return 1  # a GPU runs one batch at a time; ONNX Runtime has its own thread pool
+        return torch.get_num_threads()
+
+    def _map_batches(self, fn, batches: list[np.ndarray], workers: int | None, progress: bool, total: int) -> None:
+        """Call fn on every batch (longest first). On CPU, several batches run at once, each on one thread.
+
+        Why: BERT-base-sized GEMMs on a few hundred rows, and the many small ops between them, scale poorly
+        across intra-op threads (every op ends in a barrier). One batch per thread keeps each core busy on
+        its own work: on 2 cores, forward_packed ran +19% faster on 16-token and +25% on 512-token batches.
+        torch's thread count is per OS thread, so the caller's setting is left as it was.
+        """
+        workers = min(self._workers(workers), len(batches))
+        if workers <= 1:
+            for idx in progress_iter(batches, progress, total_items=total):
+                fn(idx)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(idx: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():  # grad mode is per thread too
+                fn(idx)
+            return idx
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="bertkit-encode", initializer=torch.set_num_threads,
+                                initargs=(1,)) as pool_:
+            for _ in progress_iter(pool_.map(run, batches), progress, total_items=total):
+                pass
+
     def _prompt(self, texts: list[str], template: str) -> list[str]:
         """Wrap each text in the template, shortening the text (never the template) to fit max_length."""
         check_template(template, self.tokenizer.mask_token)
@@ -231,11 +265,13 @@ class Encoder:
         template: str = DEFAULT_PROMPT,
         truncate: bool = True,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        workers: int | None = None,
     ) -> np.ndarray:
         """(n, hidden) float32 sentence vectors, in input order. A single string gives shape (1, hidden).
 
         Texts are sorted by length and batched by batch_size texts and max_tokens padded tokens (None: no
-        token cap); neither changes the vectors beyond float rounding.
+        token cap); neither changes the vectors beyond float rounding. workers: how many batches run at once
+        on CPU, each on one thread (None: torch.get_num_threads(); 1: one batch at a time on all threads).
         """
         layers = list(layers) if layers is not None else None
         check_pooling(pooling, layers)
@@ -255,12 +291,15 @@ class Encoder:
 
         with_hidden = needs_hidden_states(pooling, layers)
         batches = list(self._batches(len(texts), [len(e.ids) for e in encodings], batch_size, max_tokens))
-        for idx in progress_iter(batches, progress, total_items=len(texts)):
+
+        def embed(idx: np.ndarray) -> None:
             batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
             output = self._run(batch, hidden_states=with_hidden)
             positions = self._mask_positions(batch.input_ids, template) if pooling == "mask_prompt" else None
             vecs = pool(output, batch.attention_mask, pooling, layers, positions, normalize=normalize)
-            out[idx] = vecs.float().cpu().numpy()
+            out[idx] = vecs.float().cpu().numpy()  # rows of different batches never overlap
+
+        self._map_batches(embed, batches, workers, progress, len(texts))
         return out
 
     @torch.inference_mode()
@@ -324,8 +363,8 @@ class Encoder:
         return float(sims[0]) if single else sims
 
 
-def progress_iter(items: list, enabled: bool, total_items: int):
-    """Iterate `items` (batches of indices) with a rich progress bar counting texts, when enabled."""
+def progress_iter(items: Iterable[np.ndarray], enabled: bool, total_items: int):
+    """Iterate `items` (batches of indices, e.g. as they finish) with a rich progress bar counting texts, when enabled."""
     if not enabled:
         yield from items
         return
@@ -337,3 +376,4 @@ def progress_iter(items: list, enabled: bool, total_items: int):
         for item in items:
             yield item
             bar.advance(task, len(item))
+
