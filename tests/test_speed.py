@@ -213,6 +213,10 @@ def test_onnx_backend_agrees_with_torch_and_is_cached_next_to_the_model(tiny_mod
     assert cosines(ref.encode(TEXTS), int8.encode(TEXTS)).min() >= TOLERANCE["int8", "onnx"]
     again = Encoder.load(tiny_model, device="cpu", backend="onnx")  # reuses the cached export
     assert again._onnx.path.name == cached[0]
+    # Concurrent batches each get a one-thread session; a lone batch, one with torch's thread count.
+    one, many = onnx.encode(TEXTS * 3, batch_size=2, workers=1), onnx.encode(TEXTS * 3, batch_size=2, workers=2)
+    assert np.abs(one - many).max() < 1e-5
+    assert 1 in onnx._onnx._sessions
 
 
 def test_bad_precision_or_backend_names_the_choices(encoder):

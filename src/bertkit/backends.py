@@ -20,6 +20,7 @@ import copy
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,18 +176,32 @@ def onnx_model_path(model: Bert, model_dir: Path, precision: str) -> Path:
 
 
 class OnnxRunner:
-    """An ONNX Runtime session that answers like Bert.forward(..., compute_heads=False)."""
+    """An ONNX Runtime session that answers like Bert.forward(..., compute_heads=False).
 
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
+    One session per intra-op thread count, made on first use: a call runs on as many threads as torch gives the
+    calling thread, so that the encoder's concurrent batches (one thread each) and a lone batch (all threads)
+    both get the right session. Sessions do not spin-wait between calls: a spinning pool kept burning the
+    cores after run() returned and slowed whatever ran next in the process.
+    """
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.outputs = [o.name for o in self.session.get_outputs()]
+    def __init__(self, path: Path):
         self.path = Path(path)
+        self._sessions: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self.outputs = [o.name for o in self.session(torch.get_num_threads()).get_outputs()]
+
+    def session(self, threads: int):
+        with self._lock:
+            if threads not in self._sessions:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._sessions[threads] = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            return self._sessions[threads]
 
     def __call__(self, input_ids, attention_mask, token_type_ids, output_hidden_states: bool = False) -> BertOutput:
         feed = {
@@ -195,7 +210,7 @@ class OnnxRunner:
             "token_type_ids": token_type_ids.cpu().numpy().astype(np.int64),
         }
         wanted = [n for n in self.outputs if n != "hidden_states" or output_hidden_states]
-        got = dict(zip(wanted, self.session.run(wanted, feed)))
+        got = dict(zip(wanted, self.session(torch.get_num_threads()).run(wanted, feed)))
         hidden = got.get("hidden_states")
         return BertOutput(
             last_hidden_state=torch.from_numpy(got["last_hidden_state"]),
