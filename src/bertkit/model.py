@@ -428,26 +428,27 @@ class Bert(nn.Module):
         x = emb.word_embeddings(input_ids.reshape(-1)[keep]) + emb.position_embeddings(positions[keep])
         x = emb.LayerNorm(x + emb.token_type_embeddings(token_type_ids.reshape(-1)[keep]))  # (N, H)
         H = x.shape[1]
+        plain = _plain(x)  # scratch buffers and fused kernels need plain fp32/fp16 math (see _plain)
         hidden_states = [x] if output_hidden_states else None
         for layer in self.bert.encoder.layer:
             att = layer.attention.self
-            if type(att.query) is nn.Linear and _plain(x):
+            if type(att.query) is nn.Linear and plain:
                 qkv = _scratch_linear(x, *att.fused_qkv(), "qkv")  # (N, 3H)
             else:  # gradients or a quantized model: the three HF-named layers
                 qkv = torch.cat([att.query(x), att.key(x), att.value(x)], dim=1)
             if padded:
-                grid = _scratch("qkv_padded", B * T, 3 * H, qkv) if _plain(x) else qkv.new_empty(B * T, 3 * H)
+                grid = _scratch("qkv_padded", B * T, 3 * H, qkv) if plain else qkv.new_empty(B * T, 3 * H)
                 qkv = grid.zero_().index_copy_(0, keep, qkv)  # (B*T, 3H), zeros at padding
             q, k, v = qkv.view(B, T, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B * T, H)
             context = context[keep] if padded else context  # (N, H)
-            x = layer.attention.output.LayerNorm(_residual_linear(context, layer.attention.output.dense, x))
+            x = layer.attention.output.LayerNorm(_residual_linear(context, layer.attention.output.dense, x, plain))
             up = layer.intermediate.dense
-            if type(up) is nn.Linear and layer.intermediate.act is F.gelu and _plain(x):
+            if type(up) is nn.Linear and layer.intermediate.act is F.gelu and plain:
                 inner = torch.ops.aten.gelu_(_scratch_linear(x, up.weight, up.bias, "inner"))  # (N, I), in place
             else:
                 inner = layer.intermediate(x)
-            x = layer.output.LayerNorm(_residual_linear(inner, layer.output.dense, x))  # (N, H)
+            x = layer.output.LayerNorm(_residual_linear(inner, layer.output.dense, x, plain))  # (N, H)
             if output_hidden_states:
                 hidden_states.append(x)
 
@@ -509,15 +510,13 @@ def _plain(x: torch.Tensor) -> bool:
 
 
 def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, name: str) -> torch.Tensor:
-    """F.linear(x, weight, bias) written into a scratch buffer (under autocast, plain F.linear)."""
-    if not _plain(x):
-        return F.linear(x, weight, bias)
+    """F.linear(x, weight, bias) written into a scratch buffer; only called where _plain(x) holds."""
     return torch.addmm(bias, x, weight.t(), out=_scratch(name, x.shape[0], weight.shape[0], x))
 
 
-def _residual_linear(x: torch.Tensor, dense: nn.Module, residual: torch.Tensor) -> torch.Tensor:
+def _residual_linear(x: torch.Tensor, dense: nn.Module, residual: torch.Tensor, plain: bool) -> torch.Tensor:
     """residual + dense(x), accumulated by the GEMM itself into a scratch buffer (beta=1, no extra pass)."""
-    if type(dense) is not nn.Linear or not _plain(x):
+    if type(dense) is not nn.Linear or not plain:
         return dense(x) + residual
     out = torch.add(residual, dense.bias, out=_scratch("residual", x.shape[0], dense.out_features, residual))
     return torch.addmm(out, x, dense.weight.t(), out=out)
