@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from encode import load_sets  # noqa: E402
+from encode import load_sets
 
 
 def main() -> None:
