@@ -83,6 +83,10 @@ def test_concurrent_batches_give_the_same_vectors(encoder, workers):
     one = encoder.encode(TEXTS * 3, batch_size=2, workers=1)
     many = encoder.encode(TEXTS * 3, batch_size=2, workers=workers)
     assert np.abs(one - many).max() < 1e-5
+    pool = encoder._executor
+    assert pool[0] == workers
+    encoder.encode(TEXTS * 3, batch_size=2, workers=workers)
+    assert encoder._executor is pool  # worker threads (and their scratch buffers) are kept between calls
     assert torch.get_num_threads() >= 1  # the caller's thread setting is untouched by the worker threads
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         encoder.encode(TEXTS, workers=0)

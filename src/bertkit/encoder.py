@@ -44,7 +44,7 @@ def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
 
 
 # Upper bound on padded tokens per batch in encode(): long texts get smaller batches, short ones keep
-# batch_size. Bounds activation memory and keeps the working set in cache; measured in bench/encode.py.
+# batch_size. Bounds activation memory and keeps the working set in cache; bench/token_budget.py.
 DEFAULT_MAX_TOKENS = 4096
 
 
@@ -67,6 +67,7 @@ class Encoder:
         self.precision, self.backend = precision, backend
         self._int8: Bert | None = None  # quantized copy (precision="int8", torch backend)
         self._onnx = None  # OnnxRunner (backend="onnx")
+        self._executor = None  # (workers, ThreadPoolExecutor): encode()'s CPU worker threads, see _pool
         self.set_mode(precision, backend)
 
     def set_mode(self, precision: str = "fp32", backend: str = "torch") -> None:
@@ -191,17 +192,26 @@ class Encoder:
             for idx in progress_iter(batches, progress, total_items=total):
                 fn(idx)
             return
-        from concurrent.futures import ThreadPoolExecutor
 
         def run(idx: np.ndarray) -> np.ndarray:
             with torch.inference_mode():  # grad mode is per thread too
                 fn(idx)
             return idx
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="bertkit-encode", initializer=torch.set_num_threads,
-                                initargs=(1,)) as pool_:
-            for _ in progress_iter(pool_.map(run, batches), progress, total_items=total):
-                pass
+        for _ in progress_iter(self._pool(workers).map(run, batches), progress, total_items=total):
+            pass
+
+    def _pool(self, workers: int):
+        """The encoder's worker threads, kept between calls so that their scratch buffers are reused too."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None or self._executor[0] != workers:
+            if self._executor is not None:
+                self._executor[1].shutdown(wait=False)  # lets batches already queued finish
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="bertkit-encode", initializer=torch.set_num_threads,
+                                      initargs=(1,))
+            self._executor = (workers, pool)
+        return self._executor[1]
 
     def _prompt(self, texts: list[str], template: str) -> list[str]:
         """Wrap each text in the template, shortening the text (never the template) to fit max_length."""
@@ -365,7 +375,7 @@ class Encoder:
 
 
 def progress_iter(items: Iterable[np.ndarray], enabled: bool, total_items: int):
-    """Iterate `items` (batches of indices, e.g. as they finish) with a rich progress bar counting texts, when enabled."""
+    """Iterate `items` (index batches, e.g. as they finish) with a rich progress bar counting texts, if enabled."""
     if not enabled:
         yield from items
         return
@@ -377,4 +387,3 @@ def progress_iter(items: Iterable[np.ndarray], enabled: bool, total_items: int):
         for item in items:
             yield item
             bar.advance(task, len(item))
-

@@ -442,13 +442,13 @@ class Bert(nn.Module):
             q, k, v = qkv.view(B, T, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B * T, H)
             context = context[keep] if padded else context  # (N, H)
-            x = layer.attention.output.LayerNorm(_residual_linear(context, layer.attention.output.dense, x, plain))
+            x = _add_norm(layer.attention.output, context, x, plain)
             up = layer.intermediate.dense
             if type(up) is nn.Linear and layer.intermediate.act is F.gelu and plain:
                 inner = torch.ops.aten.gelu_(_scratch_linear(x, up.weight, up.bias, "inner"))  # (N, I), in place
             else:
                 inner = layer.intermediate(x)
-            x = layer.output.LayerNorm(_residual_linear(inner, layer.output.dense, x, plain))  # (N, H)
+            x = _add_norm(layer.output, inner, x, plain)  # (N, H)
             if output_hidden_states:
                 hidden_states.append(x)
 
@@ -514,12 +514,13 @@ def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n
     return torch.addmm(bias, x, weight.t(), out=_scratch(name, x.shape[0], weight.shape[0], x))
 
 
-def _residual_linear(x: torch.Tensor, dense: nn.Module, residual: torch.Tensor, plain: bool) -> torch.Tensor:
-    """residual + dense(x), accumulated by the GEMM itself into a scratch buffer (beta=1, no extra pass)."""
+def _add_norm(block: AddNorm, x: torch.Tensor, residual: torch.Tensor, plain: bool) -> torch.Tensor:
+    """block(x, residual), with residual + dense(x) accumulated by the GEMM itself into a scratch buffer."""
+    dense = block.dense
     if type(dense) is not nn.Linear or not plain:
-        return dense(x) + residual
+        return block(x, residual)
     out = torch.add(residual, dense.bias, out=_scratch("residual", x.shape[0], dense.out_features, residual))
-    return torch.addmm(out, x, dense.weight.t(), out=out)
+    return block.LayerNorm(torch.addmm(out, x, dense.weight.t(), out=out))  # beta=1: no extra pass
 
 
 # ----------------------------------------------------------------------------------------------------------
