@@ -35,10 +35,16 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
-def test_packed_forward_equals_padded_forward_for_mixed_lengths_and_pairs(encoder):
+@pytest.mark.parametrize(
+    "texts, pairs", [(TEXTS, TEXTS[::-1]), (TEXTS[:3], None)], ids=["x@W.T-gemms", "small-batch-W@x.T-gemms"]
+)
+def test_packed_forward_equals_padded_forward_for_mixed_lengths_and_pairs(encoder, texts, pairs):
+    from bertkit.model import SMALL_ROWS
+
     tok, model = encoder.tokenizer, encoder.model
-    batch = tok(TEXTS, pairs=TEXTS[::-1])  # pairs: token types 0 and 1, lengths 7..70
-    assert (batch.attention_mask == 0).sum() > 100  # the batch really is padded
+    batch = tok(texts, pairs=pairs)  # pairs: token types 0 and 1, lengths 7..70
+    assert (int(batch.attention_mask.sum()) <= SMALL_ROWS) == (pairs is None)  # each case takes its GEMM layout
+    assert (batch.attention_mask == 0).sum() > (100 if pairs else 20)  # the batch really is padded
     with torch.inference_mode():
         ref = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, output_hidden_states=True)
         got = model.forward_packed(batch.input_ids, batch.attention_mask, batch.token_type_ids, output_hidden_states=True)
@@ -106,16 +112,18 @@ def test_concurrent_batch_errors_reach_the_caller(encoder):
     assert 3 in seen
 
 
-def test_packed_outputs_never_alias_scratch_buffers(encoder):
+@pytest.mark.parametrize("one, two", [(slice(0, 5), slice(5, 10)), (slice(0, 2), slice(3, 5))], ids=["large", "small"])
+def test_packed_outputs_never_alias_scratch_buffers(encoder, one, two):
     """forward_packed reuses per-thread scratch memory; a second call must not change the first's results."""
     tok, model = encoder.tokenizer, encoder.model
-    a, b = tok(TEXTS[:5]), tok(TEXTS[5:])
+    a, b = tok(TEXTS[one]), tok(TEXTS[two])
     with torch.inference_mode():
         first = model.forward_packed(a.input_ids, a.attention_mask, output_hidden_states=True)
         kept = [h.clone() for h in first.hidden_states]
         model.forward_packed(b.input_ids, b.attention_mask, output_hidden_states=True)
     for h, k in zip(first.hidden_states, kept):
         assert torch.equal(h, k)
+    assert first.last_hidden_state.abs().sum() > 0
 
 
 def test_packed_forward_runs_with_gradients_on(encoder):

@@ -433,11 +433,12 @@ class Bert(nn.Module):
         for layer in self.bert.encoder.layer:
             att = layer.attention.self
             if type(att.query) is nn.Linear and plain:
-                qkv = _scratch_linear(x, *att.fused_qkv(), "qkv")  # (N, 3H)
+                qkv = _scratch_linear(x, *att.fused_qkv(), "qkv").contiguous()  # (N, 3H); SDPA's flash
+                # kernel wants unit-stride head vectors, which a small batch's transposed GEMM output lacks
             else:  # gradients or a quantized model: the three HF-named layers
                 qkv = torch.cat([att.query(x), att.key(x), att.value(x)], dim=1)
             if padded:
-                grid = _scratch("qkv_padded", B * T, 3 * H, qkv) if plain else qkv.new_empty(B * T, 3 * H)
+                grid = _scratch("qkv_padded", (B * T, 3 * H), qkv) if plain else qkv.new_empty(B * T, 3 * H)
                 qkv = grid.zero_().index_copy_(0, keep, qkv)  # (B*T, 3H), zeros at padding
             q, k, v = qkv.view(B, T, 3, att.num_heads, att.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B * T, H)
@@ -492,16 +493,17 @@ _SCRATCH = threading.local()
 _SCRATCH_MAX_ELEMENTS = 1 << 26  # larger requests (256 MiB in fp32) are not kept between calls
 
 
-def _scratch(name: str, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
-    """A (rows, cols) buffer owned by this thread, for `like`'s dtype and device; contents undefined."""
-    if rows * cols > _SCRATCH_MAX_ELEMENTS:
-        return like.new_empty(rows, cols)
-    key = (name, cols, like.dtype, like.device)
+def _scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A buffer of this shape owned by this thread, for `like`'s dtype and device; contents undefined."""
+    numel = math.prod(shape)
+    if numel > _SCRATCH_MAX_ELEMENTS:
+        return like.new_empty(shape)
+    key = (name, like.dtype, like.device)
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     buf = buffers.get(key)
-    if buf is None or buf.shape[0] < rows:
-        buf = buffers[key] = like.new_empty(max(rows, 256), cols)
-    return buf[:rows]
+    if buf is None or buf.numel() < numel:
+        buf = buffers[key] = like.new_empty(max(numel, 1 << 16))
+    return buf[:numel].view(shape)
 
 
 def _plain(x: torch.Tensor) -> bool:
@@ -509,9 +511,20 @@ def _plain(x: torch.Tensor) -> bool:
     return not torch.is_autocast_enabled(x.device.type) and not torch.is_grad_enabled()
 
 
+# A few dozen rows (one short sentence, a small server batch): MKL's fp32 GEMM reads the weights from memory
+# far faster as W @ x.T than as x @ W.T, 1.4-1.7x at 13-48 rows and equal from about 64 rows on
+# (bench/gemm_layout.py). Below SMALL_ROWS the packed forward therefore computes each Linear's output
+# transposed, (out, N), and goes on with its (N, out) view; elementwise ops and the next GEMM take views.
+SMALL_ROWS = 48
+
+
 def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, name: str) -> torch.Tensor:
     """F.linear(x, weight, bias) written into a scratch buffer; only called where _plain(x) holds."""
-    return torch.addmm(bias, x, weight.t(), out=_scratch(name, x.shape[0], weight.shape[0], x))
+    rows, out_features = x.shape[0], weight.shape[0]
+    if rows <= SMALL_ROWS:
+        out_t = _scratch(name, (out_features, rows), x)
+        return torch.addmm(bias[:, None], weight, x.t(), out=out_t).t()  # (N, out), a view of (out, N)
+    return torch.addmm(bias, x, weight.t(), out=_scratch(name, (rows, out_features), x))
 
 
 def _add_norm(block: AddNorm, x: torch.Tensor, residual: torch.Tensor, plain: bool) -> torch.Tensor:
@@ -519,7 +532,11 @@ def _add_norm(block: AddNorm, x: torch.Tensor, residual: torch.Tensor, plain: bo
     dense = block.dense
     if type(dense) is not nn.Linear or not plain:
         return block(x, residual)
-    out = torch.add(residual, dense.bias, out=_scratch("residual", x.shape[0], dense.out_features, residual))
+    rows = x.shape[0]
+    if rows <= SMALL_ROWS:  # transposed, as in _scratch_linear
+        out_t = torch.add(residual.t(), dense.bias[:, None], out=_scratch("residual", (dense.out_features, rows), x))
+        return block.LayerNorm(torch.addmm(out_t, dense.weight, x.t(), out=out_t).t())
+    out = torch.add(residual, dense.bias, out=_scratch("residual", (rows, dense.out_features), residual))
     return block.LayerNorm(torch.addmm(out, x, dense.weight.t(), out=out))  # beta=1: no extra pass
 
 
