@@ -71,8 +71,7 @@ def main() -> None:
     big = args.work / f"agnews-x{args.repeat}.tsv"
     text = args.data.read_bytes()
     with open(big, "wb") as f:
-        for _ in range(args.repeat):
-            f.write(text)
+        f.writelines(text for _ in range(args.repeat))
     once = embed(args.data, args.work / "once", extra)
     repeated = embed(big, args.work / f"x{args.repeat}", extra)
     result = {"model": "tiny random BERT" if args.tiny else "packaged all-MiniLM-L6-v2", "once": once, f"x{args.repeat}": repeated,

@@ -51,7 +51,7 @@ def measure(emb_dir: Path, work: Path, n_queries: int, efs: list[int], label: st
     for ef in efs:
         hnsw = Index.load(path, ef_search=ef)
         approx = hnsw.search_vectors(queries, 10)[1]
-        med, p95 = latency_ms(lambda q: hnsw.search_vectors(q, 10), queries)
+        med, p95 = latency_ms(lambda q, hnsw=hnsw: hnsw.search_vectors(q, 10), queries)
         rows.append({"corpus": label, "n": len(vectors), "index": f"hnsw ef={ef}", "build_s": round(build_hnsw, 2),
                      "recall@10": round(recall_at_k(approx, truth, 10), 4), "median_ms": round(med, 3),
                      "p95_ms": round(p95, 3)})

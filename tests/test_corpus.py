@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -146,7 +147,7 @@ def test_chunks_are_overlapping_windows_with_offsets(tmp_path, encoder):
     long_chunks = [r for r in rows if r["id"] == "0"]
     assert [r["chunk"] for r in long_chunks] == list(range(len(long_chunks))) and len(long_chunks) >= 5
     assert long_chunks[0]["start"] == 0 and long_chunks[-1]["end"] == len(long)
-    for a, b in zip(long_chunks, long_chunks[1:]):
+    for a, b in itertools.pairwise(long_chunks):
         assert b["start"] < a["end"]  # windows overlap
     for r in rows:
         assert r["text"] == texts[int(r["id"])][r["start"] : r["end"]]
@@ -206,7 +207,7 @@ def test_killed_run_restarted_equals_uninterrupted_run(local_ag, agnews60, tmp_p
     proc.wait()
     done_at_kill = len(list(out.glob("part-*.parquet")))
     assert 2 <= done_at_kill < 12 and not read_manifest(out)["complete"]
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{12 - done_at_kill} embedded now, {done_at_kill} already done" in rerun.stderr
     manifest = read_manifest(out)

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from bertkit.data import SentencePair
-from bertkit.evaluate import Spec, compare, correlations, cosine, encode_specs, evaluate_sts, plot_layers, plot_poolings
+from bertkit.evaluate import (
+    Spec,
+    compare,
+    correlations,
+    cosine,
+    encode_specs,
+    evaluate_sts,
+    plot_layers,
+    plot_poolings,
+)
 from bertkit.pooling import POOLING_MODES
 
 PAIRS = [  # (a, b, gold 0-5): a small STS-like set with a clear ordering

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from bertkit.errors import MissingHeadError, ModelNotFoundError
-from bertkit.model import Bert, BertConfig, describe, load_model, model_from_state_dict, read_state_dict, save_model
+from bertkit.model import (
+    Bert,
+    BertConfig,
+    describe,
+    load_model,
+    model_from_state_dict,
+    read_state_dict,
+    save_model,
+)
 from bertkit.tokenize import BertTokenizer
 
 TEXTS = [

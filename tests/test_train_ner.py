@@ -9,14 +9,13 @@ import random
 import pytest
 import torch
 
-from bertkit.data import DataError
+from bertkit.data import DataError, TaggedSentence
 from bertkit.errors import InputError
 from bertkit.evaluate import bio_spans, entity_prf
 from bertkit.tokenize import BertTokenizer
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig
-from bertkit.train.ner import Tagger, align_labels, encode_sentences, train_ner, word_spans, wordpiece_words
-from bertkit.data import TaggedSentence
+from bertkit.train.ner import Tagger, align_labels, encode_sentences, train_ner, word_spans
 from bertkit.train.pretrain import initial_model
 
 PEOPLE = [["john", "smith"], ["mary"], ["angela", "merkel"], ["peter"]]
@@ -73,7 +72,7 @@ def test_truncation_keeps_labels_aligned(tokenizer):
     (enc,), (words,) = encode_sentences(short, [TaggedSentence(tokens, tags)])
     assert enc.overflowing and len(enc.ids) == 16
     labels = align_labels(words, [1 if t == "B-LOC" else 0 for t in tags])
-    text, spans = word_spans(tokens)
+    _, spans = word_spans(tokens)
     for (a, b), w, lab in zip(enc.offsets, words, labels):
         if lab != -100:  # a labelled piece starts the word it is labelled for
             assert spans[w][0] == a and lab == (1 if tokens[w] == "Wolfsburg" else 0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["Encoder", "BertConfig", "BertOutput", "POOLING_MODES", "BertkitError"]
+__all__ = ["POOLING_MODES", "BertConfig", "BertOutput", "BertkitError", "Encoder"]
 
 
 def __getattr__(name: str):

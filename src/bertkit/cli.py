@@ -10,7 +10,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -90,8 +89,7 @@ def write_vectors(path: Path, texts: list[str], vectors) -> None:
                 np.save(f, vectors)
         elif path.suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as f:
-                for t, v in zip(texts, vectors):
-                    f.write(json.dumps({"text": t, "embedding": v.tolist()}) + "\n")
+                f.writelines(json.dumps({"text": t, "embedding": v.tolist()}) + "\n" for t, v in zip(texts, vectors))
         else:
             import pyarrow as pa
             import pyarrow.parquet as pq
@@ -106,18 +104,18 @@ def write_vectors(path: Path, texts: list[str], vectors) -> None:
 
 @app.command()
 def encode(
-    texts: Optional[list[str]] = typer.Argument(None, help="Texts to encode (or use --input)."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="File with one text a line, or - for stdin."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="OUT.npy | OUT.jsonl | OUT.parquet"),
-    model: Optional[str] = ModelOpt,
+    texts: list[str] | None = typer.Argument(None, help="Texts to encode (or use --input)."),
+    input: str | None = typer.Option(None, "--input", "-i", help="File with one text a line, or - for stdin."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="OUT.npy | OUT.jsonl | OUT.parquet"),
+    model: str | None = ModelOpt,
     pooling: str = PoolingOpt,
-    layers: Optional[list[int]] = LayersOpt,
+    layers: list[int] | None = LayersOpt,
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    template: Optional[str] = typer.Option(None, "--template", help='mask_prompt template, with {text} and [MASK].'),
+    template: str | None = typer.Option(None, "--template", help='mask_prompt template, with {text} and [MASK].'),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long texts (default) or refuse them."),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip blank / invalid UTF-8 lines of --input."),
-    whiten: Optional[Path] = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (issue 3)."),
+    whiten: Path | None = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (issue 3)."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (exact) | bf16 | int8: faster, approximate."),
     backend: str = typer.Option("torch", "--backend", help="torch | onnx (ONNX Runtime, exported and cached once)."),
 ):
@@ -166,7 +164,7 @@ def load_whitening(path: Path, pooling: str, layers: list[int] | None):
 @app.command()
 def tokens(
     text: str = typer.Argument(..., help="Text to tokenize."),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     vectors: bool = typer.Option(False, "--vectors", help="Also print each token's vector (JSON lines)."),
 ):
     """The wordpieces of a text with their character offsets (and, with --vectors, their vectors)."""
@@ -189,7 +187,7 @@ def tokens(
 def fill_mask(
     text: str = typer.Argument(..., help='Text with [MASK], e.g. "The [MASK] sat on the mat."'),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
 ):
     """Predict the tokens behind each [MASK] with the masked-LM head."""
     enc = load_encoder(model)
@@ -200,7 +198,7 @@ def fill_mask(
 
 
 @app.command()
-def nsp(a: str = typer.Argument(...), b: str = typer.Argument(...), model: Optional[str] = ModelOpt):
+def nsp(a: str = typer.Argument(...), b: str = typer.Argument(...), model: str | None = ModelOpt):
     """Probability that sentence B follows sentence A (the next-sentence-prediction head)."""
     enc = load_encoder(model)
     sys.stdout.write(f"{enc.next_sentence(a, b):.4f}\n")
@@ -210,9 +208,9 @@ def nsp(a: str = typer.Argument(...), b: str = typer.Argument(...), model: Optio
 def similarity(
     a: str = typer.Argument(...),
     b: str = typer.Argument(...),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     pooling: str = PoolingOpt,
-    layers: Optional[list[int]] = LayersOpt,
+    layers: list[int] | None = LayersOpt,
 ):
     """Cosine similarity of two texts under a pooling."""
     from bertkit.pooling import check_pooling
@@ -223,7 +221,7 @@ def similarity(
 
 
 @app.command()
-def inspect(model: Optional[str] = ModelOpt):
+def inspect(model: str | None = ModelOpt):
     """The model's module tree with shapes and parameter counts per part, and the totals."""
     from rich.console import Console
     from rich.tree import Tree
@@ -260,7 +258,7 @@ DEMO_PAIRS = [
 
 
 @app.command()
-def demo(model: Optional[str] = ModelOpt):
+def demo(model: str | None = ModelOpt):
     """A short tour: [CLS] vs pooler vs mean similarity for a few sentence pairs."""
     from rich.console import Console
     from rich.table import Table
@@ -269,7 +267,7 @@ def demo(model: Optional[str] = ModelOpt):
     poolings = ["cls", "pooler", "mean"] if enc.model.has_pooler else ["cls", "mean"]
     a, b = [p[0] for p in DEMO_PAIRS], [p[1] for p in DEMO_PAIRS]
     sims = {p: enc.similarity(a, b, pooling=p) for p in poolings}
-    table = Table(title="cosine similarity by representation", *["sentence A", "sentence B", *poolings])
+    table = Table("sentence A", "sentence B", *poolings, title="cosine similarity by representation")
     for i, (x, y) in enumerate(DEMO_PAIRS):
         table.add_row(x, y, *[f"{sims[p][i]:.3f}" for p in poolings])
     console = Console()
@@ -319,12 +317,12 @@ def print_sts_table(title: str, scores) -> None:
 @evaluate_app.command("sts")
 def evaluate_sts_cmd(
     data: str = typer.Argument(..., help="Similarity set with gold scores (STS-B, SICK, or a pair file with a score column)."),
-    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Model folder or hub id; repeat to compare models."),
-    pooling: Optional[list[str]] = typer.Option(None, "--pooling", "-p", help="Repeat for several (default: all of them)."),
-    layers: Optional[list[int]] = LayersOpt,
-    format: Optional[str] = FormatOpt,
-    whiten: Optional[Path] = typer.Option(None, "--whiten", help="Also score with a whitening file (from `bertkit whiten`)."),
-    whiten_k: Optional[list[int]] = typer.Option(None, "--whiten-k", min=1, help="Also score the whitening cut to k dims; repeat."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model folder or hub id; repeat to compare models."),
+    pooling: list[str] | None = typer.Option(None, "--pooling", "-p", help="Repeat for several (default: all of them)."),
+    layers: list[int] | None = LayersOpt,
+    format: str | None = FormatOpt,
+    whiten: Path | None = typer.Option(None, "--whiten", help="Also score with a whitening file (from `bertkit whiten`)."),
+    whiten_k: list[int] | None = typer.Option(None, "--whiten-k", min=1, help="Also score the whitening cut to k dims; repeat."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     skip_bad_rows: bool = SkipRowsOpt,
@@ -359,16 +357,17 @@ def evaluate_sts_cmd(
 @app.command()
 def compare(
     data: str = typer.Argument(..., help="Similarity set with gold scores (STS-B dev, SICK trial, ...)."),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     layers: bool = typer.Option(False, "--layers", help="Also score cls/mean/max on every hidden state (line chart)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Bar chart PNG (default: compare-<data>.png here)."),
-    format: Optional[str] = FormatOpt,
+    plot: Path | None = typer.Option(None, "--plot", help="Bar chart PNG (default: compare-<data>.png here)."),
+    format: str | None = FormatOpt,
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of the table."),
     skip_bad_rows: bool = SkipRowsOpt,
 ):
     """Every pooling strategy of a model on a similarity set: ranked table, bar chart, and what it means."""
-    from bertkit.evaluate import compare as run_compare, layers_path, plot_layers, plot_poolings, reading
+    from bertkit.evaluate import compare as run_compare
+    from bertkit.evaluate import layers_path, plot_layers, plot_poolings, reading
 
     plot = plot or Path(f"compare-{Path(data).stem}.png")
     if plot.suffix.lower() != ".png":
@@ -401,13 +400,13 @@ def compare(
 @app.command()
 def whiten(
     texts: str = typer.Argument(..., help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Whitening .npz (default: next to a --model folder)."),
-    model: Optional[str] = ModelOpt,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Whitening .npz (default: next to a --model folder)."),
+    model: str | None = ModelOpt,
     pooling: str = PoolingOpt,
-    layers: Optional[list[int]] = LayersOpt,
-    k: Optional[int] = typer.Option(None, "--k", min=1, help="Keep the k leading dimensions (default: all)."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
-    max_texts: Optional[int] = typer.Option(None, "--max-texts", min=2, help="Fit on a seeded random sample of N texts."),
+    layers: list[int] | None = LayersOpt,
+    k: int | None = typer.Option(None, "--k", min=1, help="Keep the k leading dimensions (default: all)."),
+    format: str | None = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    max_texts: int | None = typer.Option(None, "--max-texts", min=2, help="Fit on a seeded random sample of N texts."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
 ):
     """Fit BERT-whitening (mean + whitening matrix) on unlabelled texts; apply it with `encode --whiten`."""
@@ -443,20 +442,20 @@ def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float,
 @train_app.command("sbert")
 def train_sbert(
     train: str = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl)."),
-    dev: Optional[str] = typer.Option(None, "--dev", help="Scored dev pairs; Spearman each epoch picks the best."),
+    dev: str | None = typer.Option(None, "--dev", help="Scored dev pairs; Spearman each epoch picks the best."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
-    format: Optional[str] = FormatOpt,
-    dev_format: Optional[str] = typer.Option(None, "--dev-format", help="Format of --dev (inferred when omitted)."),
+    format: str | None = FormatOpt,
+    dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev (inferred when omitted)."),
     loss: str = typer.Option("cosine", "--loss", help="cosine | mnrl | softmax"),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training set."),
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay)."),
     warmup: float = typer.Option(0.1, "--warmup", help="Warm-up fraction of the steps."),
     seed: int = typer.Option(42, "--seed"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1, help="Stop after N steps (overrides --epochs)."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after N steps (overrides --epochs)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
     normalize: bool = typer.Option(False, "--normalize", help="Add a Normalize module to the saved model."),
     skip_bad_rows: bool = SkipRowsOpt,
 ):
@@ -483,19 +482,19 @@ def train_sbert(
 @train_app.command("simcse")
 def train_simcse_cmd(
     train: str = typer.Option(..., "--train", help="Unlabelled sentences: one a line, or any dataset (its sentences)."),
-    dev: Optional[str] = typer.Option(None, "--dev", help="Scored dev pairs; Spearman picks the best checkpoint."),
+    dev: str | None = typer.Option(None, "--dev", help="Scored dev pairs; Spearman picks the best checkpoint."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
-    dev_format: Optional[str] = typer.Option(None, "--dev-format"),
+    format: str | None = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    dev_format: str | None = typer.Option(None, "--dev-format"),
     temperature: float = typer.Option(0.05, "--temperature"),
     epochs: float = typer.Option(1.0, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=2),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     lr: float = typer.Option(3e-5, "--lr"),
     seed: int = typer.Option(42, "--seed"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=1),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=1),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=1),
 ):
     """Unsupervised SimCSE: contrastive training on unlabelled sentences, dropout as the augmentation."""
     from bertkit.data import read_dataset, read_scored_pairs, sentences_of
@@ -547,19 +546,19 @@ def report(title: str, rows: dict) -> None:
 @train_app.command("classify")
 def train_classify(
     train: Path = typer.Option(..., "--train", help="Training file (sst2, mrpc, sick, agnews, stsb, tsv, jsonl, csv)."),
-    dev: Optional[Path] = typer.Option(None, "--dev", help="Dev file; without it --dev-fraction of --train is held out."),
+    dev: Path | None = typer.Option(None, "--dev", help="Dev file; without it --dev-fraction of --train is held out."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForSequenceClassification)."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
-    dev_format: Optional[str] = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
+    format: str | None = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
+    dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
     pooling: str = typer.Option("pooler", "--pooling", "-p", help="pooler (as transformers) | cls | mean | max | mean_sqrt_len"),
     regression: bool = typer.Option(False, "--regression", help="Predict the pair score (MSE) instead of the label."),
-    class_weights: Optional[str] = typer.Option(None, "--class-weights", help="balanced | none | w1,w2,... (label order)."),
+    class_weights: str | None = typer.Option(None, "--class-weights", help="balanced | none | w1,w2,... (label order)."),
     dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Held-out share of --train when no --dev."),
     freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
-    model: Optional[str] = ModelOpt,
-    epochs: float = EpochsOpt, max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
+    model: str | None = ModelOpt,
+    epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
-    eval_every: Optional[int] = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+    eval_every: int | None = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
 ):
     """Fine-tune a [CLS]/pooler (or pooled) classifier on single texts or sentence pairs; keep the best on dev."""
     from bertkit.train.classify import train_classifier
@@ -579,10 +578,10 @@ def train_ner_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForTokenClassification)."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed lines (with a warning) instead of failing."),
     freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
-    model: Optional[str] = ModelOpt,
-    epochs: float = EpochsOpt, max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
+    model: str | None = ModelOpt,
+    epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
-    eval_every: Optional[int] = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+    eval_every: int | None = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
 ):
     """Fine-tune a token classifier (NER) on BIO-tagged CoNLL data; keep the best by dev entity F1."""
     from bertkit.train.ner import train_ner
@@ -600,13 +599,13 @@ def pretrain(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the model with its MLM + NSP heads (BertForPreTraining)."),
     init: str = typer.Option("default", "--init", help="default (packaged model) | PATH or hub id | none (from scratch)."),
     size: str = typer.Option("tiny", "--size", help="From scratch: tiny (2x128) | mini (4x256) | small (4x512) | base (12x768)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="From scratch: whose vocabulary to use (default: packaged)."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="From scratch: whose vocabulary to use (default: packaged)."),
     heldout: float = typer.Option(0.05, "--heldout", help="Share of documents held out for MLM / NSP accuracy."),
     freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings (= MLM decoder) fixed."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the corpus."),
-    max_steps: Optional[int] = MaxStepsOpt, minutes: Optional[float] = MinutesOpt,
+    max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
-    grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: Optional[int] = EvalEveryOpt,
+    grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: int | None = EvalEveryOpt,
     checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
 ):
     """Masked-LM + next-sentence pretraining, from scratch or continuing a checkpoint; reports held-out accuracy."""
@@ -627,9 +626,9 @@ def pretrain(
 def predict(
     folder: Path = typer.Argument(..., help="A model folder saved by `bertkit train classify` or `train ner`."),
     data: str = typer.Argument(..., help="A data file (labels, if present, are scored) or one text."),
-    pair: Optional[str] = typer.Option(None, "--pair", help="Second text, when DATA is one text of a pair."),
-    format: Optional[str] = typer.Option(None, "--format", "-f", help="Format of DATA when it is a file."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions as JSON lines here."),
+    pair: str | None = typer.Option(None, "--pair", help="Second text, when DATA is one text of a pair."),
+    format: str | None = typer.Option(None, "--format", "-f", help="Format of DATA when it is a file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write predictions as JSON lines here."),
 ):
     """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
     from bertkit.model import resolve_model_dir
@@ -664,7 +663,7 @@ def predict(
 
 @app.command()
 def serve(
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request; more -> 413."),
@@ -674,11 +673,11 @@ def serve(
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests."),
     graceful_timeout: float = typer.Option(30.0, "--graceful-timeout", min=0, help="Seconds to finish in-flight requests on shutdown."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
-    index: Optional[Path] = typer.Option(None, "--index", help="Serve POST /search over this `bertkit index build` folder."),
-    whitening: Optional[Path] = typer.Option(None, "--whitening", help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Passed to Encoder.load (issue 5)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="Passed to Encoder.load (issue 5)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+    index: Path | None = typer.Option(None, "--index", help="Serve POST /search over this `bertkit index build` folder."),
+    whitening: Path | None = typer.Option(None, "--whitening", help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
+    precision: str | None = typer.Option(None, "--precision", help="Passed to Encoder.load (issue 5)."),
+    backend: str | None = typer.Option(None, "--backend", help="Passed to Encoder.load (issue 5)."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
@@ -746,29 +745,30 @@ def embed_corpus(
     input: Path = typer.Argument(..., help="Corpus: .jsonl / .csv / .tsv / .parquet / .txt (one text a line)."),
     output_dir: Path = typer.Argument(..., help="Folder for the Parquet shards and manifest.json."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (extra 'scale')."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column / key of the text (default 'text'; "
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
+    text_column: str | None = typer.Option(None, "--text-column", help="Column / key of the text (default 'text'; "
                                               "0-based number with --no-header)."),
-    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column / key of the id (default: row number)."),
-    format: Optional[str] = typer.Option(None, "--format", help="jsonl|csv|tsv|parquet|text (default: from the suffix)."),
+    id_column: str | None = typer.Option(None, "--id-column", help="Column / key of the id (default: row number)."),
+    format: str | None = typer.Option(None, "--format", help="jsonl|csv|tsv|parquet|text (default: from the suffix)."),
     header: bool = typer.Option(True, "--header/--no-header", help="CSV/TSV: first line names the columns."),
-    model: Optional[str] = ModelOpt,
+    model: str | None = ModelOpt,
     pooling: str = PoolingOpt,
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", min=1, help="Split texts into windows of N wordpieces."),
+    chunk_tokens: int | None = typer.Option(None, "--chunk-tokens", min=1, help="Split texts into windows of N wordpieces."),
     chunk_overlap: int = typer.Option(0, "--chunk-overlap", min=0, help="Wordpieces shared by neighbouring windows."),
     keep_text: bool = typer.Option(False, "--keep-text", help="Store the text (or chunk text) beside its vector."),
     shard_rows: int = typer.Option(4096, "--shard-rows", min=1, help="Input rows per output shard."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip rows with no text instead of stopping."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output of a different job in OUTPUT_DIR."),
-    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
+    actors: int | None = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
     cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (exact, default) | bf16 | int8."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="torch (default) | onnx (ONNX Runtime)."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 (exact, default) | bf16 | int8."),
+    backend: str | None = typer.Option(None, "--backend", help="torch (default) | onnx (ONNX Runtime)."),
 ):
     """Embed a corpus into Parquet shards (id, text hash, embedding) with a manifest; rerun to resume."""
-    from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus as run
+    from bertkit.corpus import CorpusJob, EmbedOptions
+    from bertkit.corpus import embed_corpus as run
     from bertkit.pooling import check_pooling
 
     check_pooling(pooling, None)
@@ -809,16 +809,15 @@ def search(
     index: Path = typer.Argument(..., help="An index folder from `bertkit index build`."),
     query: str = typer.Argument(..., help="The query text."),
     k: int = typer.Option(10, "-k", "--k", min=1, help="How many results."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Query model (default: the corpus's model)."),
-    ef_search: Optional[int] = typer.Option(None, "--ef-search", min=1, help="hnsw: beam width (recall vs speed)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Query model (default: the corpus's model)."),
+    ef_search: int | None = typer.Option(None, "--ef-search", min=1, help="hnsw: beam width (recall vs speed)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per hit."),
     show_text: bool = typer.Option(True, "--text/--no-text", help="Show texts (stored, or read back from the input)."),
 ):
     """The K nearest corpus items to QUERY: rank, score, id, chunk offsets and text."""
-    from bertkit.index import Index
-
     from bertkit.corpus import EmbedOptions
     from bertkit.corpus import load_encoder as load_corpus_encoder
+    from bertkit.index import Index
 
     idx = Index.load(index, ef_search=ef_search)
     e = idx.info["embedding"]  # the query is encoded with the corpus's model, precision and backend

@@ -548,7 +548,14 @@ def _progress(total_rows: int, done_rows: int, enabled: bool):
     """A rich progress bar counting input rows, with rate and ETA; a no-op when disabled."""
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(
         TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),

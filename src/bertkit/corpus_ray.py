@@ -17,13 +17,22 @@ import logging
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bertkit.corpus import CorpusError, CorpusJob, EmbedOptions, Shard, ShardEmbedder, Source, load_encoder, read_shard
-from bertkit.corpus import shard_done, write_shard
+from bertkit.corpus import (
+    CorpusError,
+    CorpusJob,
+    EmbedOptions,
+    Shard,
+    ShardEmbedder,
+    Source,
+    load_encoder,
+    read_shard,
+    shard_done,
+    write_shard,
+)
 
 log = logging.getLogger(__name__)
 

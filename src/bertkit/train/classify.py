@@ -22,13 +22,24 @@ import numpy as np
 import torch
 
 from bertkit.data import (
-    PAIR_FORMATS, LabeledText, SentencePair, TaggedSentence, has_pair_columns, infer_format, read_dataset,
+    LabeledText,
+    SentencePair,
+    TaggedSentence,
+    has_pair_columns,
+    infer_format,
+    read_dataset,
     read_labeled_texts,
 )
 from bertkit.errors import InputError
 from bertkit.model import BertSequenceClassifier, load_task_head
 from bertkit.train.common import (
-    batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, task_model, truncation_note,
+    batched_logits,
+    freeze_word_embeddings,
+    load_base,
+    require_examples,
+    save_folder,
+    task_model,
+    truncation_note,
 )
 from bertkit.train.loop import TrainConfig, TrainResult, train
 

@@ -26,7 +26,13 @@ from bertkit.errors import InputError
 from bertkit.model import BertTokenClassifier, load_task_head
 from bertkit.tokenize import BertTokenizer
 from bertkit.train.common import (
-    batched_logits, freeze_word_embeddings, load_base, require_examples, save_folder, task_model, truncation_note,
+    batched_logits,
+    freeze_word_embeddings,
+    load_base,
+    require_examples,
+    save_folder,
+    task_model,
+    truncation_note,
 )
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
