@@ -515,13 +515,18 @@ def _plain(x: torch.Tensor) -> bool:
 # far faster as W @ x.T than as x @ W.T, 1.4-1.7x at 13-48 rows and equal from about 64 rows on
 # (bench/gemm_layout.py). Below SMALL_ROWS the packed forward therefore computes each Linear's output
 # transposed, (out, N), and goes on with its (N, out) view; elementwise ops and the next GEMM take views.
+# Measured on CPU only, so GPUs keep the usual layout.
 SMALL_ROWS = 48
+
+
+def _small(x: torch.Tensor) -> bool:
+    return x.shape[0] <= SMALL_ROWS and x.device.type == "cpu"
 
 
 def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, name: str) -> torch.Tensor:
     """F.linear(x, weight, bias) written into a scratch buffer; only called where _plain(x) holds."""
     rows, out_features = x.shape[0], weight.shape[0]
-    if rows <= SMALL_ROWS:
+    if _small(x):
         out_t = _scratch(name, (out_features, rows), x)
         return torch.addmm(bias[:, None], weight, x.t(), out=out_t).t()  # (N, out), a view of (out, N)
     return torch.addmm(bias, x, weight.t(), out=_scratch(name, (rows, out_features), x))
@@ -533,7 +538,7 @@ def _add_norm(block: AddNorm, x: torch.Tensor, residual: torch.Tensor, plain: bo
     if type(dense) is not nn.Linear or not plain:
         return block(x, residual)
     rows = x.shape[0]
-    if rows <= SMALL_ROWS:  # transposed, as in _scratch_linear
+    if _small(x):  # transposed, as in _scratch_linear
         out_t = torch.add(residual.t(), dense.bias[:, None], out=_scratch("residual", (dense.out_features, rows), x))
         return block.LayerNorm(torch.addmm(out_t, dense.weight, x.t(), out=out_t).t())
     out = torch.add(residual, dense.bias, out=_scratch("residual", (rows, dense.out_features), residual))
