@@ -433,8 +433,9 @@ class Bert(nn.Module):
         for layer in self.bert.encoder.layer:
             att = layer.attention.self
             if type(att.query) is nn.Linear and plain:
-                qkv = _scratch_linear(x, *att.fused_qkv(), "qkv").contiguous()  # (N, 3H); SDPA's flash
-                # kernel wants unit-stride head vectors, which a small batch's transposed GEMM output lacks
+                # (N, 3H); SDPA's flash kernel wants unit-stride head vectors, which a small batch's
+                # column-major GEMM output (see SMALL_ROWS) lacks
+                qkv = _scratch_linear(x, *att.fused_qkv(), "qkv").contiguous()
             else:  # gradients or a quantized model: the three HF-named layers
                 qkv = torch.cat([att.query(x), att.key(x), att.value(x)], dim=1)
             if padded:
@@ -513,23 +514,22 @@ def _plain(x: torch.Tensor) -> bool:
 
 # A few dozen rows (one short sentence, a small server batch): MKL's fp32 GEMM reads the weights from memory
 # far faster as W @ x.T than as x @ W.T, 1.4-1.7x at 13-48 rows and equal from about 64 rows on
-# (bench/gemm_layout.py). Below SMALL_ROWS the packed forward therefore computes each Linear's output
-# transposed, (out, N), and goes on with its (N, out) view; elementwise ops and the next GEMM take views.
+# (bench/gemm_layout.py). Up to SMALL_ROWS the packed forward therefore hands each GEMM a column-major output
+# buffer: addmm then computes the transpose, W @ x.T, straight into it, and the next ops take the (N, out) view.
 # Measured on CPU only, so GPUs keep the usual layout.
 SMALL_ROWS = 48
 
 
-def _small(x: torch.Tensor) -> bool:
-    return x.shape[0] <= SMALL_ROWS and x.device.type == "cpu"
+def _gemm_out(name: str, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+    """A (rows, cols) scratch buffer for a GEMM output: column-major for a small batch on CPU (see SMALL_ROWS)."""
+    if rows <= SMALL_ROWS and like.device.type == "cpu":
+        return _scratch(name, (cols, rows), like).t()
+    return _scratch(name, (rows, cols), like)
 
 
 def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, name: str) -> torch.Tensor:
     """F.linear(x, weight, bias) written into a scratch buffer; only called where _plain(x) holds."""
-    rows, out_features = x.shape[0], weight.shape[0]
-    if _small(x):
-        out_t = _scratch(name, (out_features, rows), x)
-        return torch.addmm(bias[:, None], weight, x.t(), out=out_t).t()  # (N, out), a view of (out, N)
-    return torch.addmm(bias, x, weight.t(), out=_scratch(name, (rows, out_features), x))
+    return torch.addmm(bias, x, weight.t(), out=_gemm_out(name, x.shape[0], weight.shape[0], x))
 
 
 def _add_norm(block: AddNorm, x: torch.Tensor, residual: torch.Tensor, plain: bool) -> torch.Tensor:
@@ -537,11 +537,7 @@ def _add_norm(block: AddNorm, x: torch.Tensor, residual: torch.Tensor, plain: bo
     dense = block.dense
     if type(dense) is not nn.Linear or not plain:
         return block(x, residual)
-    rows = x.shape[0]
-    if _small(x):  # transposed, as in _scratch_linear
-        out_t = torch.add(residual.t(), dense.bias[:, None], out=_scratch("residual", (dense.out_features, rows), x))
-        return block.LayerNorm(torch.addmm(out_t, dense.weight, x.t(), out=out_t).t())
-    out = torch.add(residual, dense.bias, out=_scratch("residual", (rows, dense.out_features), residual))
+    out = torch.add(residual, dense.bias, out=_gemm_out("residual", x.shape[0], dense.out_features, x))
     return block.LayerNorm(torch.addmm(out, x, dense.weight.t(), out=out))  # beta=1: no extra pass
 
 
