@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/attention_ceiling.py                  # 8 x 512 tokens, 1 thread (one encode worker)
     .venv/bin/python bench/attention_ceiling.py --flex           # also torch.compile'd flex_attention (~20 s)
+    .venv/bin/python bench/attention_ceiling.py --c-kernel       # also bench/attention_kernel.c (gcc, AVX-512)
 
 `encode` runs one batch per worker thread, each with one intra-op thread, so this measures one thread.
 1. A torch.profiler run of `forward_packed` on random 512-token documents: the share of time in the GEMMs
@@ -9,7 +10,8 @@
 2. The attention alternatives on the model's own fused-QKV layout, same inputs: the flash SDPA kernel (what
    the model uses), explicit baddbmm + softmax + bmm into reused buffers, ONNX Runtime's MultiHeadAttention
    operator (com.microsoft, its own CPU kernel; the q/k/v copies it needs are timed with it), and optionally
-   flex_attention compiled by inductor. Max difference against flash and the median time of each.
+   flex_attention compiled by inductor and the hand-written AVX-512 prototype in bench/attention_kernel.c
+   (compiled here with gcc). Max difference against flash and the median time of each.
 3. The ceiling: the forward's speed-up if attention ran as fast, per FLOP, as the model's own GEMMs.
 """
 
@@ -41,7 +43,37 @@ def profile_forward(model, batch: int, seq: int, reps: int) -> dict[str, float]:
     return parts
 
 
-def attention_variants(heads: int, head_dim: int, batch: int, seq: int, reps: int, flex: bool) -> dict[str, float]:
+def c_kernel(heads: int, head_dim: int, seq: int):
+    """bench/attention_kernel.c compiled with gcc and loaded with ctypes: fn(qkv, out) for equal-length sequences."""
+    import ctypes
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    if head_dim != 32 or "avx512f" not in Path("/proc/cpuinfo").read_text():
+        print("   (C kernel skipped: it needs head_dim 32 and an AVX-512 CPU)")
+        return None
+    lib_path = Path(tempfile.mkdtemp()) / "attention_kernel.so"
+    source = Path(__file__).with_name("attention_kernel.c")
+    flags = ["-O3", "-mavx512f", "-mavx512dq", "-mfma", "-fPIC", "-shared"]
+    subprocess.run(["gcc", *flags, "-o", str(lib_path), str(source)], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    pointers = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_float]
+    lib.varlen_attention.argtypes = [*pointers, ctypes.c_void_p, ctypes.c_void_p]
+    work = torch.empty((head_dim + 8) * (seq + 32))
+
+    def run(qkv: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        starts = torch.arange(0, qkv.shape[0] + 1, seq, dtype=torch.int64)
+        scale = 1 / math.sqrt(head_dim)
+        lib.varlen_attention(qkv.data_ptr(), starts.data_ptr(), starts.numel() - 1, heads, scale, out.data_ptr(),
+                             work.data_ptr())
+        return out
+
+    return run
+
+
+def attention_variants(heads: int, head_dim: int, batch: int, seq: int, reps: int, flex: bool,
+                       c: bool = False) -> dict[str, float]:
     hidden, n = heads * head_dim, batch * seq
     qkv = torch.randn(batch * seq, 3 * hidden)  # the model's fused-QKV GEMM output, (N, 3H)
     q, k, v = qkv.view(batch, seq, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, d) views
@@ -75,6 +107,9 @@ def attention_variants(heads: int, head_dim: int, batch: int, seq: int, reps: in
         compiled = torch.compile(flex_attention, dynamic=False)
         qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
         variants["flex_attention, compiled"] = lambda: compiled(qc, kc, vc).transpose(1, 2).reshape(n, hidden)
+    kernel = c_kernel(heads, head_dim, seq) if c else None
+    if kernel is not None:
+        variants["AVX-512 C prototype"] = lambda: kernel(qkv, context)
     ref = flash().clone()
     out = {}
     for name, fn in variants.items():
@@ -110,6 +145,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--flex", action="store_true", help="also time flex_attention compiled by inductor")
+    p.add_argument("--c-kernel", action="store_true", help="also time bench/attention_kernel.c (needs gcc)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from bertkit.model import load_model
@@ -129,7 +165,8 @@ def main() -> None:
             rate = f"{flops / ms / 1e6:6.1f} GFLOP/s" if flops else ""
             print(f"   {name:<10} {ms:8.1f} ms  {100 * ms / total:5.1f}%  {rate}")
         print(f"attention alone, {args.batch} x {c.num_attention_heads} heads x {t} tokens, head_dim {c.head_dim}:")
-        attention_variants(c.num_attention_heads, c.head_dim, args.batch, args.seq, args.reps, args.flex)
+        attention_variants(c.num_attention_heads, c.head_dim, args.batch, args.seq, args.reps, args.flex,
+                           args.c_kernel)
     ideal_att = att_flops / (gemm_flops / parts["gemm"])  # attention at the GEMMs' GFLOP/s
     ceiling = total / (total - parts["attention"] + ideal_att)
     print(f"ceiling: attention at the GEMMs' rate would take {ideal_att:.0f} ms instead of {parts['attention']:.0f};"
