@@ -89,13 +89,27 @@ def test_concurrent_batches_give_the_same_vectors(encoder, workers):
     one = encoder.encode(TEXTS * 3, batch_size=2, workers=1)
     many = encoder.encode(TEXTS * 3, batch_size=2, workers=workers)
     assert np.abs(one - many).max() < 1e-5
-    pool = encoder._executor
-    assert pool[0] == workers
+    pool = encoder._pools[workers]
+    assert pool._max_workers == workers
     encoder.encode(TEXTS * 3, batch_size=2, workers=workers)
-    assert encoder._executor is pool  # worker threads (and their scratch buffers) are kept between calls
+    encoder.encode(TEXTS[:4], batch_size=2, workers=workers)  # fewer batches than workers: same pool
+    assert encoder._pools[workers] is pool  # worker threads (and their scratch buffers) are kept between calls
     assert torch.get_num_threads() >= 1  # the caller's thread setting is untouched by the worker threads
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         encoder.encode(TEXTS, workers=0)
+
+
+def test_encode_calls_from_several_threads_with_different_workers(encoder):
+    """Callers on several threads (a server, a user's thread pool) may each ask for their own worker count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = TEXTS * 3
+    expected = encoder.encode(texts, batch_size=2, workers=1)
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda w: encoder.encode(texts, batch_size=2, workers=w), [2, 3, 4, 2, 3, 4] * 3))
+    for got in results:
+        assert np.abs(got - expected).max() < 1e-5
+    assert {2, 3, 4} <= set(encoder._pools)
 
 
 def test_concurrent_batch_errors_reach_the_caller(encoder):

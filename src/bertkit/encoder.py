@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,8 @@ class Encoder:
         self.precision, self.backend = precision, backend
         self._int8: Bert | None = None  # quantized copy (precision="int8", torch backend)
         self._onnx = None  # OnnxRunner (backend="onnx")
-        self._executor = None  # (workers, ThreadPoolExecutor): encode()'s CPU worker threads, see _pool
+        self._pools: dict = {}  # workers -> ThreadPoolExecutor: encode()'s CPU worker threads, see _pool
+        self._pools_lock = threading.Lock()
         self.set_mode(precision, backend)
 
     def set_mode(self, precision: str = "fp32", backend: str = "torch") -> None:
@@ -187,8 +189,8 @@ class Encoder:
         torch's thread count is per OS thread, so the caller's setting is left as it was; the ONNX backend
         follows it (a one-thread session per worker).
         """
-        workers = min(self._workers(workers), len(batches))
-        if workers <= 1:
+        workers = self._workers(workers)
+        if min(workers, len(batches)) <= 1:
             for idx in progress_iter(batches, progress, total_items=total):
                 fn(idx)
             return
@@ -202,16 +204,20 @@ class Encoder:
             pass
 
     def _pool(self, workers: int):
-        """The encoder's worker threads, kept between calls so that their scratch buffers are reused too."""
+        """The encoder's worker threads, kept between calls so that their scratch buffers are reused too.
+
+        One pool per worker count, never shut down while the encoder lives: calls from several threads at once,
+        with different counts, each keep their own pool (replacing a pool could refuse another call's batches).
+        """
         from concurrent.futures import ThreadPoolExecutor
 
-        if self._executor is None or self._executor[0] != workers:
-            if self._executor is not None:
-                self._executor[1].shutdown(wait=False)  # lets batches already queued finish
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="bertkit-encode", initializer=torch.set_num_threads,
-                                      initargs=(1,))
-            self._executor = (workers, pool)
-        return self._executor[1]
+        with self._pools_lock:
+            pool = self._pools.get(workers)
+            if pool is None:
+                pool = self._pools[workers] = ThreadPoolExecutor(
+                    workers, thread_name_prefix="bertkit-encode", initializer=torch.set_num_threads, initargs=(1,)
+                )
+            return pool
 
     def _prompt(self, texts: list[str], template: str) -> list[str]:
         """Wrap each text in the template, shortening the text (never the template) to fit max_length."""
