@@ -54,11 +54,12 @@ def c_kernel(heads: int, head_dim: int, seq: int):
     if head_dim != 32 or "avx512f" not in Path("/proc/cpuinfo").read_text():
         print("   (C kernel skipped: it needs head_dim 32 and an AVX-512 CPU)")
         return None
-    lib_path = Path(tempfile.mkdtemp()) / "attention_kernel.so"
     source = Path(__file__).with_name("attention_kernel.c")
     flags = ["-O3", "-mavx512f", "-mavx512dq", "-mfma", "-fPIC", "-shared"]
-    subprocess.run(["gcc", *flags, "-o", str(lib_path), str(source)], check=True)
-    lib = ctypes.CDLL(str(lib_path))
+    with tempfile.TemporaryDirectory() as tmp:  # the loaded library outlives its file
+        lib_path = Path(tmp) / "attention_kernel.so"
+        subprocess.run(["gcc", *flags, "-o", str(lib_path), str(source)], check=True)
+        lib = ctypes.CDLL(str(lib_path))
     pointers = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long, ctypes.c_long, ctypes.c_float]
     lib.varlen_attention.argtypes = [*pointers, ctypes.c_void_p, ctypes.c_void_p]
     lib.attention_work_floats.argtypes, lib.attention_work_floats.restype = [ctypes.c_long], ctypes.c_long
