@@ -91,7 +91,7 @@ def make_systems(wanted: list[str], max_length: int):
 
     from bertkit.encoder import Encoder
     from bertkit.model import default_model_dir
-    from bertkit.tokenize import BertTokenizer
+    from bertkit.tokenizer import BertTokenizer
 
     root = default_model_dir()
     systems = {}
@@ -145,7 +145,7 @@ def stsb_spearman(vectors: dict[str, np.ndarray], texts: list[str]) -> dict[str,
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     from bertkit.model import default_model_dir
-    from bertkit.tokenize import BertTokenizer
+    from bertkit.tokenizer import BertTokenizer
 
     tokenizer = BertTokenizer.from_dir(default_model_dir(), max_length=512)
     sets = load_sets(args.sets, args.limit, tokenizer.tokenizer)

@@ -23,7 +23,7 @@ def main() -> None:
 
     from bertkit import Encoder
     from bertkit.model import default_model_dir
-    from bertkit.tokenize import BertTokenizer
+    from bertkit.tokenizer import BertTokenizer
 
     enc = Encoder.load(device="cpu")
     enc.tokenizer = BertTokenizer.from_dir(default_model_dir(), max_length=512, root=enc.path)

@@ -18,7 +18,7 @@ from bertkit.model import (
     read_state_dict,
     save_model,
 )
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 
 TEXTS = [
     "Hi.",

@@ -209,7 +209,7 @@ def test_fp32_vectors_match_sentence_transformers(encoder, packaged_dir):
 def tiny_model(tmp_path_factory, packaged_dir):
     """A small random BERT (fast to export) with the packaged tokenizer, saved as a model folder."""
     from bertkit.model import Bert, BertConfig, save_model
-    from bertkit.tokenize import BertTokenizer
+    from bertkit.tokenizer import BertTokenizer
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-bert")

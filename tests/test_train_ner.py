@@ -12,7 +12,7 @@ import torch
 from bertkit.data import DataError, TaggedSentence
 from bertkit.errors import InputError
 from bertkit.evaluate import bio_spans, entity_prf
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig
 from bertkit.train.ner import Tagger, align_labels, encode_sentences, train_ner, word_spans

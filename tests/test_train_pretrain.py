@@ -33,7 +33,7 @@ def test_read_corpus_and_pairs():
 
 def test_masking_proportions():
     from bertkit.model import default_model_dir
-    from bertkit.tokenize import BertTokenizer
+    from bertkit.tokenizer import BertTokenizer
 
     tok = BertTokenizer.from_dir(default_model_dir())
     g = torch.Generator().manual_seed(0)

@@ -14,7 +14,7 @@ from bertkit.data import SentencePair
 from bertkit.encoder import Encoder
 from bertkit.errors import InputError
 from bertkit.model import Bert, BertConfig
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 from bertkit.train.loop import TrainConfig
 from bertkit.train.sbert import (
     CosineSimilarityLoss,

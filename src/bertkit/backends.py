@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 from bertkit.model import Bert, BertOutput
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,9 @@ class BackendError(BertkitError):
 
 def check_options(precision: str, backend: str, device: torch.device | str = "cpu") -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        raise OptionError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "onnx" and precision == "bf16":
         raise BackendError("precision bf16 runs on the torch backend only; use --backend torch (or precision int8 with onnx)")
     if backend == "onnx" and torch.device(device).type != "cpu":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import typer
 
+from bertkit.errors import OptionError as UsageError  # a bad command-line value is a user error
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -25,10 +27,6 @@ PoolingOpt = typer.Option("mean", "--pooling", "-p", help="cls|pooler|mean|max|m
 LayersOpt = typer.Option(None, "--layers", "-l", help="Hidden states to average (0 = embeddings, -1 = last); repeat.")
 
 OUTPUT_SUFFIXES = (".npy", ".jsonl", ".parquet")
-
-
-class UsageError(Exception):
-    """A bad command-line value, reported like any other user error."""
 
 
 def load_encoder(model: str | None, precision: str = "fp32", backend: str = "torch"):
@@ -632,7 +630,7 @@ def predict(
 ):
     """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
     from bertkit.model import resolve_model_dir
-    from bertkit.tokenize import read_json
+    from bertkit.tokenizer import read_json
 
     arch = (read_json(resolve_model_dir(folder) / "config.json").get("architectures") or [""])[0]
     is_file = Path(data).is_file()

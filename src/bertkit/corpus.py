@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.errors import BertkitError, InputError
+from bertkit.errors import BertkitError, InputError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def _record_offsets(source: Source) -> Iterator[int]:
 def plan_shards(source: Source, shard_rows: int) -> list[Shard]:
     """One pass over the input: where each shard of `shard_rows` rows starts."""
     if shard_rows < 1:
-        raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        raise OptionError(f"shard_rows must be >= 1, got {shard_rows}")
     if source.format == "parquet":
         pf = pq.ParquetFile(source.path)
         missing = [c for c in (source.text_column, source.id_column) if c and c not in pf.schema_arrow.names]

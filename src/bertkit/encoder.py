@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertkit.errors import InputError
+from bertkit.errors import InputError, OptionError
 from bertkit.model import Bert, BertOutput, load_model
 from bertkit.pooling import DEFAULT_PROMPT, check_pooling, check_template, needs_hidden_states, pool
-from bertkit.tokenize import Batch, BertTokenizer
+from bertkit.tokenizer import Batch, BertTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Encoder:
     def _workers(self, workers: int | None) -> int:
         if workers is not None:
             if workers < 1:
-                raise ValueError(f"workers must be >= 1, got {workers}")
+                raise OptionError(f"workers must be >= 1, got {workers}")
             return workers
         if self.device.type != "cpu":
             return 1  # a GPU runs one batch at a time
@@ -295,7 +295,7 @@ class Encoder:
         if pooling == "pooler":
             self.model.require("pooler", "pooling='pooler'")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         texts = as_text_list(texts)
         out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         if not texts:
@@ -344,7 +344,7 @@ class Encoder:
         """Per [MASK] in the text (left to right): the top_k (token, probability) predictions."""
         self.model.require("mlm", "fill-mask")
         if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+            raise OptionError(f"top_k must be >= 1, got {top_k}")
         (text,) = as_text_list(text)
         batch = self.tokenize([text])
         positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().flatten().tolist()

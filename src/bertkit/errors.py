@@ -1,6 +1,10 @@
 """Errors a user can cause. Each message says what went wrong and how to fix it.
 
-The CLI turns any BertkitError into one line on stderr and exit status 2; the server into a 4xx.
+Everything a user can get wrong raises a subclass of `BertkitError`; the CLI prints such an error as one line
+on stderr with exit status 2, and the server answers it with a 4xx. Any other exception is a bug: the CLI
+exits 1 with its traceback and the server answers 500 with a request id and logs the traceback. So a library
+function must never raise a bare `ValueError` for bad user input (it would be reported as a bug), and must
+never wrap a bug in a `BertkitError` (it would be reported as the user's fault).
 """
 
 from __future__ import annotations
@@ -14,9 +18,20 @@ class ModelNotFoundError(BertkitError):
     """A model path does not exist, or a hub id could not be fetched."""
 
 
+class CheckpointError(BertkitError):
+    """A model folder was found but its weights or config do not fit (missing tensors, wrong shapes)."""
+
+
 class MissingHeadError(BertkitError):
     """The loaded checkpoint lacks a head (MLM, NSP, pooler) that the call needs."""
 
 
 class InputError(BertkitError, ValueError):
     """Bad texts or files: empty text, over-long text with truncation off, undecodable lines."""
+
+
+class OptionError(BertkitError, ValueError):
+    """A bad option or argument value: an unknown pooling, a batch size of 0, a missing required option.
+
+    Also a ValueError, so code that caught ValueError from bertkit's checks keeps working.
+    """

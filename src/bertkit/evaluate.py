@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.data import SentencePair
+from bertkit.errors import InputError, OptionError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def correlations(predicted: Sequence[float], gold: Sequence[float]) -> tuple[flo
 
     p, g = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
     if p.shape != g.shape or p.ndim != 1 or len(p) < 2:
-        raise ValueError(f"need two equal-length score lists of at least 2 items; got {p.shape} and {g.shape}")
+        raise InputError(f"need two equal-length score lists of at least 2 items; got {p.shape} and {g.shape}")
     if np.ptp(p) == 0 or np.ptp(g) == 0:
         log.warning("constant similarities (e.g. [CLS] of the embedding layer): correlation undefined, reported as 0")
         return 0.0, 0.0
@@ -151,9 +152,9 @@ def evaluate_sts(encoder, pairs: Sequence[SentencePair], poolings: Sequence[str]
     `whitening` (a bertkit.whitening.Whitening, or several) is applied to every spec's vectors when given; with
     a list, each spec gets a raw row and one row per whitening, all from one encoding pass."""
     if not pairs:
-        raise ValueError("no sentence pairs to evaluate")
+        raise InputError("no sentence pairs to evaluate")
     if any(p.score is None for p in pairs):
-        raise ValueError("every pair needs a gold score for STS evaluation")
+        raise InputError("every pair needs a gold score for STS evaluation")
     if poolings and isinstance(next(iter(poolings)), Spec):
         specs = list(poolings)
     else:
@@ -292,7 +293,7 @@ def plot_layers(c: Comparison, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     if not c.per_layer:
-        raise ValueError("no per-layer scores; run compare with per_layer=True (--layers)")
+        raise OptionError("no per-layer scores; run compare with per_layer=True (--layers)")
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for p, values in c.per_layer.items():
         ax.plot(range(len(values)), values, marker="o", label=p)

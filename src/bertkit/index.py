@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Index:
     def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(scores, positions), each (q, k'), best first; k' = min(k, size of the index)."""
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise OptionError(f"k must be >= 1, got {k}")
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.info["dim"]:
             raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the index {self.info['dim']}; "

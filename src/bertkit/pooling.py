@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bertkit.errors import MissingHeadError, OptionError
 from bertkit.model import BertOutput
 
 POOLING_MODES = ("cls", "pooler", "mean", "max", "mean_sqrt_len", "first_last_avg", "mask_prompt")
@@ -25,16 +26,16 @@ DEFAULT_PROMPT = 'This sentence : "{text}" means [MASK] .'
 def check_pooling(mode: str, layers: list[int] | None = None) -> None:
     """Raise ValueError naming the bad value and the allowed ones."""
     if mode not in POOLING_MODES:
-        raise ValueError(f"unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}")
+        raise OptionError(f"unknown pooling {mode!r}; choose one of: {', '.join(POOLING_MODES)}")
     if layers is not None and mode in ("pooler", "first_last_avg"):
-        raise ValueError(f"pooling {mode!r} fixes its own layers; drop layers= or use cls/mean/max")
+        raise OptionError(f"pooling {mode!r} fixes its own layers; drop layers= or use cls/mean/max")
     if layers is not None and len(layers) == 0:
-        raise ValueError("layers= needs at least one layer index (0 = embeddings, -1 = last layer)")
+        raise OptionError("layers= needs at least one layer index (0 = embeddings, -1 = last layer)")
 
 
 def check_template(template: str, mask_token: str = "[MASK]") -> None:
     if template.count("{text}") != 1 or mask_token not in template:
-        raise ValueError(f"prompt template must contain {{text}} once and {mask_token}; got {template!r}")
+        raise OptionError(f"prompt template must contain {{text}} once and {mask_token}; got {template!r}")
 
 
 def needs_hidden_states(mode: str, layers: list[int] | None) -> bool:
@@ -50,7 +51,7 @@ def layer_average(output: BertOutput, layers: list[int] | None) -> torch.Tensor:
     n = len(output.hidden_states)
     for i in layers:
         if not -n <= i < n:
-            raise ValueError(f"layer {i} does not exist; this model has hidden states 0..{n - 1} (or -1..-{n})")
+            raise OptionError(f"layer {i} does not exist; this model has hidden states 0..{n - 1} (or -1..-{n})")
     return torch.stack([output.hidden_states[i] for i in layers]).mean(0)  # (B, T, H)
 
 
@@ -71,7 +72,7 @@ def pool(
     check_pooling(mode, layers)
     if mode == "pooler":
         if output.pooler_output is None:
-            raise ValueError("this checkpoint has no pooler; use cls or mean pooling")
+            raise MissingHeadError("pooling='pooler' needs the pooler (bert.pooler.dense.*), which this checkpoint does not have; use cls or mean pooling")
         vec = output.pooler_output
     elif mode == "first_last_avg":
         if output.hidden_states is None:

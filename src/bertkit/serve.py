@@ -49,7 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, Response
 
 from bertkit.encoder import Encoder, as_text_list
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, OptionError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
 
 log = logging.getLogger(__name__)
@@ -548,7 +548,8 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
 
     @app.exception_handler(BertkitError)
     async def on_user_error(request: Request, e: BertkitError):
-        return fail(route_of(request), 400, str(e), type(e).__name__)
+        code = "invalid_value" if isinstance(e, OptionError) else type(e).__name__  # the documented code
+        return fail(route_of(request), 400, str(e), code)
 
     @app.exception_handler(ValueError)
     async def on_value_error(request: Request, e: ValueError):
@@ -770,7 +771,7 @@ def load_task_heads(encoder: Encoder) -> tuple[Any, Any]:
     """(classifier, tagger): issue 4's predictors when the served folder is a fine-tuned classifier or token
     classifier (config.json `architectures`), else None. They hold their own copy of the weights."""
     from bertkit.model import transformer_dir
-    from bertkit.tokenize import read_json
+    from bertkit.tokenizer import read_json
 
     arch = (read_json(transformer_dir(encoder.path) / "config.json").get("architectures") or [""])[0]
     device = str(encoder.device)

@@ -30,7 +30,7 @@ from bertkit.data import (
     read_dataset,
     read_labeled_texts,
 )
-from bertkit.errors import InputError
+from bertkit.errors import InputError, OptionError
 from bertkit.model import BertSequenceClassifier, load_task_head
 from bertkit.train.common import (
     batched_logits,
@@ -98,7 +98,7 @@ class ClassifyResult:
 def split_dev(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """A seeded random hold-out, for sets published without a dev split (MRPC here)."""
     if not 0 < fraction < 1:
-        raise ValueError(f"dev fraction must be in (0, 1), got {fraction}")
+        raise OptionError(f"dev fraction must be in (0, 1), got {fraction}")
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     k = max(1, int(len(examples) * fraction))
@@ -127,9 +127,9 @@ def class_weight_tensor(spec: str | None, ids: list[int], n: int) -> torch.Tenso
     try:
         w = [float(x) for x in spec.split(",")]
     except ValueError:
-        raise ValueError(f"class weights {spec!r}: use 'balanced', 'none' or {n} comma-separated numbers") from None
+        raise OptionError(f"class weights {spec!r}: use 'balanced', 'none' or {n} comma-separated numbers") from None
     if len(w) != n or min(w) <= 0:
-        raise ValueError(f"class weights {spec!r}: need {n} positive numbers (one per label, in label order)")
+        raise OptionError(f"class weights {spec!r}: need {n} positive numbers (one per label, in label order)")
     return torch.tensor(w, dtype=torch.float32)
 
 

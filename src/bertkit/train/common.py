@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from tokenizers import Encoding
 
-from bertkit.errors import InputError
+from bertkit.errors import InputError, OptionError
 from bertkit.model import Bert, load_model, resolve_model_dir, save_model
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def load_base(model: str | Path | None, max_length: int | None = None) -> tuple[
     base, folder = load_model(root)
     full = BertTokenizer.from_dir(folder, root=root)
     if max_length is not None and max_length < 2:
-        raise ValueError(f"max_length must be >= 2, got {max_length}")
+        raise OptionError(f"max_length must be >= 2, got {max_length}")
     short = BertTokenizer.from_dir(folder, root=root, max_length=min(max_length, full.max_length)) if max_length else full
     return base, short, full
 

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.errors import InputError, OptionError
+
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch on device) -> scalar loss
@@ -70,15 +72,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.epochs <= 0 and self.max_steps is None:
-            raise ValueError(f"epochs must be > 0 (got {self.epochs}), or give max_steps")
+            raise OptionError(f"epochs must be > 0 (got {self.epochs}), or give max_steps")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+            raise OptionError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("batch_size and grad_accum must be >= 1")
+            raise OptionError("batch_size and grad_accum must be >= 1")
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
-            raise ValueError(f"mixed_precision must be auto|bf16|fp16|no, got {self.mixed_precision!r}")
+            raise OptionError(f"mixed_precision must be auto|bf16|fp16|no, got {self.mixed_precision!r}")
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise OptionError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
@@ -237,9 +239,9 @@ def train(
     on a CPU can halve the time spent on padding."""
     config.validate()
     if len(train_data) == 0:
-        raise ValueError("the training set is empty; give a file with at least one example")
+        raise InputError("the training set is empty; give a file with at least one example")
     if (save_fn is not None or config.checkpoint_every) and config.output_dir is None:
-        raise ValueError("output_dir is needed to save the model or checkpoints")
+        raise OptionError("output_dir is needed to save the model or checkpoints")
     started = time.monotonic()
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
@@ -265,7 +267,7 @@ def train(
     state = load_checkpoint(ckpt_dir) if ckpt_dir is not None and config.checkpoint_every else None
     if state is not None:
         if state["total_steps"] != total_steps or state["n_examples"] != n:
-            raise ValueError(
+            raise OptionError(
                 f"{ckpt_dir} holds a checkpoint of a different run ({state['n_examples']} examples, "
                 f"{state['total_steps']} steps planned; this run: {n}, {total_steps}); delete it or use another --output"
             )
@@ -292,7 +294,7 @@ def train(
         history.append({"step": step, **metrics})
         key = config.best_metric or next(iter(metrics))
         if key not in metrics:
-            raise ValueError(f"best_metric {key!r} is not among the evaluation metrics {sorted(metrics)}")
+            raise OptionError(f"best_metric {key!r} is not among the evaluation metrics {sorted(metrics)}")
         value = metrics[key]
         better = best_value is None or (value > best_value if config.greater_is_better else value < best_value)
         log.info("step %d: %s%s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), " (best)" if better else "")

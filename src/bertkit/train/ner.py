@@ -24,7 +24,7 @@ from tokenizers import Encoding
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
 from bertkit.model import BertTokenClassifier, load_task_head
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import (
     batched_logits,
     freeze_word_embeddings,

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from bertkit.data import infer_format, read_conll_documents, read_dataset, read_texts, sentences_of
-from bertkit.errors import InputError
+from bertkit.errors import InputError, OptionError
 from bertkit.model import Bert, BertConfig, load_model, resolve_model_dir
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import freeze_word_embeddings, save_folder
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
@@ -128,7 +128,7 @@ def initial_model(init: str | None, size: str, tok_source: str | Path | None) ->
     """init: 'default' (packaged model), a folder / hub id, or 'none' (random weights of `size`)."""
     if init in (None, "none"):
         if size not in SIZES:
-            raise ValueError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
+            raise OptionError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
         root = resolve_model_dir(tok_source)
         _, folder = load_model(root)  # only for its tokenizer; cheap for the packaged model
         tok = BertTokenizer.from_dir(folder, root=root)

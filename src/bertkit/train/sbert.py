@@ -32,7 +32,7 @@ from bertkit.data import SentencePair
 from bertkit.errors import InputError
 from bertkit.model import Bert, save_model
 from bertkit.pooling import pool
-from bertkit.tokenize import Batch, BertTokenizer
+from bertkit.tokenizer import Batch, BertTokenizer
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 from bertkit.data import SentencePair
 from bertkit.errors import InputError
 from bertkit.model import Bert
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 from bertkit.train.loop import TrainConfig, TrainResult
 from bertkit.train.sbert import train_sentence_model
 

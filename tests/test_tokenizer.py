@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from bertkit.errors import InputError, ModelNotFoundError
-from bertkit.tokenize import BertTokenizer
+from bertkit.tokenizer import BertTokenizer
 
 TEXTS = ["Hello, World!", "Ünïcödé áccents and CAPITALS", "tokenization of unbelievably long words", "日本語 text"]
 
