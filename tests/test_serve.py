@@ -316,9 +316,8 @@ def test_fill_mask_and_nsp_with_heads(heads_server, heads_model):
 
 def test_classify_and_ner_with_task_heads(tmp_path, packaged_dir):
     from bertkit import Encoder
+    from bertkit.predict import Classifier, Tagger
     from bertkit.serve import create_app
-    from bertkit.train.classify import Classifier
-    from bertkit.train.ner import Tagger
 
     texts = ["Angela Merkel visited Paris.", "A great film."]
     clf_dir = task_model(tmp_path / "clf", packaged_dir, "BertForSequenceClassification", ["neg", "pos"])

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from bertkit.errors import InputError
-from bertkit.train.classify import Classifier, class_weight_tensor, read_examples, train_classifier
+from bertkit.predict import Classifier
+from bertkit.train.classify import class_weight_tensor, read_examples, train_classifier
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig
 from bertkit.train.pretrain import initial_model

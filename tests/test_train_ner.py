@@ -11,11 +11,12 @@ import torch
 
 from bertkit.data import DataError, TaggedSentence
 from bertkit.errors import InputError
-from bertkit.evaluate import bio_spans, entity_prf
+from bertkit.metrics import bio_spans, entity_prf
+from bertkit.predict import Tagger, encode_sentences, word_spans
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig
-from bertkit.train.ner import Tagger, align_labels, encode_sentences, train_ner, word_spans
+from bertkit.train.ner import align_labels, train_ner
 from bertkit.train.pretrain import initial_model
 
 PEOPLE = [["john", "smith"], ["mary"], ["angela", "merkel"], ["peter"]]

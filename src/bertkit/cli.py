@@ -629,19 +629,15 @@ def predict(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write predictions as JSON lines here."),
 ):
     """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
-    from bertkit.model import resolve_model_dir
-    from bertkit.tokenizer import read_json
+    from bertkit.model import architecture
+    from bertkit.predict import CLASSIFIER, TAGGER, predict_classifier, predict_tagger
 
-    arch = (read_json(resolve_model_dir(folder) / "config.json").get("architectures") or [""])[0]
+    arch = architecture(folder)
     is_file = Path(data).is_file()
-    if arch == "BertForTokenClassification":
-        from bertkit.train.ner import predict_command
-
-        rows, metrics = predict_command(folder, data, is_file)
-    elif arch == "BertForSequenceClassification":
-        from bertkit.train.classify import predict_command
-
-        rows, metrics = predict_command(folder, data, is_file, format, pair)
+    if arch == TAGGER:
+        rows, metrics = predict_tagger(folder, data, is_file)
+    elif arch == CLASSIFIER:
+        rows, metrics = predict_classifier(folder, data, is_file, format, pair)
     else:
         raise UsageError(f"{folder} is not a fine-tuned classifier (architectures={arch or 'none'}); "
                          "make one with `bertkit train classify` or `bertkit train ner`")

@@ -715,6 +715,24 @@ def resolve_model_dir(name_or_path: str | Path | None) -> Path:
     return download_from_hub(name)
 
 
+def read_json(path: Path) -> dict:
+    """A JSON config file as a dict; a missing file is an empty dict, a broken one a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelNotFoundError(f"{path} is not valid JSON ({e}); fix or replace the file") from None
+
+
+def architecture(name_or_path: str | Path | None) -> str:
+    """The first entry of config.json `architectures` ("" when absent): which task head a folder was saved
+    with. One place answers this for `bertkit predict` and the server."""
+    folder = transformer_dir(resolve_model_dir(name_or_path))
+    return (read_json(folder / "config.json").get("architectures") or [""])[0]
+
+
 def download_from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 

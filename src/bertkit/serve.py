@@ -770,20 +770,11 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
 def load_task_heads(encoder: Encoder) -> tuple[Any, Any]:
     """(classifier, tagger): issue 4's predictors when the served folder is a fine-tuned classifier or token
     classifier (config.json `architectures`), else None. They hold their own copy of the weights."""
-    from bertkit.model import transformer_dir
-    from bertkit.tokenizer import read_json
+    from bertkit.predict import Classifier, Tagger, load_predictor
 
-    arch = (read_json(transformer_dir(encoder.path) / "config.json").get("architectures") or [""])[0]
-    device = str(encoder.device)
-    if arch == "BertForSequenceClassification":
-        from bertkit.train.classify import Classifier
-
-        return Classifier.load(encoder.path, device=device), None
-    if arch == "BertForTokenClassification":
-        from bertkit.train.ner import Tagger
-
-        return None, Tagger.load(encoder.path, device=device)
-    return None, None
+    predictor = load_predictor(encoder.path, device=str(encoder.device))
+    return (predictor if isinstance(predictor, Classifier) else None,
+            predictor if isinstance(predictor, Tagger) else None)
 
 
 def _version() -> str:

@@ -13,6 +13,7 @@ import torch
 from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from bertkit.errors import InputError, ModelNotFoundError
+from bertkit.model import read_json
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ class Batch:
             self.encodings,
             self.truncated,
         )
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def wordpiece_from_vocab(vocab_file: Path, lowercase: bool) -> Tokenizer:

@@ -1,7 +1,8 @@
 """Sequence classification: fine-tune a BERT with a dropout + linear head over its pooler (or another
 pooling) on single texts or sentence pairs; cross-entropy (optionally class-weighted) or MSE for scores.
 
-    from bertkit.train.classify import train_classifier, Classifier
+    from bertkit.train.classify import train_classifier
+    from bertkit.predict import Classifier
     result = train_classifier("../shared/data/sst2/train.tsv", "../shared/data/sst2/dev.tsv", "out/sst2",
                               config=TrainConfig(epochs=1))
     Classifier.load("out/sst2").predict(["a gorgeous film"])     # [("1", 0.98)]
@@ -31,9 +32,9 @@ from bertkit.data import (
     read_labeled_texts,
 )
 from bertkit.errors import InputError, OptionError
-from bertkit.model import BertSequenceClassifier, load_task_head
+from bertkit.model import BertSequenceClassifier
+from bertkit.predict import batched_logits
 from bertkit.train.common import (
-    batched_logits,
     freeze_word_embeddings,
     load_base,
     require_examples,
@@ -157,7 +158,7 @@ def train_classifier(
     config: TrainConfig | None = None,
 ) -> ClassifyResult:
     """Fine-tune and save the best model (by dev accuracy, or Spearman for regression) to `output`."""
-    from bertkit.evaluate import accuracy, macro_f1
+    from bertkit.metrics import accuracy, macro_f1
 
     config = config or TrainConfig(epochs=3, lr=5e-5)
     config.output_dir = Path(output)
@@ -227,62 +228,3 @@ def train_classifier(
                           result.best or {}, result)
 
 
-class Classifier:
-    """A saved sequence classifier, for prediction."""
-
-    def __init__(self, model: BertSequenceClassifier, tokenizer, labels: list[str], regression: bool):
-        self.model, self.tokenizer, self.labels, self.regression = model, tokenizer, labels, regression
-
-    @classmethod
-    def load(cls, folder: str | Path, device: str | None = None) -> Classifier:
-        base, tok, _ = load_base(folder)
-        extra = base.config.extra
-        id2label = {int(k): v for k, v in (extra.get("id2label") or {}).items()}
-        if not id2label:
-            raise InputError(f"{folder} has no id2label in config.json; is it a classifier made by `bertkit train classify`?")
-        labels = [id2label[i] for i in range(len(id2label))]
-        model = load_task_head(base, BertSequenceClassifier, len(labels), pooling=extra.get("bertkit_pooling", "pooler"))
-        if "classifier.weight" not in (base.leftover_state or {}):
-            raise InputError(f"{folder} has no classifier weights (classifier.weight); train one with `bertkit train classify`")
-        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(model, tok, labels, extra.get("problem_type") == "regression")
-
-    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
-        from bertkit.encoder import as_text_list
-
-        texts = as_text_list(texts)
-        pairs = as_text_list(pairs, "second text") if pairs is not None else None
-        encodings = self.tokenizer.encode(texts, pairs)
-        self.truncated = truncation_note(encodings, self.tokenizer.max_length, "texts")
-        return torch.stack(batched_logits(self.model, self.tokenizer, encodings, batch_size))
-
-    def predict(self, texts: list[str], pairs: list[str] | None = None) -> list[tuple[str, float]]:
-        """(label, probability) per text; for a regression model ("score", predicted value)."""
-        logits = self.logits(texts, pairs)
-        if self.regression:
-            return [("score", float(v)) for v in logits[:, 0]]
-        probs = logits.softmax(-1)
-        top = probs.max(-1)
-        return [(self.labels[int(i)], float(p)) for p, i in zip(top.values, top.indices)]
-
-
-def predict_command(folder: str | Path, data: str, is_file: bool, fmt: str | None = None,
-                    pair: str | None = None) -> tuple[list[dict], dict]:
-    """`bertkit predict` for a classifier: rows to print, and metrics when the file carries labels."""
-    from bertkit.evaluate import accuracy, macro_f1
-
-    clf = Classifier.load(folder)
-    examples = read_examples(data, fmt, clf.regression) if is_file else [Example(data, pair)]
-    pairs = [e.pair for e in examples] if all(e.pair is not None for e in examples) else None
-    preds = clf.predict([e.text for e in examples], pairs)
-    rows = [{"text": e.text, **({"pair": e.pair} if e.pair is not None else {}), "label": lab, "probability": p}
-            if not clf.regression else {"text": e.text, "pair": e.pair, "score": p}
-            for e, (lab, p) in zip(examples, preds)]
-    metrics: dict = {"examples": len(rows), "truncated": clf.truncated}
-    if is_file and all(e.label is not None for e in examples):
-        if clf.regression:
-            metrics.update(score_metrics([float(e.label) for e in examples], [p for _, p in preds]))
-        else:
-            gold, pred = [str(e.label) for e in examples], [lab for lab, _ in preds]
-            metrics.update(accuracy=100 * accuracy(gold, pred), macro_f1=100 * macro_f1(gold, pred))
-    return rows, metrics

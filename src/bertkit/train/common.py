@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
 from tokenizers import Encoding
 
 from bertkit.errors import InputError, OptionError
@@ -40,26 +37,6 @@ def truncation_note(encodings: list[Encoding], limit: int, what: str) -> int:
     if n:
         log.warning("%d of %d %s were longer than %d tokens and were truncated", n, len(encodings), what, limit)
     return n
-
-
-def by_length(encodings: list[Encoding], batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of similar length (longest first): inference wastes little on padding."""
-    order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
-@torch.inference_mode()
-def batched_logits(model: Bert, tokenizer: BertTokenizer, encodings: list[Encoding], batch_size: int = 64) -> list[torch.Tensor]:
-    """Per encoding, its logits as float32 on CPU (unpadded rows for token heads), in input order."""
-    device = next(model.parameters()).device
-    out: list[torch.Tensor | None] = [None] * len(encodings)
-    for idx in by_length(encodings, batch_size):
-        batch = tokenizer.pad([encodings[i] for i in idx]).to(device)
-        logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().cpu()
-        for row, i in enumerate(idx):
-            out[i] = logits[row, : len(encodings[i].ids)] if logits.ndim == 3 else logits[row]
-    return out
 
 
 def require_examples(items: list, path: str | Path, what: str) -> list:
