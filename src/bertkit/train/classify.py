@@ -142,6 +142,32 @@ def score_metrics(gold: list[float], pred: list[float]) -> dict[str, float]:
             "mse": float(np.mean((g - p) ** 2))}
 
 
+def read_splits(train_path: str | Path, dev_path: str | Path | None, fmt: str | None, dev_format: str | None,
+                regression: bool, dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Training and dev examples; without a dev file, a seeded hold-out of the training file."""
+    train_ex = read_examples(train_path, fmt, regression)
+    if dev_path is not None:
+        dev_ex = read_examples(dev_path, dev_format or fmt, regression)
+    else:
+        train_ex, dev_ex = split_dev(train_ex, dev_fraction, seed)
+        log.info("no dev set given: holding out %d of %d training examples", len(dev_ex), len(train_ex) + len(dev_ex))
+    if any(e.label is None for e in train_ex):
+        raise InputError(f"{train_path} has examples without a label; classification training needs labels")
+    return train_ex, dev_ex
+
+
+def label_targets(train_ex: list[Example], dev_ex: list[Example], regression: bool, train_path: str | Path,
+                  dev_path: str | Path) -> tuple[list[str], list, list]:
+    """(label names in id order, training targets, dev targets): class ids, or the scores for regression."""
+    if regression:
+        return ["score"], [float(e.label) for e in train_ex], [float(e.label) for e in dev_ex]
+    labels = sorted({str(e.label) for e in train_ex})
+    if len(labels) < 2:
+        raise InputError(f"{train_path} has a single label ({labels[0]!r}); a classifier needs at least two")
+    label2id = {name: i for i, name in enumerate(labels)}
+    return labels, label_ids(train_ex, label2id, train_path), label_ids(dev_ex, label2id, dev_path)
+
+
 def train_classifier(
     train_path: str | Path,
     dev_path: str | Path | None,
@@ -163,25 +189,8 @@ def train_classifier(
     config = config or TrainConfig(epochs=3, lr=5e-5)
     config.output_dir = Path(output)
     config.best_metric = "spearman" if regression else "accuracy"
-    train_ex = read_examples(train_path, fmt, regression)
-    if dev_path is not None:
-        dev_ex = read_examples(dev_path, dev_format or fmt, regression)
-    else:
-        train_ex, dev_ex = split_dev(train_ex, dev_fraction, config.seed)
-        log.info("no dev set given: holding out %d of %d training examples", len(dev_ex), len(train_ex) + len(dev_ex))
-    if any(e.label is None for e in train_ex):
-        raise InputError(f"{train_path} has examples without a label; classification training needs labels")
-
-    if regression:
-        labels = ["score"]
-        y_train: list = [float(e.label) for e in train_ex]
-        y_dev: list = [float(e.label) for e in dev_ex]
-    else:
-        labels = sorted({str(e.label) for e in train_ex})
-        if len(labels) < 2:
-            raise InputError(f"{train_path} has a single label ({labels[0]!r}); a classifier needs at least two")
-        label2id = {name: i for i, name in enumerate(labels)}
-        y_train, y_dev = label_ids(train_ex, label2id, train_path), label_ids(dev_ex, label2id, dev_path or train_path)
+    train_ex, dev_ex = read_splits(train_path, dev_path, fmt, dev_format, regression, dev_fraction, config.seed)
+    labels, y_train, y_dev = label_targets(train_ex, dev_ex, regression, train_path, dev_path or train_path)
 
     base, tok, full_tok = load_base(model, max_length)
     clf = task_model(base, BertSequenceClassifier, labels, pooling=pooling)
