@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+
+# In support.py, so test files can import them: `from conftest import` is ambiguous once a subfolder
+# has its own conftest.py.
+from support import RANDOM_SHAPES, copy_tokenizer
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,22 +34,6 @@ def encoder():
     from bertkit import Encoder
 
     return Encoder.load(device="cpu")
-
-
-# Two shapes of randomly initialised BertForPreTraining, with the packaged tokenizer's vocabulary.
-RANDOM_SHAPES = {
-    "small": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "odd": dict(
-        hidden_size=48, num_hidden_layers=3, num_attention_heads=6, intermediate_size=80,
-        max_position_embeddings=128, hidden_act="gelu_new",
-    ),
-}
-
-
-def copy_tokenizer(src: Path, dst: Path) -> None:
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        if (src / name).is_file():
-            shutil.copy(src / name, dst / name)
 
 
 @pytest.fixture(scope="session", params=sorted(RANDOM_SHAPES))

@@ -1,18 +1,16 @@
 """`bertkit serve` end to end: a real uvicorn server on a free loopback port, real HTTP, real model.
 
-The main server runs `bertkit serve` in a subprocess (so the CLI, SIGTERM and graceful shutdown are the real
-thing); a second one, serving a tiny random checkpoint with MLM + NSP heads, runs in a thread.
+The server runs `bertkit serve` in a subprocess (so the CLI, SIGTERM and graceful shutdown are the real thing).
+Servers for models with task heads: test_serve_heads.py; bugs, request ids and the bare router:
+test_serve_errors.py.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import Server, error_of, free_port, wait_ready
 
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
@@ -29,42 +28,6 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 MAX_INPUTS, MAX_CHARS, MAX_QUEUED = 16, 3000, 1000
 LONG = " ".join(["word"] * 400)  # > 256 tokens: truncated for the packaged model
 SENTENCES = ["A man is playing a guitar.", "Someone is playing an instrument.", "The stock market fell sharply today."]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server at {url} did not become ready in {timeout} s")
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen, url: str):
-        self.proc, self.url = proc, url
-
-    def post(self, path: str, json=None, **kw) -> httpx.Response:
-        return httpx.post(self.url + path, json=json, timeout=60, **kw)
-
-    def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30)
-
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples (all label sets) in /metrics."""
-        text = self.get("/metrics").text
-        return sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
 @pytest.fixture(scope="module")
@@ -101,72 +64,6 @@ def server_process(whitening_file, tmp_path_factory):
 def server(server_process, encoder):
     wait_ready(server_process.url, server_process.proc)
     return server_process
-
-
-@pytest.fixture(scope="module")
-def heads_model(tmp_path_factory, packaged_dir) -> Path:
-    """A tiny random BERT with pooler, MLM and NSP heads and the packaged tokenizer (bertkit's own save)."""
-    import torch
-    from conftest import RANDOM_SHAPES, copy_tokenizer
-
-    from bertkit.model import Bert, BertConfig, save_model
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("serve-heads")
-    save_model(Bert(BertConfig(**RANDOM_SHAPES["small"]), pooler=True, mlm=True, nsp=True), folder)
-    copy_tokenizer(packaged_dir, folder)
-    return folder
-
-
-@contextlib.contextmanager
-def thread_server(app):
-    """A real uvicorn server for `app` in a thread of this process, on a free loopback port."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
-        yield Server(None, url)
-    finally:
-        srv.should_exit = True
-        thread.join(30)
-
-
-@pytest.fixture(scope="module")
-def heads_server(heads_model):
-    from bertkit import Encoder
-    from bertkit.serve import create_app
-
-    with thread_server(create_app(Encoder.load(heads_model, device="cpu"))) as srv:
-        yield srv
-
-
-def task_model(folder: Path, packaged_dir: Path, arch: str, labels: list[str]) -> Path:
-    """A tiny random fine-tuned-style checkpoint: BERT body + `classifier.*`, id2label, architectures."""
-    import torch
-    from conftest import RANDOM_SHAPES, copy_tokenizer
-
-    from bertkit.model import Bert, BertConfig, save_model
-
-    torch.manual_seed(1)
-    config = BertConfig(**RANDOM_SHAPES["small"])
-    head = {"classifier.weight": torch.randn(len(labels), config.hidden_size), "classifier.bias": torch.randn(len(labels))}
-    save_model(Bert(config, pooler=True), folder, extra_state=head, architectures=[arch],
-               id2label={str(i): lab for i, lab in enumerate(labels)}, label2id={lab: i for i, lab in enumerate(labels)})
-    copy_tokenizer(packaged_dir, folder)
-    return folder
-
-
-def error_of(r: httpx.Response, status: int, code: str | None = None) -> str:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    if code is not None:
-        assert err["code"] == code, err
-    return err["message"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,7 +107,7 @@ def test_readme_curl_examples_work_as_written(server):
     """Every `curl` line of README's serving section, run by bash against this server (port swapped in)."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Serving embeddings over HTTP", 1)[1].split("\n## ", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("curl ")]
     assert len(lines) >= 6
@@ -250,7 +147,7 @@ def test_embed_reports_truncation_or_refuses(server, encoder):
     assert "text 1 has more than 256 tokens" in msg
 
 
-def test_embed_whiten(server, encoder, whitening_file, heads_server):
+def test_embed_whiten(server, encoder, whitening_file):
     from bertkit.whitening import Whitening
 
     w = Whitening.load(whitening_file)
@@ -259,7 +156,6 @@ def test_embed_whiten(server, encoder, whitening_file, heads_server):
     np.testing.assert_allclose(np.array(body["embeddings"]), w.apply(encoder.encode(SENTENCES), normalize=True), atol=1e-5)
     assert server.get("/info").json()["whitening"]["k"] == 16
     assert "fit on pooling=mean" in error_of(server.post("/embed", {"texts": ["x"], "whiten": True, "pooling": "cls"}), 400)
-    error_of(heads_server.post("/embed", {"texts": ["x"], "whiten": True}), 400, "no_whitening")
 
 
 def test_tokens_match_encode_tokens(server, encoder):
@@ -293,49 +189,6 @@ def test_heads_absent_give_400_saying_so(server):
     assert "next-sentence-prediction head" in error_of(server.post("/nsp", {"a": "x", "b": "y"}), 400)
     assert "no classification head" in error_of(server.post("/classify", {"texts": ["x"]}), 400)
     assert "no token-classification (NER) head" in error_of(server.post("/ner", {"texts": ["x"]}), 400)
-
-
-def test_fill_mask_and_nsp_with_heads(heads_server, heads_model):
-    from bertkit import Encoder
-
-    enc = Encoder.load(heads_model, device="cpu")
-    body = heads_server.post("/fill-mask", {"text": "The [MASK] sat on the [MASK].", "top_k": 3}).json()
-    expected = enc.fill_mask("The [MASK] sat on the [MASK].", top_k=3)
-    assert [[p["token"] for p in m] for m in body["masks"]] == [[t for t, _ in m] for m in expected]
-    np.testing.assert_allclose([[p["score"] for p in m] for m in body["masks"]],
-                               [[s for _, s in m] for m in expected], atol=1e-5)
-    assert "has no [MASK] token" in error_of(heads_server.post("/fill-mask", {"text": "no mask"}), 400)
-    error_of(heads_server.post("/fill-mask", {"text": "a [MASK]", "top_k": 0}), 422)
-    probs = heads_server.post("/nsp", {"a": ["He went out.", "x"], "b": ["He bought milk.", "y"]}).json()
-    np.testing.assert_allclose(probs["probabilities"], enc.next_sentence(["He went out.", "x"], ["He bought milk.", "y"]),
-                               atol=1e-5)
-    error_of(heads_server.post("/nsp", {"a": ["x", "y"], "b": ["z"]}), 400, "bad_shape")
-    info = heads_server.get("/info").json()
-    assert info["heads"]["mlm"] and info["heads"]["nsp"] and info["dimensions"] == 32
-
-
-def test_classify_and_ner_with_task_heads(tmp_path, packaged_dir):
-    from bertkit import Encoder
-    from bertkit.predict import Classifier, Tagger
-    from bertkit.serve import create_app
-
-    texts = ["Angela Merkel visited Paris.", "A great film."]
-    clf_dir = task_model(tmp_path / "clf", packaged_dir, "BertForSequenceClassification", ["neg", "pos"])
-    with thread_server(create_app(Encoder.load(clf_dir, device="cpu"))) as srv:
-        assert srv.get("/info").json()["labels"]["classification"] == ["neg", "pos"]
-        preds = srv.post("/classify", {"texts": texts}).json()["predictions"]
-        expected = Classifier.load(clf_dir).predict(texts)
-        assert [p["label"] for p in preds] == [lab for lab, _ in expected]
-        np.testing.assert_allclose([p["probability"] for p in preds], [p for _, p in expected], atol=1e-5)
-        error_of(srv.post("/classify", {"texts": texts, "pairs": ["one"]}), 400, "bad_shape")
-        error_of(srv.post("/ner", {"texts": texts}), 400, "no_ner_head")
-    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    ner_dir = task_model(tmp_path / "ner", packaged_dir, "BertForTokenClassification", tags)
-    with thread_server(create_app(Encoder.load(ner_dir, device="cpu"))) as srv:
-        assert srv.get("/info").json()["heads"]["ner"] is True
-        got = srv.post("/ner", {"texts": texts}).json()["entities"]
-        assert got == Tagger.load(ner_dir).entities(texts)
-        error_of(srv.post("/classify", {"texts": texts}), 400, "no_classification_head")
 
 
 def test_health_info_models_page(server):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -65,20 +64,12 @@ def browser(tmp_path_factory):
 @pytest.fixture(scope="module")
 def url(encoder):
     """A real uvicorn server in a thread of this process, serving the packaged model on a free port."""
-    import uvicorn
-    from test_serve import free_port, wait_ready
+    from support import thread_server
 
     from bertkit.serve import create_app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(encoder), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_ready(base)
-    yield base
-    server.should_exit = True
-    thread.join(30)
+    with thread_server(create_app(encoder)) as server:
+        yield server.url
 
 
 def test_two_sentences_give_heat_maps(browser, url, encoder):
@@ -128,5 +119,5 @@ def test_two_sentences_give_heat_maps(browser, url, encoder):
 
 
 def test_page_files_are_packaged():
-    static = Path(__file__).resolve().parents[1] / "src" / "bertkit" / "static"
+    static = Path(__file__).resolve().parents[2] / "src" / "bertkit" / "static"
     assert {"index.html", "app.js", "style.css"} <= {p.name for p in static.iterdir()}

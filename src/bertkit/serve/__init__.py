@@ -1,0 +1,32 @@
+"""`bertkit serve`: embeddings and every other BERT output over HTTP, with dynamic batching.
+
+    from bertkit.encoder import Encoder
+    from bertkit.serve import Limits, create_app, run_server
+    app = create_app(Encoder.load(), Limits(max_inputs=128))
+    run_server(app, host="127.0.0.1", port=8000)
+
+Routes: POST /v1/embeddings (OpenAI-compatible), /embed, /tokens, /similarity, /fill-mask, /nsp, /classify,
+/ner, /search; GET /health, /info, /metrics (Prometheus text), /v1/models, / (the playground page).
+
+Concurrency model: one model copy, driven by one worker thread. Requests that want sentence vectors are put
+in a queue; a batcher task on the event loop merges whatever is waiting (up to a token budget, after a short
+wait) into one `Encoder.encode` call in the worker thread and hands each request its rows. Tokenization (for
+limits and usage counts) runs in the thread pool, so the event loop only parses, routes and serializes.
+
+The package, in the order a request meets it:
+    schemas.py   request bodies (pydantic) and JSON responses
+    routes.py    the handlers: one function per route, on an APIRouter
+    service.py   what each route does with the encoder (validation, limits, heads, whitening, index)
+    batcher.py   the queue that merges requests into model batches on the model thread
+    errors.py    ServeError, the error body, exception handlers, request ids and 500s
+    metrics.py   Prometheus metrics and the per-route counting middleware
+    limits.py    Limits, the server's knobs
+    app.py       create_app, run_server, set_threads
+"""
+
+from __future__ import annotations
+
+from bertkit.serve.app import create_app, run_server, set_threads
+from bertkit.serve.limits import Limits
+
+__all__ = ["Limits", "create_app", "run_server", "set_threads"]

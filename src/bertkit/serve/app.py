@@ -1,0 +1,93 @@
+"""Putting the server together: `create_app` (service + routes + error handling + metrics) and `run_server`."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import disable_created_metrics
+
+from bertkit import __version__
+from bertkit.serve.errors import RequestIdMiddleware, install_error_handlers
+from bertkit.serve.limits import Limits
+from bertkit.serve.metrics import MetricsMiddleware
+from bertkit.serve.routes import STATIC_DIR, router
+from bertkit.serve.service import Service, load_task_heads
+
+if TYPE_CHECKING:
+    from bertkit.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+
+def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
+               heads: tuple[Any, Any] | None = None) -> FastAPI:
+    """The FastAPI app. `index` is a bertkit.index search index (POST /search), None when not served;
+    `whitening` a bertkit.whitening.Whitening for `/embed {"whiten": true}`; `heads` the (classifier, tagger)
+    pair, found from the model folder's config.json when not given."""
+    disable_created_metrics()  # the *_created series only add noise to /metrics
+    heads = load_task_heads(encoder) if heads is None else heads
+    service = Service(encoder, limits or Limits(), index, whitening, heads)
+    app = FastAPI(title="bertkit", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.service = service
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_error_handlers(app)
+    # The last added runs first. Metrics see every answer, RequestIdMiddleware's 500s included; JsonBodies
+    # copies the scope, so it runs before MetricsMiddleware, which reads the route the router writes into it.
+    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(JsonBodies)
+    return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    service: Service = app.state.service
+    await service.start()
+    log.info("serving %s (%d dims)", service.encoder.name, service.encoder.hidden_size)
+    yield
+    # uvicorn has already waited for in-flight requests (graceful shutdown) before this runs.
+    await service.stop()
+
+
+class JsonBodies:
+    """Every POST body is JSON: read it as JSON whatever Content-Type says, so `curl -d '{...}'` (which sends
+    application/x-www-form-urlencoded) works as written."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for the model. On a machine shared with other busy processes, fewer threads than
+    cores is much faster: intra-op threads wait for each other at every op, and a descheduled one stalls all."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,
+               log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests are finished (up to graceful_timeout seconds)."""
+    import os
+
+    import uvicorn
+
+    # Requests are tokenized a few texts at a time; the tokenizer's worker threads would only spin and take
+    # cores from the model thread. An explicit TOKENIZERS_PARALLELISM in the environment still wins.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=graceful_timeout, access_log=False)
+    uvicorn.Server(config).run()

@@ -1,0 +1,15 @@
+"""The server's limits and batching knobs (`bertkit serve --max-inputs ...`), shared by the service and batcher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Limits:
+    max_inputs: int = 256  # texts in one request -> 413
+    max_chars: int = 20_000  # characters in one text -> 413
+    max_queued_tokens: int = 65_536  # tokens accepted but not yet answered, all requests together -> 429
+    batch_tokens: int = 8_192  # the batcher closes a model batch once this many tokens are in it
+    max_wait_ms: float = 5.0  # how long a lone request waits for company before its batch runs
+    encode_batch_size: int = 32  # rows per forward pass inside a merged batch (as offline `encode`)

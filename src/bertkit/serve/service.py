@@ -1,0 +1,276 @@
+"""The service: what each route does with the encoder, its heads, whitening and index. No HTTP here.
+
+Each route's work is one method, taking plain values and returning results (arrays, lists); `routes.py`
+turns requests into calls and results into response bodies. Refusals raise `ServeError` (a limit or rule,
+with its status) or the library's own `BertkitError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from bertkit.encoder import as_text_list
+from bertkit.errors import BertkitError
+from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
+from bertkit.serve.batcher import Batcher
+from bertkit.serve.errors import ServeError
+from bertkit.serve.limits import Limits
+from bertkit.serve.metrics import Metrics
+
+if TYPE_CHECKING:
+    from bertkit.encoder import Encoder, TokenVectors
+
+
+class Embedded(NamedTuple):
+    vectors: np.ndarray  # (texts, dims)
+    tokens: int  # tokens run through the model, after truncation
+    truncated: list[int]  # positions of the texts cut to the model's limit
+
+
+class Service:
+    """What the routes share: the encoder, limits, batcher, metrics and optional extras (whitening, index)."""
+
+    def __init__(self, encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
+                 heads: tuple[Any, Any] = (None, None)):
+        self.encoder, self.limits, self.index, self.whitening = encoder, limits or Limits(), index, whitening
+        self.classifier, self.tagger = heads  # bertkit.predict's Classifier / Tagger when the folder is fine-tuned
+        self.metrics = Metrics()
+        self.batcher = Batcher(encoder, self.limits, self.metrics)
+        self.model_id = short_model_id(encoder)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+
+    # -- validation ---------------------------------------------------------------------------------------
+
+    def texts(self, texts: str | list[str], what: str = "text") -> list[str]:
+        texts = as_text_list(texts, what)  # refuses empty / whitespace-only texts by position
+        if not texts:
+            raise ServeError(f"no {what}s given; send at least one", 400, "empty_input")
+        if len(texts) > self.limits.max_inputs:
+            raise ServeError(
+                f"{len(texts)} inputs in one request; max_inputs is {self.limits.max_inputs}: split the request",
+                413, "max_inputs",
+            )
+        for i, t in enumerate(texts):
+            if len(t) > self.limits.max_chars:
+                raise ServeError(
+                    f"{what} {i} has {len(t)} characters; max_chars is {self.limits.max_chars}: shorten it",
+                    413, "max_chars",
+                )
+        return texts
+
+    def check_whitening(self, pooling: str, layers: list[int] | None) -> None:
+        if self.whitening is None:
+            raise ServeError("this server has no whitening; start it with `bertkit serve --whitening FILE.npz` "
+                             "(make one with `bertkit whiten`)", 400, "no_whitening", "whiten")
+        self.whitening.check_compatible(pooling, layers)
+
+    def check_layers(self, layers: list[int] | None) -> None:
+        n = self.encoder.model.config.num_hidden_layers + 1
+        for i in layers or []:
+            if not -n <= i < n:
+                raise ServeError(f"layer {i} does not exist; this model has hidden states 0..{n - 1} (or -1..-{n})")
+
+    def check_pooling(self, pooling: str, layers: list[int] | None) -> None:
+        check_pooling(pooling, layers)
+        if pooling == "pooler":
+            self.encoder.model.require("pooler", "pooling='pooler'")
+        self.check_layers(layers)
+
+    async def count_tokens(self, texts: list[str], truncate: bool) -> tuple[list[int], list[int]]:
+        """Tokens per text (after truncation) and the positions of truncated texts; off the event loop."""
+        tokenizer = self.encoder.tokenizer
+
+        def count():
+            try:
+                encodings = tokenizer.encode(texts, truncate=truncate)
+            except BertkitError as e:  # truncate=false and a text is over the model's limit
+                raise ServeError(str(e), 413, "max_length") from None
+            return [len(e.ids) for e in encodings], [i for i, e in enumerate(encodings) if e.overflowing]
+
+        return await run_in_threadpool(count)
+
+    # -- sentence vectors (through the batcher) ---------------------------------------------------------------
+
+    async def vectors(self, texts: list[str], pooling: str, layers: list[int] | None, normalize: bool,
+                      template: str | None, truncate: bool) -> Embedded:
+        """Vectors through the batcher, merged with other requests that use the same options."""
+        self.check_pooling(pooling, layers)
+        if template is not None:
+            check_template(template, self.encoder.tokenizer.mask_token)
+        counts, truncated = await self.count_tokens(texts, truncate)
+        tokens = sum(counts)
+        if tokens > self.limits.max_queued_tokens:
+            raise ServeError(
+                f"request has {tokens} tokens; max_queued_tokens is {self.limits.max_queued_tokens}: split it",
+                413, "max_queued_tokens",
+            )
+        key = (pooling, tuple(layers) if layers else None, normalize, template or DEFAULT_PROMPT, truncate)
+        return Embedded(await self.batcher.encode(key, texts, tokens), tokens, truncated)
+
+    async def embed(self, texts: str | list[str], pooling: str = "mean", layers: list[int] | None = None,
+                    normalize: bool = False, whiten: bool = False, template: str | None = None,
+                    truncate: bool = True) -> Embedded:
+        """POST /embed: any pooling, optionally whitened (then normalised after whitening)."""
+        texts = self.texts(texts)
+        if whiten:
+            self.check_whitening(pooling, layers)
+        out = await self.vectors(texts, pooling, layers, normalize and not whiten, template, truncate)
+        if whiten:
+            out = out._replace(vectors=self.whitening.apply(out.vectors, normalize=normalize))
+        return out
+
+    async def openai_embed(self, texts: str | list[str], dimensions: int | None = None) -> Embedded:
+        """POST /v1/embeddings: mean-pooled, L2-normalised; `dimensions` keeps the first N and re-normalises."""
+        texts = self.texts(texts, "input")
+        hidden = self.encoder.hidden_size
+        if dimensions is not None and not 1 <= dimensions <= hidden:
+            raise ServeError(f"dimensions must be between 1 and {hidden}, got {dimensions}", 400,
+                             "invalid_dimensions", "dimensions")
+        out = await self.vectors(texts, "mean", None, True, None, True)
+        if dimensions is not None and dimensions < hidden:
+            # Matryoshka-style truncation as OpenAI does it: keep the first dims, then re-normalise.
+            cut = out.vectors[:, :dimensions]
+            out = out._replace(vectors=cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12))
+        return out
+
+    async def similarity(self, texts: list[str] | None, a: str | list[str] | None, b: str | list[str] | None,
+                         poolings: list[str], layers: list[int] | None = None,
+                         truncate: bool = True) -> tuple[dict[str, np.ndarray], int, list[int]]:
+        """POST /similarity: per pooling, the n x n cosine matrix of `texts`, or the pairwise cosines of a and b;
+        with the tokens used and the truncated positions."""
+        if (texts is None) == (a is None and b is None):
+            raise ServeError("send either texts (all pairs) or a and b (pairwise), not both or neither", 400, "bad_shape")
+        if texts is not None:
+            texts = self.texts(texts)
+        else:
+            if a is None or b is None:
+                raise ServeError("pairwise similarity needs both a and b", 400, "bad_shape")
+            a, b = as_text_list(a), as_text_list(b, "second text")
+            if len(a) != len(b):
+                raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
+            texts = self.texts(a + b)
+        if not poolings:
+            raise ServeError("poolings is empty; name at least one, e.g. [\"mean\"]", 400, "bad_pooling")
+        for p in poolings:
+            self.check_pooling(p, layers)
+        results = await asyncio.gather(*(self.vectors(texts, p, layers, True, None, truncate) for p in poolings))
+        n = len(texts) // 2
+        scores = {
+            p: (r.vectors @ r.vectors.T if a is None else (r.vectors[:n] * r.vectors[n:]).sum(1)).clip(-1, 1)
+            for p, r in zip(poolings, results)
+        }
+        return scores, sum(r.tokens for r in results), results[0].truncated
+
+    async def search(self, queries: str | list[str], k: int) -> tuple[list[list[dict]], int, list[int]]:
+        """POST /search: per query, its k nearest hits in the index (as dicts); tokens; truncated positions."""
+        index = self.index
+        if index is None:
+            raise ServeError("this server has no index; start it with `bertkit serve --index INDEX`", 404, "no_index")
+        queries = self.texts(queries, "query")
+        e = index.info["embedding"]  # queries are encoded exactly as the corpus was
+        out = await self.vectors(queries, e["pooling"], None, e["normalize"], None, True)
+        scores, positions = await run_in_threadpool(index.search_vectors, out.vectors, k)
+
+        def hits() -> list[list[dict]]:  # texts not stored in the index are read back from the corpus input
+            return [[h.as_dict() for h in index.fill_texts(index.hits(s, p))] for s, p in zip(scores, positions)]
+
+        return await run_in_threadpool(hits), out.tokens, out.truncated
+
+    # -- other outputs (not batched across requests; still on the model thread) -------------------------------
+
+    async def tokens(self, texts: str | list[str], layers: list[int] | None = None,
+                     truncate: bool = True) -> tuple[list[TokenVectors], int, list[int]]:
+        """POST /tokens: per text its tokens, character offsets and contextual vectors."""
+        texts = self.texts(texts)
+        self.check_layers(layers)
+        counts, truncated = await self.count_tokens(texts, truncate)
+        results = await self.batcher.run(self.encoder.encode_tokens, texts, layers=layers, truncate=truncate)
+        self.metrics.add_tokens(sum(counts))
+        return results, sum(counts), truncated
+
+    async def fill_mask(self, text: str, top_k: int) -> list[list[tuple[str, float]]]:
+        self.encoder.model.require("mlm", "fill-mask")
+        (text,) = self.texts([text])
+        return await self.batcher.run(self.encoder.fill_mask, text, top_k=top_k)
+
+    async def nsp(self, a: str | list[str], b: str | list[str]) -> np.ndarray:
+        self.encoder.model.require("nsp", "next-sentence prediction")
+        a, b = self.texts(a), self.texts(b, "second text")
+        if len(a) != len(b):
+            raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
+        return np.asarray(await self.batcher.run(self.encoder.next_sentence, a, b), dtype=np.float64)
+
+    async def classify(self, texts: str | list[str], pairs: str | list[str] | None = None) -> list[tuple[str, float]]:
+        """(label, probability) per text, or (label, score) for a regression head."""
+        texts = self.texts(texts)
+        pairs = self.texts(pairs, "second text") if pairs is not None else None
+        if pairs is not None and len(pairs) != len(texts):
+            raise ServeError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match", 400, "bad_shape")
+        if self.classifier is None:
+            raise ServeError("model has no classification head; serve a folder made by `bertkit train classify`",
+                             400, "no_classification_head")
+        return await self.batcher.run(self.classifier.predict, texts, pairs)
+
+    async def ner(self, texts: str | list[str]) -> list[list[dict]]:
+        texts = self.texts(texts)
+        if self.tagger is None:
+            raise ServeError("model has no token-classification (NER) head; serve a folder made by `bertkit train ner`",
+                             400, "no_ner_head")
+        return await self.batcher.run(self.tagger.entities, texts)
+
+    def info(self) -> dict:
+        enc, model = self.encoder, self.encoder.model
+        return {
+            "model": enc.name,
+            "id": self.model_id,
+            "dimensions": enc.hidden_size,
+            "max_length": enc.max_length,
+            "layers": model.config.num_hidden_layers,
+            "heads": {
+                "pooler": model.has_pooler,
+                "mlm": model.has_mlm,
+                "nsp": model.has_nsp,
+                "classification": self.classifier is not None,
+                "ner": self.tagger is not None,
+            },
+            "labels": {
+                "classification": self.classifier.labels if self.classifier is not None else None,
+                "ner": self.tagger.labels if self.tagger is not None else None,
+            },
+            "whitening": None if self.whitening is None else {
+                "path": self.whitening.meta.get("path"), "k": self.whitening.k, "pooling": self.whitening.pooling,
+                "layers": self.whitening.layers,
+            },
+            "poolings": [p for p in POOLING_MODES if p != "pooler" or model.has_pooler],
+            "default_prompt": DEFAULT_PROMPT,
+            "limits": asdict(self.limits),
+            "search": self.index is not None,
+        }
+
+
+def short_model_id(encoder: Encoder) -> str:
+    """The name reported as `model` to OpenAI clients: the folder / hub id's last part."""
+    if encoder.name.startswith("all-MiniLM-L6-v2"):
+        return "all-MiniLM-L6-v2"
+    return Path(encoder.name).name or encoder.name
+
+
+def load_task_heads(encoder: Encoder) -> tuple[Any, Any]:
+    """(classifier, tagger): the predictors when the served folder is a fine-tuned classifier or token
+    classifier (config.json `architectures`), else None. They hold their own copy of the weights."""
+    from bertkit.predict import Classifier, Tagger, load_predictor
+
+    predictor = load_predictor(encoder.path, device=str(encoder.device))
+    return (predictor if isinstance(predictor, Classifier) else None,
+            predictor if isinstance(predictor, Tagger) else None)
