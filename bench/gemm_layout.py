@@ -5,7 +5,7 @@
 
 F.linear computes x @ W.T; the same numbers come out of (W @ x.T).T. For each row count this times both over
 all 24 Linear layers of the packaged model, in model order, so the weights (42 MB) come from memory as they
-do in a real forward rather than from cache. Then the whole forward_packed, with model.SMALL_ROWS set so
+do in a real forward rather than from cache. Then the whole forward_packed, with model.packed.SMALL_ROWS set so
 that every layer uses one layout or the other, alternating the two settings between repetitions.
 The printed ratio is (W @ x.T time) / (x @ W.T time): below 1, the transposed form is faster.
 """
@@ -32,7 +32,7 @@ def median_ms(fn, reps: int) -> float:
 
 def time_rows(model, linears: list, rows: int, reps: int) -> tuple[float, float, float, float]:
     """(x@W.T ms, W@x.T ms) over the 24 GEMMs, then the same for the whole forward_packed."""
-    import bertkit.model as M
+    import bertkit.model.packed as M  # SMALL_ROWS is read there at call time
 
     xs = {n: torch.randn(rows, n) for n in {w.shape[1] for w, _ in linears}}
     cols = [b[:, None] for _, b in linears]

@@ -1,0 +1,89 @@
+"""The model's shape and settings, as read from and written to config.json (transformers' BERT keys)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bertkit.errors import CheckpointError, OptionError
+
+CONFIG_VERSION = 1  # bumped when the meaning of a saved field changes
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name not in ACTIVATIONS:
+        raise OptionError(f"hidden_act {name!r} is not supported; use one of {tuple(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"  # "gelu" is the exact erf form; "gelu_new"/"gelu_pytorch_tanh" the tanh form
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2  # segment A / segment B, for sentence pairs
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    # Keys of config.json we do not interpret (id2label, architectures, ...), kept so a save round-trips.
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BertConfig:
+        """A config.json's contents. The folder was found, so a config bertkit cannot run is a CheckpointError."""
+        model_type = d.get("model_type", "bert")
+        if model_type != "bert":
+            raise CheckpointError(
+                f"config.json says model_type={model_type!r}; bertkit loads BERT checkpoints (model_type 'bert') only"
+            )
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise CheckpointError(
+                f"position_embedding_type={d['position_embedding_type']!r} is not supported; only 'absolute' is"
+            )
+        act = d.get("hidden_act", cls.hidden_act)
+        if act not in ACTIVATIONS:
+            raise CheckpointError(f"config.json says hidden_act={act!r}; bertkit supports {', '.join(ACTIVATIONS)}")
+        hidden, heads = d.get("hidden_size", cls.hidden_size), d.get("num_attention_heads", cls.num_attention_heads)
+        if hidden % heads:
+            raise CheckpointError(f"config.json says hidden_size={hidden}, not a multiple of num_attention_heads={heads}")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in d.items() if k in names}
+        extra = {k: v for k, v in d.items() if k not in names}
+        return cls(**known, extra=extra)
+
+    @classmethod
+    def from_file(cls, path: Path) -> BertConfig:
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path} is not valid JSON ({e}); fix or replace the file") from None
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict:
+        """A config.json that transformers' BERT classes read."""
+        d = {k: v for k, v in asdict(self).items() if k != "extra"}
+        d.update(self.extra)
+        d.update(model_type="bert", position_embedding_type="absolute", bertkit_config_version=CONFIG_VERSION)
+        return d
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
