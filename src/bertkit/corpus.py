@@ -87,7 +87,7 @@ class EmbedOptions:
     chunk_tokens: int | None = None
     chunk_overlap: int = 0
     keep_text: bool = False
-    precision: str | None = None  # passed to Encoder.load when it accepts it (issue 5)
+    precision: str | None = None  # None: Encoder.load's default (fp32 / torch); kept None in manifests
     backend: str | None = None
 
 
@@ -349,20 +349,10 @@ def read_shard(source: Source, shard: Shard, skip_bad_rows: bool) -> tuple[list[
 
 
 def load_encoder(options: EmbedOptions, device: str | None = None):
-    """Encoder.load with the options it supports (precision/backend once issue 5 adds them)."""
-    import inspect
-
+    """The encoder the options name, in their precision / backend (None: Encoder.load's fp32 / torch)."""
     from bertkit.encoder import Encoder
 
-    kwargs: dict[str, Any] = {"device": device}
-    accepted = inspect.signature(Encoder.load).parameters
-    for name in ("precision", "backend"):
-        value = getattr(options, name)
-        if value is not None:
-            if name not in accepted:
-                raise CorpusError(f"--{name} needs a bertkit whose Encoder.load accepts {name}=; drop --{name}")
-            kwargs[name] = value
-    return Encoder.load(options.model, **kwargs)
+    return Encoder.load(options.model, device, precision=options.precision or "fp32", backend=options.backend or "torch")
 
 
 def text_hash(text: str) -> str:

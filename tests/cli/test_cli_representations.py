@@ -1,76 +1,13 @@
-"""The core CLI run as a user runs it: a real process, real files, exit status 2 and one line on errors."""
+"""The representation commands (encode, tokens, fill-mask, nsp, similarity, inspect, demo) run as a user runs
+them: a real process or `main()`, real files, the packaged model."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
-BERTKIT = [sys.executable, "-m", "bertkit.cli"]
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
-def run_process(*args, input: bytes | None = None, cwd=None) -> Result:
-    """A real `bertkit` process, as a user runs it."""
-    r = subprocess.run(
-        [*BERTKIT, *map(str, args)], input=input, capture_output=True, timeout=300, cwd=cwd, check=False,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"},
-    )
-    return Result(r.returncode, r.stdout, r.stderr)
-
-
-@pytest.fixture
-def run(capfdbinary, monkeypatch):
-    """The same `main()` in this process (no start-up cost per call): argv in, exit status and output out."""
-    from huggingface_hub import constants
-
-    from bertkit.cli import main
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("COLUMNS", "200")
-
-    def _run(*args, input: bytes | None = None, cwd=None) -> Result:
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["bertkit", *map(str, args)])
-        if input is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(input)))
-        capfdbinary.readouterr()
-        handlers = logging.root.handlers[:]  # main() installs a stderr handler; don't leave it to later tests
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            logging.root.handlers[:] = handlers
-        out, err = capfdbinary.readouterr()
-        return Result(code, out, err)
-
-    return _run
-
-
-def assert_user_error(result, *fragments):
-    err = result.stderr.decode()
-    assert result.returncode == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("bertkit: error: "), err
-    for f in fragments:
-        assert f in lines[0], lines[0]
+from support import assert_user_error, run_process
 
 
 def test_encode_arguments_print_one_json_array_per_text(encoder):
@@ -127,25 +64,6 @@ def test_skip_bad_lines_warns_with_a_count(run, tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     assert "skipped 2 bad line(s)" in r.stderr.decode() and "2, 3" in r.stderr.decode()
     assert np.load(out).shape == (2, 384)
-
-
-@pytest.mark.parametrize(
-    "args, fragments",
-    [
-        (["encode", ""], ["text 0 is empty"]),
-        (["encode", "   "], ["text 0 is empty or whitespace only"]),
-        (["encode", "x", "--pooling", "avg"], ["unknown pooling 'avg'", "mean_sqrt_len"]),
-        (["encode", "x", "--model", "/no/such/folder"], ["does not exist"]),
-        (["encode", "x", "--model", "bert-base-uncased"], ["could not get model 'bert-base-uncased'", "offline"]),
-        (["encode", "x", "--output", "out.csv"], ["unknown format '.csv'"]),
-        (["encode", "--input", "/no/such/file.txt"], ["input file /no/such/file.txt does not exist"]),
-        (["fill-mask", "The [MASK] sat."], ["masked-LM head", "bertkit pretrain"]),
-        (["nsp", "A.", "B."], ["next-sentence-prediction head"]),
-        (["similarity", "a", "b", "--pooling", "nope"], ["unknown pooling 'nope'"]),
-    ],
-)
-def test_user_errors_exit_2_with_one_line(run, args, fragments, tmp_path):
-    assert_user_error(run(*args, cwd=tmp_path), *fragments)
 
 
 def test_long_text_is_truncated_with_a_warning_and_no_truncate_refuses(run):

@@ -1,0 +1,88 @@
+"""The `bertkit` command tree and its entry point.
+
+Every command lives in the module of its group (representations, evaluation, training, serving, corpus) as a
+plain function whose parameters are its options; this module registers them, so the whole tree reads here.
+A new command: write the function in its group's module, add one line below.
+
+Error policy of `main()`:
+- a `BertkitError` (a user mistake: bad option, missing file, wrong model folder, ...) prints one line,
+  "bertkit: error: ...", on stderr and exits 2, like typer's own usage errors (a bad option type);
+  with BERTKIT_DEBUG=1 its traceback is printed too;
+- Ctrl-C exits 130;
+- any other exception is a bug in bertkit: the traceback is printed, then one line saying so, and exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import typer
+
+from bertkit.cli import corpus, evaluation, representations, serving, training
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Every representation a BERT model has to offer, and which one to use.",
+)
+train_app = typer.Typer(no_args_is_help=True, help="Train or fine-tune a model (Sentence-BERT, SimCSE, ...).")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Measure a model on a labelled set.")
+index_app = typer.Typer(no_args_is_help=True, help="Vector indexes over embed-corpus output.")
+app.add_typer(train_app, name="train")  # groups are listed after the commands, in this order
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(index_app, name="index")
+
+# representations: what a model makes of a text
+app.command("encode")(representations.encode)
+app.command("tokens")(representations.tokens)
+app.command("fill-mask")(representations.fill_mask)
+app.command("nsp")(representations.nsp)
+app.command("similarity")(representations.similarity)
+app.command("inspect")(representations.inspect)
+app.command("demo")(representations.demo)
+# evaluation: which representation to use
+evaluate_app.command("sts")(evaluation.evaluate_sts_cmd)
+app.command("compare")(evaluation.compare)
+app.command("whiten")(evaluation.whiten)
+# training
+train_app.command("sbert")(training.train_sbert)
+train_app.command("simcse")(training.train_simcse_cmd)
+train_app.command("classify")(training.train_classify)
+train_app.command("ner")(training.train_ner_cmd)
+app.command("pretrain")(training.pretrain)
+app.command("predict")(training.predict)
+# serving
+app.command("serve")(serving.serve)
+# corpus: embed, index, search
+app.command("embed-corpus")(corpus.embed_corpus)
+index_app.command("build")(corpus.index_build)
+app.command("search")(corpus.search)
+
+
+def main() -> None:
+    """The `bertkit` console script: run the command, then apply the error policy above."""
+    from bertkit.errors import BertkitError
+
+    logging.basicConfig(
+        level=logging.WARNING, format="bertkit: %(levelname)s: %(message)s", stream=sys.stderr, force=True
+    )
+    logging.getLogger("bertkit").setLevel(logging.INFO if os.environ.get("BERTKIT_VERBOSE") else logging.WARNING)
+    try:
+        app()
+    except BertkitError as e:
+        if os.environ.get("BERTKIT_DEBUG"):
+            traceback.print_exc()
+        sys.stderr.write(f"bertkit: error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("bertkit: interrupted\n")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001  (the top level: every other exception is a bug, shown in full)
+        traceback.print_exc()
+        sys.stderr.write(f"bertkit: internal error ({type(e).__name__}): this is a bug in bertkit, not a mistake in "
+                         "the input; please report it with the traceback above\n")
+        sys.exit(1)

@@ -1,0 +1,227 @@
+"""Commands that train and use trained models: `train sbert|simcse|classify|ner`, `pretrain` and `predict`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from bertkit.cli.common import FormatOpt, ModelOpt, SkipRowsOpt, load_encoder
+from bertkit.errors import OptionError
+
+# Options shared by the classifier, NER and pretraining commands.
+EpochsOpt = typer.Option(3.0, "--epochs", help="Passes over the training set (fractions allowed).")
+MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Stop after N optimizer steps (overrides --epochs).")
+MinutesOpt = typer.Option(None, "--minutes", min=0.01, help="Stop after M minutes of training (then evaluate and save).")
+BatchOpt = typer.Option(32, "--batch-size", "-b", min=1)
+LrOpt = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up and decay).")
+AccumOpt = typer.Option(1, "--grad-accum", min=1, help="Micro-batches per optimizer step.")
+SeedOpt = typer.Option(42, "--seed")
+EvalEveryOpt = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch).")
+CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable checkpoint every N steps.")
+MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
+
+
+def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float, seed: int, max_steps: int | None,
+                       eval_every: int | None):
+    """The training loop's settings for Sentence-BERT and SimCSE: the best checkpoint by dev Spearman."""
+    from bertkit.train.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_ratio=warmup, seed=seed,
+                       max_steps=max_steps, eval_every=eval_every, best_metric="spearman")
+
+
+def train_sbert(
+    train: str = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl)."),
+    dev: str | None = typer.Option(None, "--dev", help="Scored dev pairs; Spearman each epoch picks the best."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
+    format: str | None = FormatOpt,
+    dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev (inferred when omitted)."),
+    loss: str = typer.Option("cosine", "--loss", help="cosine | mnrl | softmax"),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training set."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
+    pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
+    model: str | None = ModelOpt,
+    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay)."),
+    warmup: float = typer.Option(0.1, "--warmup", help="Warm-up fraction of the steps."),
+    seed: int = typer.Option(42, "--seed"),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after N steps (overrides --epochs)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
+    normalize: bool = typer.Option(False, "--normalize", help="Add a Normalize module to the saved model."),
+    skip_bad_rows: bool = SkipRowsOpt,
+):
+    """Fine-tune a siamese bi-encoder (Sentence-BERT) and save a bertkit / sentence-transformers / transformers folder."""
+    from bertkit.data import read_dataset, read_scored_pairs
+    from bertkit.train.sbert import LOSSES, ST_POOLINGS, train_sentence_model
+
+    if loss not in LOSSES:
+        raise OptionError(f"--loss {loss}: choose one of {', '.join(LOSSES)}")
+    if pooling not in ST_POOLINGS:
+        raise OptionError(f"--pooling {pooling}: Sentence-BERT training uses one of {', '.join(ST_POOLINGS)}")
+    pairs = read_dataset(train, format, skip_bad=skip_bad_rows)
+    if not pairs or not hasattr(pairs[0], "b"):
+        raise OptionError(f"--train {train} holds no sentence pairs; give STS-B, SICK, MRPC or a pair file")
+    dev_pairs = read_scored_pairs(dev, dev_format, skip_bad=skip_bad_rows) if dev else None
+    enc = load_encoder(model)
+    config = sbert_train_config(epochs, batch_size, lr, warmup, seed, max_steps, eval_every)
+    result = train_sentence_model(enc.model, enc.tokenizer, pairs, dev_pairs, output, loss=loss, pooling=pooling,
+                                  config=config, normalize=normalize)
+    best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
+    sys.stderr.write(f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s{best}; saved to {output}\n")
+
+
+def train_simcse_cmd(
+    train: str = typer.Option(..., "--train", help="Unlabelled sentences: one a line, or any dataset (its sentences)."),
+    dev: str | None = typer.Option(None, "--dev", help="Scored dev pairs; Spearman picks the best checkpoint."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
+    format: str | None = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    dev_format: str | None = typer.Option(None, "--dev-format"),
+    temperature: float = typer.Option(0.05, "--temperature"),
+    epochs: float = typer.Option(1.0, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=2),
+    pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
+    model: str | None = ModelOpt,
+    lr: float = typer.Option(3e-5, "--lr"),
+    seed: int = typer.Option(42, "--seed"),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=1),
+):
+    """Unsupervised SimCSE: contrastive training on unlabelled sentences, dropout as the augmentation."""
+    from bertkit.data import read_dataset, read_scored_pairs, sentences_of
+    from bertkit.train.simcse import train_simcse
+
+    sentences = sentences_of(read_dataset(train, format))
+    dev_pairs = read_scored_pairs(dev, dev_format) if dev else None
+    enc = load_encoder(model)
+    config = sbert_train_config(epochs, batch_size, lr, 0.1, seed, max_steps, eval_every)
+    result = train_simcse(enc.model, enc.tokenizer, sentences, dev_pairs, output, pooling=pooling,
+                          temperature=temperature, config=config)
+    best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
+    sys.stderr.write(f"SimCSE: {result.steps} steps on {len(sentences)} sentences in {result.seconds:.0f} s{best}; saved to {output}\n")
+
+def task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
+    """The training loop's settings for the classifier, NER and pretraining commands."""
+    from bertkit.train.loop import TrainConfig
+
+    return TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
+                       grad_accum=grad_accum, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
+
+
+def run_facts(r) -> dict:
+    """Steps, time, stop reason, truncation counts and output folder of a trainer's result."""
+    return {"steps": r.train.steps, "seconds": round(r.train.seconds, 1), "stopped_by": r.train.stopped_by,
+            **{f"truncated_{k}": v for k, v in r.truncated.items()}, "output": str(r.output)}
+
+
+def report(title: str, rows: dict) -> None:
+    """Results on stderr (one line each), a JSON summary on stdout for scripts."""
+    for k, v in rows.items():
+        sys.stderr.write(f"{title}: {k}: {v:.2f}\n" if isinstance(v, float) else f"{title}: {k}: {v}\n")
+    sys.stdout.write(json.dumps(rows) + "\n")
+
+
+def train_classify(
+    train: Path = typer.Option(..., "--train", help="Training file (sst2, mrpc, sick, agnews, stsb, tsv, jsonl, csv)."),
+    dev: Path | None = typer.Option(None, "--dev", help="Dev file; without it --dev-fraction of --train is held out."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForSequenceClassification)."),
+    format: str | None = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
+    dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
+    pooling: str = typer.Option("pooler", "--pooling", "-p", help="pooler (as transformers) | cls | mean | max | mean_sqrt_len"),
+    regression: bool = typer.Option(False, "--regression", help="Predict the pair score (MSE) instead of the label."),
+    class_weights: str | None = typer.Option(None, "--class-weights", help="balanced | none | w1,w2,... (label order)."),
+    dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Held-out share of --train when no --dev."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    model: str | None = ModelOpt,
+    epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
+    batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
+    eval_every: int | None = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Fine-tune a [CLS]/pooler (or pooled) classifier on single texts or sentence pairs; keep the best on dev."""
+    from bertkit.train.classify import train_classifier
+
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = train_classifier(train, dev, output, fmt=format, dev_format=dev_format, model=model, pooling=pooling,
+                         regression=regression, class_weights=class_weights, max_length=max_length,
+                         dev_fraction=dev_fraction, freeze_embeddings=freeze_embeddings, config=config)
+    report("classify", {**r.dev_metrics, "labels": ",".join(r.labels), "train_examples": r.train_examples,
+                        "dev_examples": r.dev_examples, **run_facts(r)})
+
+
+def train_ner_cmd(
+    train: Path = typer.Option(..., "--train", help="CoNLL file: `token ... TAG` a line, blank line between sentences."),
+    dev: Path = typer.Option(..., "--dev", help="CoNLL dev file (entity F1 picks the kept model)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForTokenClassification)."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed lines (with a warning) instead of failing."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    model: str | None = ModelOpt,
+    epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
+    batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
+    eval_every: int | None = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Fine-tune a token classifier (NER) on BIO-tagged CoNLL data; keep the best by dev entity F1."""
+    from bertkit.train.ner import train_ner
+
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = train_ner(train, dev, output, model=model, max_length=max_length, freeze_embeddings=freeze_embeddings,
+                  skip_bad=skip_bad_rows, config=config)
+    report("ner", {**r.dev_metrics, "labels": ",".join(r.labels), "train_sentences": r.train_sentences,
+                   "dev_sentences": r.dev_sentences, **run_facts(r)})
+
+
+def pretrain(
+    corpus: list[str] = typer.Option(..., "--corpus", help="Text (one sentence a line, blank line between documents) or any dataset file; repeat."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the model with its MLM + NSP heads (BertForPreTraining)."),
+    init: str = typer.Option("default", "--init", help="default (packaged model) | PATH or hub id | none (from scratch)."),
+    size: str = typer.Option("tiny", "--size", help="From scratch: tiny (2x128) | mini (4x256) | small (4x512) | base (12x768)."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer", help="From scratch: whose vocabulary to use (default: packaged)."),
+    heldout: float = typer.Option(0.05, "--heldout", help="Share of documents held out for MLM / NSP accuracy."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings (= MLM decoder) fixed."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the corpus."),
+    max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
+    batch_size: int = BatchOpt, lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
+    grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: int | None = EvalEveryOpt,
+    checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Masked-LM + next-sentence pretraining, from scratch or continuing a checkpoint; reports held-out accuracy."""
+    from bertkit.train.pretrain import pretrain as run_pretrain
+
+    if not 0 < heldout < 1:
+        raise OptionError(f"--heldout {heldout}: give a share between 0 and 1, e.g. 0.05")
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = run_pretrain(corpus, output, init=init, size=size, tokenizer=tokenizer, max_length=max_length, heldout=heldout,
+                     freeze_embeddings=freeze_embeddings, config=config)
+    report("pretrain", {**{f"before_{k}": v for k, v in r.before.items()}, **r.after,
+                        "unigram_baseline_accuracy": r.unigram_baseline, "unigram_token": r.unigram_token,
+                        "train_pairs": r.train_pairs, "heldout_pairs": r.heldout_pairs, "steps": r.train.steps,
+                        "seconds": round(r.train.seconds, 1), "stopped_by": r.train.stopped_by, "output": str(output)})
+
+
+def predict(
+    folder: Path = typer.Argument(..., help="A model folder saved by `bertkit train classify` or `train ner`."),
+    data: str = typer.Argument(..., help="A data file (labels, if present, are scored) or one text."),
+    pair: str | None = typer.Option(None, "--pair", help="Second text, when DATA is one text of a pair."),
+    format: str | None = typer.Option(None, "--format", "-f", help="Format of DATA when it is a file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write predictions as JSON lines here."),
+):
+    """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
+    from bertkit.model import architecture
+    from bertkit.predict import CLASSIFIER, TAGGER, predict_classifier, predict_tagger
+
+    arch = architecture(folder)
+    is_file = Path(data).is_file()
+    if arch == TAGGER:
+        rows, metrics = predict_tagger(folder, data, is_file)
+    elif arch == CLASSIFIER:
+        rows, metrics = predict_classifier(folder, data, is_file, format, pair)
+    else:
+        raise OptionError(f"{folder} is not a fine-tuned classifier (architectures={arch or 'none'}); "
+                         "make one with `bertkit train classify` or `bertkit train ner`")
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+    if output is not None:
+        output.write_text("".join(lines), encoding="utf-8")
+    else:
+        sys.stdout.write("".join(lines))
+    for k, v in metrics.items():
+        sys.stderr.write(f"predict: {k}: {v:.2f}\n" if isinstance(v, float) else f"predict: {k}: {v}\n")
