@@ -163,3 +163,53 @@ def test_sentence_transformers_folder_with_a_transformer_subfolder(packaged_dir,
     )
     enc = Encoder.load(tmp_path, device="cpu")
     assert np.abs(enc.encode(TEXTS) - encoder.encode(TEXTS)).max() < 1e-6
+
+
+def test_concurrent_mask_prompt_calls_each_report_their_own_truncation(encoder, caplog):
+    """Two threads encode with mask_prompt at once, one with an over-long text and one without: each call
+    reports its own truncation (the count was once kept on the encoder between two steps of a call)."""
+    import copy
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokenizer = copy.copy(encoder.tokenizer)  # the real tokenizer, with a hook that only orders the calls
+    barrier = threading.Barrier(2, timeout=5)
+    tokenize = tokenizer.encode
+
+    def in_step(*args, **kwargs):
+        # Both calls tokenize in lockstep, so each has prepared its prompts before either goes on to pool:
+        # the interleaving in which state shared between calls is overwritten.
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:  # calls made a different number of times: no lockstep, no hang
+            pass
+        return tokenize(*args, **kwargs)
+
+    tokenizer.encode = in_step
+    enc = Encoder(encoder.model, tokenizer, encoder.path, "cpu")
+    jobs = {"long": ["short text", " ".join(["word"] * 2000)], "short": ["short text", "another short text"]}
+
+    with caplog.at_level(logging.WARNING, logger="bertkit"), ThreadPoolExecutor(2) as callers:
+        futures = {k: callers.submit(enc.encode, texts, pooling="mask_prompt", workers=1) for k, texts in jobs.items()}
+        vectors = {k: f.result() for k, f in futures.items()}
+    notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    assert notes == ["1 of 2 inputs were longer than 256 tokens and were truncated"]
+    for k, texts in jobs.items():
+        assert np.abs(vectors[k] - encoder.encode(texts, pooling="mask_prompt")).max() < 1e-5
+
+    with ThreadPoolExecutor(2) as callers:  # the per-call report, for callers on several threads
+        futures = {k: callers.submit(enc.encode_poolings, texts, [("mask_prompt", None), ("mean", None)])
+                   for k, texts in jobs.items()}
+        reports = {k: f.result().truncated for k, f in futures.items()}
+    assert reports == {"long": [1], "short": []}
+
+
+def test_encode_poolings_gives_every_pooling_from_one_call(encoder):
+    specs = [("mean", None), ("cls", [2]), ("pooler", None), ("mask_prompt", None), ("max", [-1])]
+    got = encoder.encode_poolings(TEXTS, specs, normalize=True, batch_size=2)
+    assert len(got.vectors) == len(specs) and got.truncated == []
+    for (pooling, layers), vecs in zip(specs, got.vectors):
+        want = encoder.encode(TEXTS, pooling=pooling, layers=layers, normalize=True, batch_size=2)
+        assert np.abs(vecs - want).max() < 1e-5, pooling
+    with pytest.raises(ValueError, match="no pooling asked for"):
+        encoder.encode_poolings(TEXTS, [])

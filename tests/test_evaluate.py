@@ -18,6 +18,7 @@ from bertkit.evaluate import (
     evaluate_sts,
     plot_layers,
     plot_poolings,
+    unique_texts,
 )
 from bertkit.pooling import POOLING_MODES
 
@@ -61,13 +62,55 @@ def test_cosine_rowwise():
     assert cosine(u, v) == pytest.approx([0.0, 1.0, -1.0])
 
 
-def test_one_pass_multi_pooling_equals_encoder_encode(encoder):
+@pytest.fixture(scope="module")
+def int8_encoder(encoder):
+    """The packaged model in int8 (dynamic quantization): a mode whose vectors differ from the exact ones."""
+    from bertkit import Encoder
+
+    return Encoder(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8")
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_one_pass_multi_pooling_equals_encoder_encode(encoder, int8_encoder, mode):
+    enc = int8_encoder if mode == "int8" else encoder
     texts = [a for a, _, _ in PAIRS[:6]]
     specs = [Spec(p) for p in POOLING_MODES] + [Spec("mean", (2,)), Spec("cls", (0, -1))]
-    got = encode_specs(encoder, texts, specs, batch_size=4)
+    got = encode_specs(enc, texts, specs, batch_size=4)
     for s in specs:
-        want = encoder.encode(texts, pooling=s.pooling, layers=list(s.layers) if s.layers else None)
+        want = enc.encode(texts, pooling=s.pooling, layers=list(s.layers) if s.layers else None, batch_size=4)
         np.testing.assert_allclose(got[s], want, atol=1e-5, err_msg=s.label)
+    exact = encoder.encode(texts, batch_size=4)
+    assert (np.abs(got[Spec("mean")] - exact).max() > 1e-3) == (mode == "int8")  # int8 really was measured
+
+
+def test_sts_scores_of_a_fast_mode_are_those_of_its_own_vectors(encoder, int8_encoder, pairs):
+    """evaluate_sts and compare measure the encoder as loaded (here int8), not the exact fp32 model behind it."""
+    texts, ia, ib = unique_texts(pairs)
+    gold = [p.score for p in pairs]
+    scores = {s.pooling: s for s in evaluate_sts(int8_encoder, pairs, ["mean", "cls"])}
+    for pooling, score in scores.items():
+        vecs = int8_encoder.encode(texts, pooling=pooling)
+        spearman, pearson = correlations(cosine(vecs[ia], vecs[ib]), gold)
+        assert (score.spearman, score.pearson) == pytest.approx((spearman, pearson), abs=1e-6), pooling
+    (exact,) = evaluate_sts(encoder, pairs, ["mean"])
+    assert abs(exact.pearson - scores["mean"].pearson) > 1e-3
+    ranked = {s.pooling: s for s in compare(int8_encoder, pairs, per_layer=True).poolings}
+    assert ranked["mean"].pearson == pytest.approx(scores["mean"].pearson, abs=1e-6)
+
+
+def test_sts_vectors_come_from_the_onnx_backend(pretraining_checkpoint, pairs):
+    pytest.importorskip("onnxruntime")
+    from bertkit import Encoder
+
+    exact = Encoder.load(pretraining_checkpoint, device="cpu")
+    onnx = Encoder.load(pretraining_checkpoint, device="cpu", backend="onnx", precision="int8")
+    texts, _, _ = unique_texts(pairs)
+    specs = [Spec("mean"), Spec("pooler"), Spec("cls", (1,)), Spec("first_last_avg")]
+    got = encode_specs(onnx, texts, specs)
+    for s in specs:
+        want = onnx.encode(texts, pooling=s.pooling, layers=list(s.layers) if s.layers else None)
+        np.testing.assert_allclose(got[s], want, atol=1e-5, err_msg=s.label)
+    assert np.abs(got[Spec("mean")] - exact.encode(texts)).max() > 1e-3
 
 
 def test_mean_spearman_matches_sentence_transformers(encoder, packaged_dir, pairs):

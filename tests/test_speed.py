@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bertkit.backends import TOLERANCE, BackendError
+from bertkit.batching import by_length
 
 # Mixed lengths on purpose: one word to a long sentence, so batches carry a lot of padding.
 TEXTS = [
@@ -73,7 +74,7 @@ def test_encode_fast_path_equals_one_text_at_a_time(encoder, pooling):
 
 def test_token_budget_changes_batches_not_vectors(encoder):
     lengths = [len(e.ids) for e in encoder.tokenizer.encode(TEXTS)]
-    batches = list(encoder._batches(len(TEXTS), lengths, batch_size=8, max_tokens=64))
+    batches = by_length(lengths, batch_size=8, max_tokens=64)  # what encode() batches by
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(TEXTS)))
     for idx in batches:  # every batch within budget, unless it holds a single longer text
         assert len(idx) == 1 or len(idx) * max(lengths[i] for i in idx) <= 64

@@ -76,7 +76,7 @@ def test_learns_saves_and_matches_transformers(tmp_path, tiny_model):
     assert theirs.config.id2label == {0: "negative", 1: "positive"}
 
     # --model pointing at this folder continues with its head (same labels) instead of a fresh one
-    from bertkit.model import BertSequenceClassifier
+    from bertkit.heads import BertSequenceClassifier
     from bertkit.train.common import load_base, task_model
 
     again = task_model(load_base(out)[0], BertSequenceClassifier, ["negative", "positive"])

@@ -92,10 +92,7 @@ class _ExportGraph(nn.Module):
         m = self.model
         x = m.bert.embeddings(input_ids, token_type_ids)
         mask = attention_mask.bool()[:, None, None, :]
-        hidden = [x]
-        for layer in m.bert.encoder.layer:
-            x, _ = layer(x, mask, False)
-            hidden.append(x)
+        x, hidden, _ = m.bert.encoder(x, mask, output_hidden_states=True)  # the padded forward's layer loop
         outputs = (x, torch.stack(hidden))
         return outputs + (m.bert.pooler(x),) if m.has_pooler else outputs
 

@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Encoding
 
+from bertkit.batching import by_length, truncated_positions, truncation_note
 from bertkit.errors import InputError, OptionError
 from bertkit.model import Bert, BertOutput, load_model
 from bertkit.pooling import DEFAULT_PROMPT, check_pooling, check_template, needs_hidden_states, pool
 from bertkit.tokenizer import Batch, BertTokenizer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Encoded:
+    """What one `Encoder.encode_poolings` call returns: its vectors and its own truncation report."""
+
+    vectors: list[np.ndarray]  # one (n, hidden) float32 array per asked pooling, in the order asked
+    truncated: list[int]  # positions of this call's texts that were cut to max_length (in any pass)
 
 
 @dataclass
@@ -64,7 +74,9 @@ class Encoder:
         self.tokenizer = tokenizer
         self.path = Path(path)
         self.name = str(path)  # shown by `bertkit inspect` and the server's /info
-        self.last_truncated = 0  # how many inputs of the last call were cut to max_length
+        # How many inputs of the last finished call were cut to max_length. Calls from several threads at once
+        # each get their own count from encode_poolings(...).truncated.
+        self.last_truncated = 0
         self.precision, self.backend = precision, backend
         self._int8: Bert | None = None  # quantized copy (precision="int8", torch backend)
         self._onnx = None  # OnnxRunner (backend="onnx")
@@ -121,13 +133,6 @@ class Encoder:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _note_truncation(self, truncated: int, total: int) -> None:
-        self.last_truncated = truncated
-        if truncated:
-            log.warning(
-                "%d of %d inputs were longer than %d tokens and were truncated", truncated, total, self.max_length
-            )
-
     def _run(self, batch: Batch, hidden_states: bool = False, attentions: bool = False, heads: bool = False) -> BertOutput:
         """One batch through the model in the encoder's precision / backend.
 
@@ -152,24 +157,6 @@ class Encoder:
                 output_attentions=attentions,
                 compute_heads=heads,
             )
-
-    def _batches(
-        self, n: int, lengths: list[int], batch_size: int, max_tokens: int | None = None
-    ) -> Iterator[np.ndarray]:
-        """Indices grouped into batches of similar length (longest first), so little compute goes to padding.
-
-        A batch holds at most batch_size texts and, when max_tokens is set, at most max_tokens padded tokens
-        (at least one text).
-        """
-        lengths = np.asarray(lengths)
-        order = np.argsort(-lengths, kind="stable")
-        start = 0
-        while start < n:
-            size = batch_size
-            if max_tokens is not None:  # the first text of a batch is its longest
-                size = max(1, min(batch_size, max_tokens // int(lengths[order[start]])))
-            yield order[start : start + size]
-            start += size
 
     def _workers(self, workers: int | None) -> int:
         if workers is not None:
@@ -219,22 +206,24 @@ class Encoder:
                 )
             return pool
 
-    def _prompt(self, texts: list[str], template: str) -> list[str]:
-        """Wrap each text in the template, shortening the text (never the template) to fit max_length."""
+    def _prompt(self, texts: list[str], template: str) -> tuple[list[str], list[Encoding]]:
+        """Wrap each text in the template, shortening the text (never the template) to fit max_length.
+
+        Also returns the encodings of the uncut prompts: they say which prompts were too long. Returned, not
+        kept on the encoder, because concurrent encode calls must each report their own truncation.
+        """
         check_template(template, self.tokenizer.mask_token)
         prefix, suffix = template.split("{text}")
         wrapped = [prefix + t + suffix for t in texts]
         encodings = self.tokenizer.encode(wrapped)
         overhead = len(self.tokenizer.encode([prefix + suffix])[0].ids)
         budget = self.max_length - overhead
-        for i, e in enumerate(encodings):
-            if e.overflowing:
-                # Cut the text itself at the character where its `budget`-th wordpiece ends.
-                text_enc = self.tokenizer.tokenizer.encode(texts[i], add_special_tokens=False)
-                end = text_enc.offsets[max(budget, 1) - 1][1]
-                wrapped[i] = prefix + texts[i][:end] + suffix
-        self._prompt_truncated = sum(1 for e in encodings if e.overflowing)
-        return wrapped
+        for i in truncated_positions(encodings):
+            # Cut the text itself at the character where its `budget`-th wordpiece ends.
+            text_enc = self.tokenizer.tokenizer.encode(texts[i], add_special_tokens=False)
+            end = text_enc.offsets[max(budget, 1) - 1][1]
+            wrapped[i] = prefix + texts[i][:end] + suffix
+        return wrapped, encodings
 
     def _mask_positions(self, input_ids: torch.Tensor, template: str) -> torch.Tensor:
         """Row-wise index of the template's [MASK]: the last one if the template puts it after the text."""
@@ -253,9 +242,9 @@ class Encoder:
     def tokenize(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, truncate: bool = True) -> Batch:
         texts = as_text_list(texts)
         pairs = as_text_list(pairs, "second text") if pairs is not None else None
-        batch = self.tokenizer(texts, pairs, truncate=truncate)
-        self._note_truncation(batch.truncated, len(texts))
-        return batch
+        encodings = self.tokenizer.encode(texts, pairs, truncate=truncate)
+        self.last_truncated = truncation_note(encodings, self.max_length)
+        return self.tokenizer.pad(encodings)
 
     @torch.inference_mode()
     def forward(
@@ -270,7 +259,6 @@ class Encoder:
         batch = self.tokenize(texts, pairs, truncate=truncate)
         return self._run(batch, output_hidden_states, output_attentions, heads=True)
 
-    @torch.inference_mode()
     def encode(
         self,
         texts: str | Sequence[str],
@@ -290,34 +278,80 @@ class Encoder:
         token cap); neither changes the vectors beyond float rounding. workers: how many batches run at once
         on CPU, each on one thread (None: torch.get_num_threads(); 1: one batch at a time on all threads).
         """
-        layers = list(layers) if layers is not None else None
-        check_pooling(pooling, layers)
-        if pooling == "pooler":
-            self.model.require("pooler", "pooling='pooler'")
+        encoded = self.encode_poolings(
+            texts, [(pooling, layers)], normalize=normalize, batch_size=batch_size, progress=progress,
+            template=template, truncate=truncate, max_tokens=max_tokens, workers=workers,
+        )
+        return encoded.vectors[0]
+
+    @torch.inference_mode()
+    def encode_poolings(
+        self,
+        texts: str | Sequence[str],
+        poolings: Sequence[tuple[str, Sequence[int] | None]],
+        normalize: bool = False,
+        batch_size: int = 32,
+        progress: bool = False,
+        template: str = DEFAULT_PROMPT,
+        truncate: bool = True,
+        max_tokens: int | None = DEFAULT_MAX_TOKENS,
+        workers: int | None = None,
+    ) -> Encoded:
+        """Several (pooling, layers) vectors of the same texts, through the encoder's precision and backend.
+
+        All poolings but mask_prompt share one forward pass per batch (with hidden states when any of them
+        needs them); the mask_prompt ones, whose input is the template around the text, share a second. So
+        comparing seven poolings on every layer costs two passes, not dozens. Options as in `encode`.
+        """
+        wanted = [(p, list(lay) if lay is not None else None) for p, lay in poolings]
+        if not wanted:
+            raise OptionError("no pooling asked for; give at least one (pooling, layers) pair")
+        for p, lay in wanted:
+            check_pooling(p, lay)
+            if p == "pooler":
+                self.model.require("pooler", "pooling='pooler'")
         if batch_size < 1:
             raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         texts = as_text_list(texts)
-        out = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
-        if not texts:
-            return out
-        if pooling == "mask_prompt":
-            texts = self._prompt(texts, template)
-        encodings = self.tokenizer.encode(texts, truncate=truncate)
-        truncated = self._prompt_truncated if pooling == "mask_prompt" else sum(1 for e in encodings if e.overflowing)
-        self._note_truncation(truncated, len(texts))
+        vectors = [np.zeros((len(texts), self.hidden_size), dtype=np.float32) for _ in wanted]
+        cut: set[int] = set()  # this call's own truncation report, never kept on the encoder
+        for prompt in (False, True):
+            group = [i for i, (p, _) in enumerate(wanted) if (p == "mask_prompt") == prompt]
+            if texts and group:
+                cut.update(self._encode_pass(
+                    texts, [wanted[i] for i in group], [vectors[i] for i in group], template if prompt else None,
+                    normalize=normalize, batch_size=batch_size, progress=progress, truncate=truncate,
+                    max_tokens=max_tokens, workers=workers,
+                ))
+        self.last_truncated = len(cut)
+        return Encoded(vectors, sorted(cut))
 
-        with_hidden = needs_hidden_states(pooling, layers)
-        batches = list(self._batches(len(texts), [len(e.ids) for e in encodings], batch_size, max_tokens))
+    def _encode_pass(
+        self, texts: list[str], specs: list[tuple[str, list[int] | None]], outs: list[np.ndarray],
+        template: str | None, *, normalize: bool, batch_size: int, progress: bool, truncate: bool,
+        max_tokens: int | None, workers: int | None,
+    ) -> list[int]:
+        """One forward pass over `texts` (wrapped in `template` when given), pooled every way in `specs` into
+        the matching rows of `outs`. Returns the positions of the texts that were truncated."""
+        if template is not None:
+            texts, uncut = self._prompt(texts, template)
+        encodings = self.tokenizer.encode(texts, truncate=truncate)
+        if template is None:
+            uncut = encodings
+        truncation_note(uncut, self.max_length)
+        with_hidden = any(needs_hidden_states(p, lay) for p, lay in specs)
+        batches = by_length([len(e.ids) for e in encodings], batch_size, max_tokens)
 
         def embed(idx: np.ndarray) -> None:
             batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
             output = self._run(batch, hidden_states=with_hidden)
-            positions = self._mask_positions(batch.input_ids, template) if pooling == "mask_prompt" else None
-            vecs = pool(output, batch.attention_mask, pooling, layers, positions, normalize=normalize)
-            out[idx] = vecs.float().cpu().numpy()  # rows of different batches never overlap
+            positions = self._mask_positions(batch.input_ids, template) if template is not None else None
+            for (p, lay), out in zip(specs, outs):
+                vecs = pool(output, batch.attention_mask, p, lay, positions, normalize=normalize)
+                out[idx] = vecs.float().cpu().numpy()  # rows of different batches never overlap
 
         self._map_batches(embed, batches, workers, progress, len(texts))
-        return out
+        return truncated_positions(uncut)
 
     @torch.inference_mode()
     def encode_tokens(
@@ -329,9 +363,9 @@ class Encoder:
         texts = as_text_list(texts)
         layers = list(layers) if layers is not None else None
         encodings = self.tokenizer.encode(texts, truncate=truncate)
-        self._note_truncation(sum(1 for e in encodings if e.overflowing), len(texts))
+        self.last_truncated = truncation_note(encodings, self.max_length)
         results: list[TokenVectors | None] = [None] * len(texts)
-        for idx in self._batches(len(texts), [len(e.ids) for e in encodings], batch_size):
+        for idx in by_length([len(e.ids) for e in encodings], batch_size):
             batch = self.tokenizer.pad([encodings[i] for i in idx])
             hidden = layer_average(self._run(batch, hidden_states=layers is not None), layers).float().cpu().numpy()
             for row, i in enumerate(idx):

@@ -21,7 +21,7 @@ import numpy as np
 
 from bertkit.data import SentencePair
 from bertkit.errors import InputError, OptionError
-from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling
+from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES
 
 log = logging.getLogger(__name__)
 
@@ -84,43 +84,12 @@ def cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def encode_specs(encoder, texts: list[str], specs: Sequence[Spec], batch_size: int = 32,
                  template: str = DEFAULT_PROMPT, progress: bool = False) -> dict[Spec, np.ndarray]:
-    """Vectors of `texts` for every spec. All specs but mask_prompt share one forward pass per batch (with
-    hidden states when any spec needs them), so comparing seven poolings costs about two passes, not seven."""
-    import torch
-
-    from bertkit.encoder import progress_iter
-    from bertkit.pooling import needs_hidden_states, pool
-
-    for s in specs:
-        check_pooling(s.pooling, list(s.layers) if s.layers else None)
-    out: dict[Spec, np.ndarray] = {}
-    shared = [s for s in specs if s.pooling != "mask_prompt"]
-    for s in specs:
-        if s.pooling == "mask_prompt":  # its input is the template around the text: its own pass
-            layers = list(s.layers) if s.layers else None
-            out[s] = encoder.encode(texts, pooling="mask_prompt", layers=layers, batch_size=batch_size, template=template)
-    if not shared:
-        return out
-    if any(s.pooling == "pooler" for s in shared):
-        encoder.model.require("pooler", "pooling='pooler'")
-    hidden = any(needs_hidden_states(s.pooling, list(s.layers) if s.layers else None) for s in shared)
-    encodings = encoder.tokenizer.encode(texts)
-    truncated = sum(1 for e in encodings if e.overflowing)
-    if truncated:
-        log.warning("%d of %d texts were longer than %d tokens and were truncated", truncated, len(texts), encoder.max_length)
-    for s in shared:
-        out[s] = np.zeros((len(texts), encoder.hidden_size), dtype=np.float32)
-    order = np.argsort([-len(e.ids) for e in encodings], kind="stable")  # similar lengths together: less padding
-    batches = [order[i : i + batch_size] for i in range(0, len(texts), batch_size)]
-    with torch.inference_mode():
-        for idx in progress_iter(batches, progress, total_items=len(texts)):
-            batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
-            output = encoder.model(batch.input_ids, batch.attention_mask, batch.token_type_ids,
-                                   output_hidden_states=hidden, compute_heads=False)
-            for s in shared:
-                vec = pool(output, batch.attention_mask, s.pooling, list(s.layers) if s.layers else None)
-                out[s][idx] = vec.float().cpu().numpy()
-    return out
+    """Vectors of `texts` for every spec, through the encoder's own precision and backend (what `encode` gives,
+    so a fast mode's STS cost is measured, not the exact model's). All specs but mask_prompt share one forward
+    pass per batch, so comparing seven poolings on every layer costs about two passes, not dozens."""
+    encoded = encoder.encode_poolings(texts, [(s.pooling, s.layers or None) for s in specs], batch_size=batch_size,
+                                      template=template, progress=progress)
+    return dict(zip(specs, encoded.vectors))
 
 
 def unique_texts(pairs: Sequence[SentencePair]) -> tuple[list[str], np.ndarray, np.ndarray]:

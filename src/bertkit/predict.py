@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from tokenizers import Encoding
 
+from bertkit.batching import by_length, truncation_note
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
-from bertkit.model import Bert, BertSequenceClassifier, BertTokenClassifier, architecture, load_task_head
+from bertkit.heads import BertSequenceClassifier, BertTokenClassifier, load_task_head
+from bertkit.model import Bert, architecture
 from bertkit.tokenizer import BertTokenizer
-from bertkit.train.common import load_base, require_examples, truncation_note
+from bertkit.train.common import load_base, require_examples
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +44,17 @@ def load_predictor(folder: str | Path, device: str | None = None) -> Classifier 
 # Batched inference over encodings
 
 
-def by_length(encodings: list[Encoding], batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of similar length (longest first): inference wastes little on padding."""
-    order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
-
-
 @torch.inference_mode()
 def batched_logits(model: Bert, tokenizer: BertTokenizer, encodings: list[Encoding], batch_size: int = 64) -> list[torch.Tensor]:
     """Per encoding, its logits as float32 on CPU (unpadded rows for token heads), in input order."""
     device = next(model.parameters()).device
     out: list[torch.Tensor | None] = [None] * len(encodings)
-    for idx in by_length(encodings, batch_size):
+    for idx in by_length([len(e.ids) for e in encodings], batch_size):  # longest first: little padding
         batch = tokenizer.pad([encodings[i] for i in idx]).to(device)
         logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().cpu()
         for row, i in enumerate(idx):
             out[i] = logits[row, : len(encodings[i].ids)] if logits.ndim == 3 else logits[row]
     return out
-
-
 
 
 # ----------------------------------------------------------------------------------------------------------

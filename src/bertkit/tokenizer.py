@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from bertkit.batching import truncated_positions
 from bertkit.errors import InputError, ModelNotFoundError
 from bertkit.model import read_json
 
@@ -158,7 +159,7 @@ class BertTokenizer:
             ids[row, :n] = e.ids
             types[row, :n] = e.type_ids
             mask[row, :n] = 1
-        truncated = sum(1 for e in encodings if e.overflowing)
+        truncated = len(truncated_positions(encodings))
         return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), encodings, truncated)
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, truncate: bool = True) -> Batch:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from bertkit.batching import truncated_positions
 from bertkit.encoder import as_text_list
 from bertkit.errors import BertkitError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
@@ -96,7 +97,7 @@ class Service:
                 encodings = tokenizer.encode(texts, truncate=truncate)
             except BertkitError as e:  # truncate=false and a text is over the model's limit
                 raise ServeError(str(e), 413, "max_length") from None
-            return [len(e.ids) for e in encodings], [i for i, e in enumerate(encodings) if e.overflowing]
+            return [len(e.ids) for e in encodings], truncated_positions(encodings)
 
         return await run_in_threadpool(count)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertkit.batching import truncation_note
 from bertkit.data import (
     LabeledText,
     SentencePair,
@@ -32,7 +33,7 @@ from bertkit.data import (
     read_labeled_texts,
 )
 from bertkit.errors import InputError, OptionError
-from bertkit.model import BertSequenceClassifier
+from bertkit.heads import BertSequenceClassifier
 from bertkit.predict import batched_logits
 from bertkit.train.common import (
     freeze_word_embeddings,
@@ -40,7 +41,6 @@ from bertkit.train.common import (
     require_examples,
     save_folder,
     task_model,
-    truncation_note,
 )
 from bertkit.train.loop import TrainConfig, TrainResult, train
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tokenizers import Encoding
-
 from bertkit.errors import InputError, OptionError
+from bertkit.heads import TaskHead, load_task_head
 from bertkit.model import Bert, load_model, resolve_model_dir, save_model
 from bertkit.tokenizer import BertTokenizer
 
@@ -32,13 +31,6 @@ def save_folder(model: Bert, tokenizer: BertTokenizer, folder: Path, **config) -
     tokenizer.save(folder)
 
 
-def truncation_note(encodings: list[Encoding], limit: int, what: str) -> int:
-    n = sum(1 for e in encodings if e.overflowing)
-    if n:
-        log.warning("%d of %d %s were longer than %d tokens and were truncated", n, len(encodings), what, limit)
-    return n
-
-
 def require_examples(items: list, path: str | Path, what: str) -> list:
     if not items:
         raise InputError(f"{path} holds no {what}; give a file with at least one")
@@ -52,14 +44,12 @@ def freeze_word_embeddings(model: Bert, freeze: bool) -> None:
         model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
 
 
-def task_model(base: Bert, head: type[Bert], labels: list[str], **kwargs) -> Bert:
+def task_model(base: Bert, head: type[TaskHead], labels: list[str], **kwargs) -> TaskHead:
     """A fresh head over the body, or the checkpoint's own head when it was trained on the same labels
     (so `--model` pointing at a fine-tuned folder continues fine-tuning instead of starting the head over)."""
-    from bertkit.model import load_task_head
-
     saved = {int(k): v for k, v in (base.config.extra.get("id2label") or {}).items()}
     same = [saved.get(i) for i in range(len(saved))] == labels
     if same and "classifier.weight" in (getattr(base, "leftover_state", None) or {}):
         log.info("continuing with the checkpoint's classifier head (same labels: %s)", ", ".join(labels))
         return load_task_head(base, head, len(labels), **kwargs)
-    return head.from_bert(base, len(labels), **kwargs)
+    return head(base, len(labels), **kwargs)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertkit.batching import by_length
 from bertkit.errors import InputError, OptionError
 
 log = logging.getLogger(__name__)
@@ -245,143 +246,166 @@ def train(
     started = time.monotonic()
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    amp_dtype = autocast_dtype(config, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
-
-    n = len(train_data)
-    batches_per_epoch = math.ceil(n / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = config.max_steps if config.max_steps is not None else max(1, math.ceil(config.epochs * steps_per_epoch))
-    warmup = int(config.warmup_ratio * total_steps)
-
-    seed_everything(config.seed)
-    optimizer = make_optimizer(model, config)
-    scheduler = linear_schedule(optimizer, warmup, total_steps)
-    step, epoch, batch_pos = 0, 0, 0
-    best_value: float | None = None
-    best_metrics: dict[str, float] | None = None
-    history: list[dict[str, float]] = []
-    resumed_from = None
-    ckpt_dir = Path(config.output_dir) / "checkpoint" if config.output_dir is not None else None
-
-    state = load_checkpoint(ckpt_dir) if ckpt_dir is not None and config.checkpoint_every else None
-    if state is not None:
-        if state["total_steps"] != total_steps or state["n_examples"] != n:
-            raise OptionError(
-                f"{ckpt_dir} holds a checkpoint of a different run ({state['n_examples']} examples, "
-                f"{state['total_steps']} steps planned; this run: {n}, {total_steps}); delete it or use another --output"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, batch_pos = state["step"], state["epoch"], state["batch_pos"]
-        best_value, best_metrics, history = state["best_value"], state["best_metrics"], state["history"]
-        set_rng_state(state["rng"])
-        resumed_from = step
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, step, epoch, batch_pos)
-
-    last_was_best = False
-
-    def evaluate() -> None:
-        nonlocal best_value, best_metrics, last_was_best
-        if eval_fn is None:
-            return
-        model.eval()
-        with torch.no_grad():
-            metrics = {k: float(v) for k, v in eval_fn(model).items()}
-        model.train()
-        history.append({"step": step, **metrics})
-        key = config.best_metric or next(iter(metrics))
-        if key not in metrics:
-            raise OptionError(f"best_metric {key!r} is not among the evaluation metrics {sorted(metrics)}")
-        value = metrics[key]
-        better = best_value is None or (value > best_value if config.greater_is_better else value < best_value)
-        log.info("step %d: %s%s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), " (best)" if better else "")
-        last_was_best = better
-        if better:
-            best_value, best_metrics = value, metrics
-            if save_fn is not None:
-                save_fn(model, Path(config.output_dir))
-
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_dir, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch_pos": batch_pos,
-            "best_value": best_value, "best_metrics": best_metrics, "history": history, "rng": rng_state(),
-            "total_steps": total_steps, "n_examples": n, "config": asdict(config) | {"output_dir": str(config.output_dir)},
-        })
-
+    run = _Run(model, config, len(train_data), device, eval_fn, save_fn)
+    resumed_from = run.resume()
     show = config.progress if config.progress is not None else sys.stderr.isatty()
-    bar = Progress(show, total_steps, step)
-    recent: list[float] = []
-    stopped_by = "epochs"
+    bar = Progress(show, run.total_steps, run.step)
     model.train()
-    optimizer.zero_grad(set_to_none=True)
+    run.optimizer.zero_grad(set_to_none=True)
     try:
-        while step < total_steps:
-            batches = epoch_batches(n, config, epoch, lengths)
-            micro = 0  # micro-batches accumulated into the current step
-            while batch_pos < batches_per_epoch and step < total_steps:
-                idx = batches[batch_pos].tolist()
-                batch = to_device(collate([train_data[i] for i in idx]), device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = step_fn(model, batch)
-                scaler.scale(loss / config.grad_accum).backward()
-                recent = (recent + [float(loss.detach())])[-50:]
-                batch_pos += 1
-                micro += 1
-                if micro < config.grad_accum and batch_pos < batches_per_epoch:
-                    continue
-                if config.max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step, micro = step + 1, 0
-                info = f"loss {sum(recent) / len(recent):.4f}" + (f"  best {best_value:.4f}" if best_value is not None else "")
-                bar.update(step, info)
-                if not show and step % 50 == 0:  # no bar (a log file): a line now and then instead
-                    log.info("step %d/%d  %s  %.0f s", step, total_steps, info, time.monotonic() - started)
-                if config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                    evaluate()
-                if config.minutes is not None and time.monotonic() - started > config.minutes * 60:
-                    stopped_by = "minutes"
-                    break
-                if ckpt_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
-                    checkpoint()
-            if stopped_by == "minutes":
-                break
-            if batch_pos >= batches_per_epoch:
-                epoch, batch_pos = epoch + 1, 0
-                if not config.eval_every and step < total_steps:
-                    evaluate()  # end of an epoch (the final evaluation follows the loop)
-        else:
-            stopped_by = "max_steps" if config.max_steps is not None else "epochs"
-        evaluate()
+        stopped_by = run.loop(train_data, collate, step_fn, lengths, bar, show, started)
+        run.evaluate()
     finally:
         bar.close()
 
     if eval_fn is None and save_fn is not None:
         save_fn(model, Path(config.output_dir))
-    elif eval_fn is not None and save_fn is not None and not last_was_best:
+    elif eval_fn is not None and save_fn is not None and not run.last_was_best:
         # The last evaluation was not the best: leave the caller holding the kept (best) weights.
         reload_best(model, Path(config.output_dir), device)
-    if ckpt_dir is not None and ckpt_dir.exists() and not config.keep_checkpoint:
-        shutil.rmtree(ckpt_dir)
+    if run.ckpt_dir is not None and run.ckpt_dir.exists() and not config.keep_checkpoint:
+        shutil.rmtree(run.ckpt_dir)
     model.eval()
     return TrainResult(
-        steps=step,
-        epochs=epoch + batch_pos / batches_per_epoch,
+        steps=run.step,
+        epochs=run.epoch + run.batch_pos / run.batches_per_epoch,
         seconds=time.monotonic() - started,
         stopped_by=stopped_by,
-        train_loss=sum(recent) / len(recent) if recent else float("nan"),
-        best=best_metrics,
-        history=history,
+        train_loss=sum(run.recent) / len(run.recent) if run.recent else float("nan"),
+        best=run.best_metrics,
+        history=run.history,
         resumed_from=resumed_from,
     )
+
+
+class _Run:
+    """One call of `train`: the optimizer, schedule and scaler, and where the run stands (step, epoch, batch,
+    best metric so far), which is exactly what a checkpoint saves and a resumed run restores."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, n: int, device: torch.device,
+                 eval_fn: EvalFn | None, save_fn: SaveFn | None):
+        self.model, self.config, self.n, self.device = model, config, n, device
+        self.eval_fn, self.save_fn = eval_fn, save_fn
+        self.amp_dtype = autocast_dtype(config, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.batches_per_epoch = math.ceil(n / config.batch_size)
+        steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accum)
+        self.total_steps = (config.max_steps if config.max_steps is not None
+                            else max(1, math.ceil(config.epochs * steps_per_epoch)))
+        seed_everything(config.seed)
+        self.optimizer = make_optimizer(model, config)
+        self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * self.total_steps), self.total_steps)
+        self.step, self.epoch, self.batch_pos = 0, 0, 0
+        self.best_value: float | None = None
+        self.best_metrics: dict[str, float] | None = None
+        self.history: list[dict[str, float]] = []
+        self.last_was_best = False
+        self.recent: list[float] = []  # losses of the last 50 micro-batches
+        self.ckpt_dir = Path(config.output_dir) / "checkpoint" if config.output_dir is not None else None
+
+    def resume(self) -> int | None:
+        """Continue from output_dir/checkpoint when it holds this run's checkpoint; the step resumed from."""
+        if self.ckpt_dir is None or not self.config.checkpoint_every:
+            return None
+        state = load_checkpoint(self.ckpt_dir)
+        if state is None:
+            return None
+        if state["total_steps"] != self.total_steps or state["n_examples"] != self.n:
+            raise OptionError(
+                f"{self.ckpt_dir} holds a checkpoint of a different run ({state['n_examples']} examples, "
+                f"{state['total_steps']} steps planned; this run: {self.n}, {self.total_steps}); delete it or use "
+                "another --output"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
+        self.best_value, self.best_metrics, self.history = state["best_value"], state["best_metrics"], state["history"]
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", self.ckpt_dir, self.step, self.epoch, self.batch_pos)
+        return self.step
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.ckpt_dir, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+            "epoch": self.epoch, "batch_pos": self.batch_pos, "best_value": self.best_value,
+            "best_metrics": self.best_metrics, "history": self.history, "rng": rng_state(),
+            "total_steps": self.total_steps, "n_examples": self.n,
+            "config": asdict(self.config) | {"output_dir": str(self.config.output_dir)},
+        })
+
+    def evaluate(self) -> None:
+        """Run eval_fn; keep (save) the model when its metric is the best so far."""
+        if self.eval_fn is None:
+            return
+        config = self.config
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+        self.model.train()
+        self.history.append({"step": self.step, **metrics})
+        key = config.best_metric or next(iter(metrics))
+        if key not in metrics:
+            raise OptionError(f"best_metric {key!r} is not among the evaluation metrics {sorted(metrics)}")
+        value = metrics[key]
+        best = self.best_value
+        better = best is None or (value > best if config.greater_is_better else value < best)
+        log.info("step %d: %s%s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), " (best)" if better else "")
+        self.last_was_best = better
+        if better:
+            self.best_value, self.best_metrics = value, metrics
+            if self.save_fn is not None:
+                self.save_fn(self.model, Path(config.output_dir))
+
+    def optimizer_step(self) -> None:
+        """Clip, step, schedule; the accumulated gradients are then cleared."""
+        if self.config.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def loop(self, train_data: Sequence, collate: Callable[[list], Any], step_fn: StepFn,
+             lengths: Sequence[int] | None, bar: Progress, show: bool, started: float) -> str:
+        """Epochs of micro-batches until the planned steps or the time budget are spent; why it stopped."""
+        config, total = self.config, self.total_steps
+        while self.step < total:
+            batches = epoch_batches(self.n, config, self.epoch, lengths)
+            micro = 0  # micro-batches accumulated into the current step
+            while self.batch_pos < self.batches_per_epoch and self.step < total:
+                idx = batches[self.batch_pos].tolist()
+                batch = to_device(collate([train_data[i] for i in idx]), self.device)
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss = step_fn(self.model, batch)
+                self.scaler.scale(loss / config.grad_accum).backward()
+                self.recent = (self.recent + [float(loss.detach())])[-50:]
+                self.batch_pos += 1
+                micro += 1
+                if micro < config.grad_accum and self.batch_pos < self.batches_per_epoch:
+                    continue
+                self.optimizer_step()
+                micro = 0
+                info = f"loss {sum(self.recent) / len(self.recent):.4f}" + (
+                    f"  best {self.best_value:.4f}" if self.best_value is not None else "")
+                bar.update(self.step, info)
+                if not show and self.step % 50 == 0:  # no bar (a log file): a line now and then instead
+                    log.info("step %d/%d  %s  %.0f s", self.step, total, info, time.monotonic() - started)
+                if config.eval_every and self.step % config.eval_every == 0 and self.step < total:
+                    self.evaluate()
+                if config.minutes is not None and time.monotonic() - started > config.minutes * 60:
+                    return "minutes"
+                if self.ckpt_dir is not None and config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                    self.checkpoint()
+            if self.batch_pos >= self.batches_per_epoch:
+                self.epoch, self.batch_pos = self.epoch + 1, 0
+                if not config.eval_every and self.step < total:
+                    self.evaluate()  # end of an epoch (the final evaluation follows the loop)
+        return "max_steps" if config.max_steps is not None else "epochs"
 
 
 def epoch_batches(n: int, config: TrainConfig, epoch: int, lengths: Sequence[int] | None) -> list[torch.Tensor]:
@@ -392,12 +416,12 @@ def epoch_batches(n: int, config: TrainConfig, epoch: int, lengths: Sequence[int
     order = torch.randperm(n, generator=g) if config.shuffle else torch.arange(n)
     if lengths is None:
         return list(order.split(config.batch_size))
-    size = torch.as_tensor(list(lengths))
+    shuffled = order.numpy()
     window = config.batch_size * 50
     batches: list[torch.Tensor] = []
     for start in range(0, n, window):
-        part = order[start : start + window]
-        batches += list(part[torch.argsort(size[part], descending=True, stable=True)].split(config.batch_size))
+        part = shuffled[start : start + window]
+        batches += [torch.from_numpy(b) for b in by_length(lengths, config.batch_size, indices=part)]
     return [batches[i] for i in torch.randperm(len(batches), generator=g)] if config.shuffle else batches
 
 

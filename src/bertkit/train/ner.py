@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from bertkit.batching import truncation_note
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
-from bertkit.model import BertTokenClassifier
+from bertkit.heads import BertTokenClassifier
 from bertkit.predict import batched_logits, encode_sentences, word_predictions
 from bertkit.train.common import (
     freeze_word_embeddings,
@@ -29,7 +30,6 @@ from bertkit.train.common import (
     require_examples,
     save_folder,
     task_model,
-    truncation_note,
 )
 from bertkit.train.loop import TrainConfig, TrainResult, train
 

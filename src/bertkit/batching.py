@@ -1,0 +1,65 @@
+"""Batching tokenized inputs: length-sorted index batches and the count (and warning) of truncated inputs.
+
+Every place that runs many texts through the model uses these two: `Encoder.encode` (with a token budget),
+the task predictors (`batched_logits`), and the training loop (inside seeded shuffling windows).
+
+    from bertkit.batching import by_length, truncation_note
+    batches = by_length([len(e.ids) for e in encodings], batch_size=32, max_tokens=4096)
+    cut = truncation_note(encodings, tokenizer.max_length)   # logs "2 of 40 inputs were longer than ..."
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bertkit.errors import OptionError
+
+if TYPE_CHECKING:
+    from tokenizers import Encoding
+
+log = logging.getLogger(__name__)
+
+
+def by_length(
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int,
+    max_tokens: int | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """Index batches of similar length, longest first, so that little compute goes to padding.
+
+    lengths: tokens per item, indexed by item number. indices: the items to batch (default: all of them); ties
+    keep their order in `indices`, which is what lets the training loop keep its seeded shuffle. A batch holds
+    at most batch_size items and, with max_tokens, at most max_tokens padded tokens (but always one item).
+    """
+    if batch_size < 1:  # usually a user's option passed straight through
+        raise OptionError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    items = np.arange(len(lengths)) if indices is None else np.asarray(indices, dtype=np.int64)
+    order = items[np.argsort(-lengths[items], kind="stable")]
+    if max_tokens is None:
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        # The first item of a batch is its longest, so it sets the padded width.
+        size = max(1, min(batch_size, max_tokens // max(1, int(lengths[order[start]]))))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def truncated_positions(encodings: Sequence[Encoding]) -> list[int]:
+    """Positions of the inputs that the tokenizer cut to its max_length."""
+    return [i for i, e in enumerate(encodings) if e.overflowing]
+
+
+def truncation_note(encodings: Sequence[Encoding], limit: int, what: str = "inputs") -> int:
+    """How many of `encodings` were cut to `limit` tokens, with a warning when any were."""
+    n = len(truncated_positions(encodings))
+    if n:
+        log.warning("%d of %d %s were longer than %d tokens and were truncated", n, len(encodings), what, limit)
+    return n
