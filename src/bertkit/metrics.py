@@ -75,3 +75,12 @@ def entity_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> 
     for kind in sorted(set(n_gold) | set(n_pred)):
         out[f"f1_{kind}"] = 100 * prf(tp.get(kind, 0), n_gold.get(kind, 0), n_pred.get(kind, 0))[2]
     return out
+
+
+def score_metrics(gold: list[float], pred: list[float]) -> dict[str, float]:
+    """Spearman and Pearson (x100) and the mean squared error of predicted scores (regression heads)."""
+    from scipy.stats import pearsonr, spearmanr
+
+    g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    return {"spearman": 100 * float(spearmanr(g, p)[0]), "pearson": 100 * float(pearsonr(g, p)[0]),
+            "mse": float(np.mean((g - p) ** 2))}

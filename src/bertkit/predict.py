@@ -103,8 +103,8 @@ class Classifier:
 def predict_classifier(folder: str | Path, data: str, is_file: bool, fmt: str | None = None,
                     pair: str | None = None) -> tuple[list[dict], dict]:
     """`bertkit predict` for a classifier: rows to print, and metrics when the file carries labels."""
-    from bertkit.metrics import accuracy, macro_f1
-    from bertkit.train.classify import Example, read_examples, score_metrics
+    from bertkit.data import Example, read_examples
+    from bertkit.metrics import accuracy, macro_f1, score_metrics
 
     clf = Classifier.load(folder)
     examples = read_examples(data, fmt, clf.regression) if is_file else [Example(data, pair)]

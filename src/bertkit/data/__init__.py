@@ -24,6 +24,7 @@ published format), `tables` (CSV / TSV / JSONL with named columns), `formats` (f
 from __future__ import annotations
 
 # The public readers and types; helpers stay in their modules.
+from bertkit.data.examples import Example, read_examples  # noqa: F401
 from bertkit.data.formats import (  # noqa: F401
     read_dataset,
     read_scored_pairs,

@@ -24,13 +24,8 @@ import torch
 
 from bertkit.batching import truncation_note
 from bertkit.data import (
-    LabeledText,
-    SentencePair,
-    TaggedSentence,
-    has_pair_columns,
-    infer_format,
-    read_dataset,
-    read_labeled_texts,
+    Example,
+    read_examples,
 )
 from bertkit.errors import InputError, OptionError
 from bertkit.heads import BertSequenceClassifier
@@ -38,51 +33,12 @@ from bertkit.predict import batched_logits
 from bertkit.train.common import (
     freeze_word_embeddings,
     load_base,
-    require_examples,
     save_folder,
     task_model,
 )
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    pair: str | None = None  # second text of a sentence pair
-    label: str | float | None = None  # class name, or a score for regression; None when unlabelled
-    line: int = 0
-
-
-def read_examples(path: str | Path, fmt: str | None = None, regression: bool = False, skip_bad: bool = False) -> list[Example]:
-    """Labelled examples from any dataset file. Pair sets give (text, pair); `regression` takes the score
-    (STS-B, SICK relatedness) instead of the class label. A plain text file gives unlabelled examples."""
-    fmt = fmt or infer_format(path)
-    if fmt == "conll":
-        raise InputError(f"{path} is a CoNLL file; token classification is `bertkit train ner`")
-    if fmt in ("csv", "tsv", "jsonl") and not has_pair_columns(path, fmt):
-        items: list = read_labeled_texts(path, fmt, skip_bad=skip_bad)
-    else:
-        items = read_dataset(path, fmt, skip_bad=skip_bad)
-    out = []
-    for it in items:
-        if isinstance(it, SentencePair):
-            label = it.score if (regression or it.label is None) else it.label
-            out.append(Example(it.a, it.b, label, it.line))
-        elif isinstance(it, LabeledText):
-            label: str | float = it.label
-            if regression:
-                try:
-                    label = float(it.label)
-                except ValueError:
-                    raise InputError(f"{path}: line {it.line}: label {it.label!r} is not a number (regression)") from None
-            out.append(Example(it.text, None, label, it.line))
-        elif isinstance(it, TaggedSentence):  # pragma: no cover - conll refused above
-            continue
-        else:
-            out.append(Example(str(it)))
-    return require_examples(out, path, "examples")
 
 
 @dataclass
@@ -134,14 +90,6 @@ def class_weight_tensor(spec: str | None, ids: list[int], n: int) -> torch.Tenso
     return torch.tensor(w, dtype=torch.float32)
 
 
-def score_metrics(gold: list[float], pred: list[float]) -> dict[str, float]:
-    from scipy.stats import pearsonr, spearmanr
-
-    g, p = np.asarray(gold, dtype=np.float64), np.asarray(pred, dtype=np.float64)
-    return {"spearman": 100 * float(spearmanr(g, p)[0]), "pearson": 100 * float(pearsonr(g, p)[0]),
-            "mse": float(np.mean((g - p) ** 2))}
-
-
 def read_splits(train_path: str | Path, dev_path: str | Path | None, fmt: str | None, dev_format: str | None,
                 regression: bool, dev_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
     """Training and dev examples; without a dev file, a seeded hold-out of the training file."""
@@ -184,7 +132,7 @@ def train_classifier(
     config: TrainConfig | None = None,
 ) -> ClassifyResult:
     """Fine-tune and save the best model (by dev accuracy, or Spearman for regression) to `output`."""
-    from bertkit.metrics import accuracy, macro_f1
+    from bertkit.metrics import accuracy, macro_f1, score_metrics
 
     config = config or TrainConfig(epochs=3, lr=5e-5)
     config.output_dir = Path(output)

@@ -13,7 +13,7 @@ from bertkit.errors import InputError
 from bertkit.train.loop import TrainConfig
 from bertkit.train.pretrain import make_pairs, mask_tokens, pretrain, read_corpus
 
-CORPUS = Path(__file__).parent / "fixtures" / "pretrain_corpus.txt"
+CORPUS = Path(__file__).parents[1] / "fixtures" / "pretrain_corpus.txt"
 
 
 def test_read_corpus_and_pairs():

@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
+from bertkit.data import read_examples
 from bertkit.errors import InputError
 from bertkit.predict import Classifier
-from bertkit.train.classify import class_weight_tensor, read_examples, train_classifier
+from bertkit.train.classify import class_weight_tensor, train_classifier
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig
 from bertkit.train.pretrain import initial_model
