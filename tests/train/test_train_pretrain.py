@@ -3,7 +3,6 @@ packaged model that fill-mask uses and transformers' BertForPreTraining reproduc
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -52,10 +51,8 @@ def test_masking_proportions():
 
 
 def test_from_scratch_tiny_mlm_loss_goes_down(tmp_path):
-    started = time.monotonic()
     r = pretrain([CORPUS], tmp_path / "tiny", init="none", size="tiny", heldout=0.15,
                  config=TrainConfig(max_steps=30, batch_size=16, lr=5e-3, eval_every=30, progress=False))
-    assert time.monotonic() - started < 60
     assert r.train.steps == 30
     # random init predicts ~uniformly over 30k wordpieces (loss ~ln 30522 = 10.3); the corpus is tiny and regular
     assert r.before["mlm_loss"] > 9.5
