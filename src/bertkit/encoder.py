@@ -373,6 +373,14 @@ class Encoder:
                 results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets], hidden[row, : len(e.ids)].copy())
         return results
 
+    def encode_sparse(self, texts: str | Sequence[str], top_k: int | None = None, batch_size: int = 32,
+                      truncate: bool = True, workers: int | None = None):
+        """SPLADE vectors from the masked-LM head: a scipy.sparse.csr_matrix (n, vocab) of max over tokens of
+        log(1 + ReLU(logit)); top_k keeps each row's k largest weights. See bertkit.sparse."""
+        from bertkit.sparse import encode_sparse
+
+        return encode_sparse(self, texts, top_k, batch_size=batch_size, truncate=truncate, workers=workers).matrix
+
     @torch.inference_mode()
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Per [MASK] in the text (left to right): the top_k (token, probability) predictions."""

@@ -35,3 +35,7 @@ class OptionError(BertkitError, ValueError):
 
     Also a ValueError, so code that caught ValueError from bertkit's checks keeps working.
     """
+
+
+class VectorIndexError(BertkitError):
+    """A missing, foreign or mismatched index folder."""

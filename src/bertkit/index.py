@@ -26,18 +26,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.errors import BertkitError, OptionError
+from bertkit.errors import BertkitError, OptionError, VectorIndexError
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "bertkit-index/1"
-KINDS = ("exact", "hnsw")
+KINDS = ("exact", "hnsw", "sparse")  # sparse: SPLADE vectors, CSR products (bertkit.index_sparse)
 METRICS = ("cosine", "dot")
 EXACT_BLOCK = 65536  # corpus rows scored per matrix product, so exact search memory stays bounded
-
-
-class VectorIndexError(BertkitError):
-    """A missing, foreign or mismatched index folder."""
 
 
 @dataclass
@@ -72,7 +68,7 @@ def build_index(
     embeddings_dir: str | Path,
     output: str | Path,
     kind: str = "exact",
-    metric: str = "cosine",
+    metric: str | None = None,  # None: cosine for exact / hnsw, dot (SPLADE's) for sparse
     m: int = 32,
     ef_construction: int = 200,
     ef_search: int = 128,
@@ -82,7 +78,8 @@ def build_index(
     from bertkit.corpus import read_embeddings, read_manifest
 
     if kind not in KINDS:
-        raise VectorIndexError(f"--kind {kind!r} is unknown; use exact or hnsw")
+        raise VectorIndexError(f"--kind {kind!r} is unknown; use exact, hnsw or sparse")
+    metric = metric or ("dot" if kind == "sparse" else "cosine")
     if metric not in METRICS:
         raise VectorIndexError(f"--metric {metric!r} is unknown; use cosine or dot")
     out = Path(output).expanduser()
@@ -91,32 +88,51 @@ def build_index(
     if (out / "index.json").is_file() and not overwrite:
         raise VectorIndexError(f"{out} already holds an index; pass --overwrite to replace it")
     manifest = read_manifest(embeddings_dir)
+    if kind == "sparse":
+        from bertkit.index_sparse import save_matrix, sparse_index_data
+
+        items, matrix = sparse_index_data(embeddings_dir, metric)
+        _write_index(out, embeddings_dir, manifest, items, kind, metric, matrix.shape, {"nnz": int(matrix.nnz)},
+                     lambda folder: save_matrix(folder, matrix))
+        return out
     items, vectors = read_embeddings(embeddings_dir)
     if not len(vectors):
         raise VectorIndexError(f"{embeddings_dir} holds no vectors; nothing to index")
     if metric == "cosine":
         vectors = _normalize(vectors)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    params: dict[str, Any] = {}
+    if kind == "hnsw":
+        params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+
+    def write_vectors(folder: Path) -> None:
+        if kind == "exact":
+            np.save(folder / "vectors.npy", vectors)
+            return
+        faiss = _faiss()
+        index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.add(vectors)
+        faiss.write_index(index, str(folder / "hnsw.faiss"))
+
+    _write_index(out, embeddings_dir, manifest, items, kind, metric, vectors.shape, params, write_vectors)
+    return out
+
+
+def _write_index(out: Path, embeddings_dir: str | Path, manifest: dict[str, Any], items: pa.Table, kind: str,
+                 metric: str, shape: tuple[int, int], params: dict[str, Any], write_data) -> None:
+    """The index folder: `write_data(folder)` writes the vectors, then items and index.json; all of it in a
+    temporary folder renamed into place, so a killed build never leaves a half index."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        params: dict[str, Any] = {}
-        if kind == "exact":
-            np.save(tmp / "vectors.npy", vectors)
-        else:
-            faiss = _faiss()
-            index = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = ef_construction
-            index.add(vectors)
-            faiss.write_index(index, str(tmp / "hnsw.faiss"))
-            params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        write_data(tmp)
         pq.write_table(items.drop_columns([c for c in ("text_hash",) if c in items.column_names]),
                        tmp / "items.parquet")
         info = {
-            "format": INDEX_FORMAT, "kind": kind, "metric": metric, "count": int(vectors.shape[0]),
-            "dim": int(vectors.shape[1]), "params": params, "embedding": manifest["embedding"],
-            "source": str(Path(embeddings_dir).resolve()),
+            "format": INDEX_FORMAT, "kind": kind, "metric": metric, "count": int(shape[0]), "dim": int(shape[1]),
+            "params": params, "embedding": manifest["embedding"], "source": str(Path(embeddings_dir).resolve()),
         }
         (tmp / "index.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         if out.exists():
@@ -124,8 +140,7 @@ def build_index(
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("built a %s index of %d vectors in %s", kind, len(vectors), out)
-    return out
+    log.info("built a %s index of %d vectors in %s", kind, shape[0], out)
 
 
 class Index:
@@ -146,6 +161,10 @@ class Index:
         if info["kind"] == "exact":
             # Memory-mapped: the OS pages vectors in as they are scored, the process does not copy them.
             backend = np.load(path / "vectors.npy", mmap_mode="r")
+        elif info["kind"] == "sparse":
+            from bertkit.index_sparse import load_matrix
+
+            backend = load_matrix(path)
         else:
             backend = _faiss().read_index(str(path / "hnsw.faiss"))
             backend.hnsw.efSearch = ef_search or info["params"]["ef_search"]
@@ -162,6 +181,10 @@ class Index:
         """(scores, positions), each (q, k'), best first; k' = min(k, size of the index)."""
         if k < 1:
             raise OptionError(f"k must be >= 1, got {k}")
+        if self.kind == "sparse":  # queries: a (q, vocab) scipy sparse matrix
+            from bertkit.index_sparse import search_sparse
+
+            return search_sparse(self, queries, k)
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.info["dim"]:
             raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the index {self.info['dim']}; "
@@ -233,6 +256,10 @@ class Index:
 
     def encode_queries(self, encoder, queries: list[str]) -> np.ndarray:
         e = self.info["embedding"]
+        if self.kind == "sparse":
+            from bertkit.index_sparse import encode_sparse_queries
+
+            return encode_sparse_queries(self, encoder, queries)
         return encoder.encode(queries, pooling=e["pooling"], normalize=e["normalize"])
 
     def search_text(self, encoder, queries: str | list[str], k: int = 10) -> list[list[Hit]]:

@@ -79,7 +79,8 @@ class Classifier:
         if "classifier.weight" not in (base.leftover_state or {}):
             raise InputError(f"{folder} has no classifier weights (classifier.weight); train one with `bertkit train classify`")
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(model, tok, labels, extra.get("problem_type") == "regression")
+        # One output is a score (a regression head, or a cross-encoder's logit), not a one-class softmax.
+        return cls(model, tok, labels, extra.get("problem_type") == "regression" or len(labels) == 1)
 
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
         from bertkit.encoder import as_text_list

@@ -192,6 +192,33 @@ def test_a_different_job_in_the_same_folder_needs_overwrite(tmp_path, encoder):
         embed_corpus(CorpusJob(tmp_path / "a.txt", tmp_path / "other"), encoder=encoder)
 
 
+def test_a_job_from_before_an_option_existed_still_resumes(tmp_path, encoder):
+    """A manifest written by an older bertkit lacks the newer options (e.g. `sparse`); they mean their default."""
+    (tmp_path / "a.txt").write_text("one text\nanother text\n")
+    job = CorpusJob(tmp_path / "a.txt", tmp_path / "out", shard_rows=1)
+    embed_corpus(job, encoder=encoder)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    for newer in ("sparse", "sparse_top_k"):
+        del manifest["embedding"][newer]
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "out" / "part-00001.parquet").unlink()
+    assert embed_corpus(job, encoder=encoder).written == 1
+    newer = CorpusJob(tmp_path / "a.txt", tmp_path / "out", shard_rows=1, options=EmbedOptions(sparse_top_k=5))
+    with pytest.raises(CorpusError, match="different job"):
+        embed_corpus(newer, encoder=encoder)
+
+
+def test_a_job_refused_for_its_model_writes_nothing(tmp_path, encoder):
+    """--sparse needs the masked-LM head, which the packaged model lacks: refused before the manifest."""
+    from bertkit.errors import MissingHeadError
+
+    (tmp_path / "a.txt").write_text("one text\n")
+    with pytest.raises(MissingHeadError, match="masked-LM head"):
+        embed_corpus(CorpusJob(tmp_path / "a.txt", tmp_path / "out", options=EmbedOptions(sparse=True)),
+                     encoder=encoder)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_killed_run_restarted_equals_uninterrupted_run(local_ag, agnews60, tmp_path):
     """SIGKILL a real `bertkit embed-corpus` process mid-way, rerun it: same output, no shard lost or doubled."""
     out = tmp_path / "out"

@@ -121,3 +121,30 @@ def test_two_sentences_give_heat_maps(browser, url, encoder):
 def test_page_files_are_packaged():
     static = Path(__file__).resolve().parents[2] / "src" / "bertkit" / "static"
     assert {"index.html", "app.js", "style.css"} <= {p.name for p in static.iterdir()}
+
+
+def test_fill_mask_panel_with_a_trained_head(browser):
+    """splade-tiny's trained (retrieval-tuned) masked-LM head behind the fill-mask panel: the page shows the
+    predictions the library gives."""
+    from support import thread_server
+
+    from bertkit import Encoder
+    from bertkit.serve import create_app
+
+    splade = Encoder.load("splade-tiny", device="cpu")
+    text = "Paris is the [MASK] of France."
+    with thread_server(create_app(splade)) as server:
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        assert not page.is_disabled("#fill")
+        page.fill("#mask-text", text)
+        page.click("#fill")
+        page.wait_for_selector("#fill-results table.mask-preds")
+        rows = page.eval_on_selector_all("#fill-results table.mask-preds tr",
+                                         "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
+        page.close()
+    expected = splade.fill_mask(text, top_k=5)[0]
+    assert rows[0] == ["[MASK] #1"]
+    assert [r[0] for r in rows[1:]] == [t for t, _ in expected]
+    assert [float(r[1]) for r in rows[1:]] == pytest.approx([p for _, p in expected], abs=1e-4)

@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import Server, error_of, free_port, wait_ready
+from support import error_of, serve_process, wait_ready
 
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
@@ -43,21 +42,10 @@ def whitening_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server_process(whitening_file, tmp_path_factory):
     """`bertkit serve` started in a subprocess; `server` waits for it, so the model loads here meanwhile."""
-    port = free_port()
-    cmd = [
-        sys.executable, "-m", "bertkit.cli", "serve", "--port", str(port), "--max-inputs", str(MAX_INPUTS),
-        "--max-chars", str(MAX_CHARS), "--max-queued-tokens", str(MAX_QUEUED), "--max-wait-ms", "10",
-        "--log-level", "warning", "--whitening", str(whitening_file),
-    ]
-    log = tmp_path_factory.mktemp("serve-log") / "stderr.txt"  # a file, not a pipe nobody drains
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    proc.log = log
-    try:
-        yield Server(proc, f"http://127.0.0.1:{port}")
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+    options = ("--max-inputs", str(MAX_INPUTS), "--max-chars", str(MAX_CHARS), "--max-queued-tokens", str(MAX_QUEUED),
+               "--max-wait-ms", "10", "--log-level", "warning", "--whitening", str(whitening_file))
+    with serve_process(tmp_path_factory.mktemp("serve-log"), *options) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +183,8 @@ def test_health_info_models_page(server):
     assert server.get("/health").json()["status"] == "ok"
     info = server.get("/info").json()
     assert info["dimensions"] == 384 and info["max_length"] == 256 and info["layers"] == 6
-    assert info["heads"] == {"pooler": True, "mlm": False, "nsp": False, "classification": False, "ner": False}
+    assert info["heads"] == {"pooler": True, "mlm": False, "nsp": False, "classification": False, "ner": False,
+                             "rerank": False}
     assert "mask_prompt" in info["poolings"] and info["limits"]["max_inputs"] == MAX_INPUTS
     page = server.get("/")
     assert page.status_code == 200 and "bertkit playground" in page.text

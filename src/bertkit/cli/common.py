@@ -34,6 +34,14 @@ def load_encoder(model: str | None, precision: str | None = None, backend: str |
     return Encoder.load(model, device, **modes)
 
 
+def load_cross_encoder(folder):
+    """The one way the CLI loads a cross-encoder (`rerank`, `search --rerank`, `serve --reranker`): a folder that
+    is not a one-output pair model is refused with a NotACrossEncoderError."""
+    from bertkit.rerank import CrossEncoder
+
+    return CrossEncoder.load(folder)
+
+
 def read_lines(path: str, skip_bad_lines: bool) -> list[str]:
     """One text per line from a file or stdin ('-'). Invalid UTF-8 or blank lines are errors naming the line,
     or, with --skip-bad-lines, skipped with a warning and a count."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from bertkit.cli.common import ModelOpt, PoolingOpt, load_encoder
+from bertkit.cli.common import ModelOpt, PoolingOpt, load_cross_encoder, load_encoder
+from bertkit.errors import OptionError
 
 
 def embed_corpus(
@@ -35,6 +36,8 @@ def embed_corpus(
     cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
     precision: str | None = typer.Option(None, "--precision", help="fp32 (exact, default) | bf16 | int8."),
     backend: str | None = typer.Option(None, "--backend", help="torch (default) | onnx (ONNX Runtime)."),
+    sparse: bool = typer.Option(False, "--sparse", help="SPLADE vectors from the masked-LM head (e.g. --model splade-tiny)."),
+    sparse_top_k: int | None = typer.Option(None, "--sparse-top-k", min=1, help="With --sparse: keep each text's k heaviest terms."),
 ):
     """Embed a corpus into Parquet shards (id, text hash, embedding) with a manifest; rerun to resume."""
     from bertkit.corpus import CorpusJob, EmbedOptions
@@ -44,7 +47,7 @@ def embed_corpus(
     check_pooling(pooling, None)
     options = EmbedOptions(model=model, pooling=pooling, normalize=normalize, batch_size=batch_size,
                            chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, keep_text=keep_text,
-                           precision=precision, backend=backend)
+                           precision=precision, backend=backend, sparse=sparse, sparse_top_k=sparse_top_k)
     job = CorpusJob(input, output_dir, text_column=text_column, id_column=id_column, format=format, header=header,
                     shard_rows=shard_rows, skip_bad_rows=skip_bad_rows, overwrite=overwrite, options=options)
     extra = {"actors": actors, "cpus_per_actor": cpus_per_actor} if engine == "ray" else {}
@@ -58,8 +61,8 @@ def embed_corpus(
 def index_build(
     embeddings_dir: Path = typer.Argument(..., help="An embed-corpus output folder."),
     output: Path = typer.Option(..., "--output", "-o", help="Index folder to create."),
-    kind: str = typer.Option("exact", "--kind", help="exact (brute force) or hnsw (FAISS, approximate)."),
-    metric: str = typer.Option("cosine", "--metric", help="cosine or dot."),
+    kind: str = typer.Option("exact", "--kind", help="exact (brute force), hnsw (FAISS, approximate) or sparse (SPLADE)."),
+    metric: str | None = typer.Option(None, "--metric", help="cosine or dot (default: cosine; dot for sparse)."),
     m: int = typer.Option(32, "--m", min=2, help="hnsw: links per node."),
     ef_construction: int = typer.Option(200, "--ef-construction", min=1, help="hnsw: build-time beam width."),
     ef_search: int = typer.Option(128, "--ef-search", min=1, help="hnsw: default query-time beam width."),
@@ -81,14 +84,27 @@ def search(
     ef_search: int | None = typer.Option(None, "--ef-search", min=1, help="hnsw: beam width (recall vs speed)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per hit."),
     show_text: bool = typer.Option(True, "--text/--no-text", help="Show texts (stored, or read back from the input)."),
+    rerank: Path | None = typer.Option(None, "--rerank", help="Rerank the candidates with this cross-encoder folder."),
+    candidates: int | None = typer.Option(None, "--candidates", help="With --rerank: candidates recalled (default 50)."),
 ):
     """The K nearest corpus items to QUERY: rank, score, id, chunk offsets and text."""
     from bertkit.index import Index
 
+    if candidates is not None and candidates < 1:
+        raise OptionError(f"--candidates {candidates}: give at least 1 (how many hits the cross-encoder reorders)")
+    if candidates is not None and rerank is None:
+        raise OptionError("--candidates is for --rerank DIR (how many hits the cross-encoder reorders)")
     idx = Index.load(index, ef_search=ef_search)
     e = idx.info["embedding"]  # the query is encoded with the corpus's model, precision and backend
+    ce = None
+    if rerank is not None:
+        ce = load_cross_encoder(rerank)  # before the search: a wrong folder fails fast
     encoder = load_encoder(model or e["model"], e.get("precision"), e.get("backend"))
-    (hits,) = idx.search_text(encoder, query, k=k)
+    (hits,) = idx.search_text(encoder, query, k=k if ce is None else max(k, candidates or 50))
+    if ce is not None:
+        from bertkit.rerank import rerank_hits
+
+        hits = rerank_hits(ce, query, idx.fill_texts(hits), k)
     if show_text:
         idx.fill_texts(hits)
     else:

@@ -83,27 +83,117 @@ def evaluate_sts_cmd(
         print_sts_table(f"STS: {data} ({len(pairs)} pairs)", scores)
 
 
+TaskOpt = typer.Option(None, "--task", "-t", help="sts|classify|pair|ner|retrieval (default: what DATA fits; sts "
+                       "for pairs with scores, as compare always did).")
+MaxTrainOpt = typer.Option(None, "--max-train", min=0, help="Cap the training part (seeded sample; 0 = all). "
+                           "Default: classify 4000 texts, pair 3000 pairs, ner 1500 sentences.")
+MaxTestOpt = typer.Option(None, "--max-test", min=0, help="Cap the test part (seeded sample; 0 = all). Default: "
+                          "classify 1000, pair 1000, ner 500 sentences, retrieval 2000 pairs, sts all.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the held-out split and the sample caps.")
+
+
 def compare(
-    data: str = typer.Argument(..., help="Similarity set with gold scores (STS-B dev, SICK trial, ...)."),
-    model: str | None = ModelOpt,
-    layers: bool = typer.Option(False, "--layers", help="Also score cls/mean/max on every hidden state (line chart)."),
-    plot: Path | None = typer.Option(None, "--plot", help="Bar chart PNG (default: compare-<data>.png here)."),
+    data: str = typer.Argument(..., help="Labelled data: scored pairs (STS-B, SICK), labelled texts (SST-2, AG News), "
+                               "labelled pairs (MRPC, SICK), CoNLL, or any pair file."),
+    task: str | None = TaskOpt,
+    test: str | None = typer.Option(None, "--test", help="Test file for classify / pair / ner (default: a seeded "
+                                    "20% of DATA held out)."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model folder or hub id; repeat to compare models."),
+    layers: bool = typer.Option(False, "--layers", help="Also cls/mean/max on every hidden state (chart: OUT.layers.png)."),
+    plot: Path | None = typer.Option(None, "--plot", help="Chart PNG (sts: default compare-<data>.png here)."),
     format: str | None = FormatOpt,
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of the table."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per representation and line (sts on one "
+                                 "model without --task: compare's one JSON document)."),
+    max_train: int | None = MaxTrainOpt,
+    max_test: int | None = MaxTestOpt,
+    seed: int = SeedOpt,
     skip_bad_rows: bool = SkipRowsOpt,
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
 ):
-    """Every pooling strategy of a model on a similarity set: ranked table, bar chart, and what it means."""
-    from bertkit.evaluate import compare as run_compare
-    from bertkit.evaluate import layers_path, plot_layers, plot_poolings, reading
+    """Which vector for which task: every representation of a model on DATA, ranked, explained and charted."""
+    from bertkit.tasks import TaskOptions, task_of
 
-    plot = plot or Path(f"compare-{Path(data).stem}.png")
+    opts = TaskOptions(test, format, max_train, max_test, seed=seed, skip_bad=skip_bad_rows)
+    chosen = task or task_of(data, opts)
+    opts.check(chosen)
+    models = model or [None]
+    if chosen == "sts" and len(models) == 1 and max_test is None and not (as_json and task):
+        return compare_sts(data, models[0], layers, plot, format, batch_size, as_json, skip_bad_rows, precision,
+                           backend)
+    if plot is not None:
+        check_plot(plot)
+    from bertkit.represent import Representations, sentence_specs
+    from bertkit.tasks import run_task
+
+    results = []
+    for name in models:
+        enc = load_encoder(name, precision, backend)
+        reps = Representations(enc, sentence_specs(enc, layers), batch_size, sys.stderr.isatty(), layers)
+        results.append(run_task(chosen, reps, data, opts))
+    plots = task_plots(results, plot, layers)
+    if as_json:
+        sys.stdout.write("".join(r.json_lines() for r in results))
+        for note in dict.fromkeys(n for r in results for n in r.notes):
+            sys.stderr.write(f"note: {note}\n")
+    else:
+        print_task_results(results)
+    if plots:
+        sys.stderr.write("wrote " + ", ".join(map(str, plots)) + "\n")
+
+
+def check_plot(plot: Path) -> None:
     if plot.suffix.lower() != ".png":
         raise OptionError(f"--plot {plot}: the chart is a PNG; give a file name ending in .png")
     if not plot.parent.exists():
         raise OptionError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+
+
+def task_plots(results, plot: Path | None, layers: bool) -> list[Path]:
+    """The bar chart at --plot and, with --layers, the heat map representation x hidden state beside it."""
+    if plot is None:
+        return []
+    from bertkit.charts import plot_bars, plot_layer_heatmap
+    from bertkit.evaluate import layers_path
+
+    paths = [plot_bars(results, plot)]
+    if layers or any(r.per_layer() for r in results):
+        paths.append(plot_layer_heatmap(results, layers_path(plot)))
+    return paths
+
+
+def print_task_results(results) -> None:
+    """Per model: the ranked table, per-layer table, how the data was split and capped, and the reading."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bertkit.results import reading
+
+    console = Console()
+    for r in results:
+        extra = [k for k in r.scores[0].metrics if k not in (r.metric, "C") and not k.startswith("f1_")]
+        table = Table("rank", "representation", "input", r.metric, *extra,
+                      title=f"{r.task} on {r.data}, best first\nmodel: {r.model}")
+        for i, s in enumerate(r.scores, 1):
+            table.add_row(str(i), s.representation, s.input, f"{s.score:.2f}",
+                          *(f"{s.metrics.get(k, float('nan')):.2f}" for k in extra))
+        console.print(table)
+        for fam, values in r.per_layer().items():
+            console.print(f"{fam} per hidden state (0 = embeddings): " + "  ".join(f"{v:.1f}" for v in values))
+        for note in r.notes:
+            console.print(f"[dim]- {note}[/dim]")
+        console.print(reading(r) + "\n")
+
+
+def compare_sts(data: str, model: str | None, layers: bool, plot: Path | None, format: str | None, batch_size: int,
+                as_json: bool, skip_bad_rows: bool, precision: str, backend: str) -> None:
+    """`compare` on a similarity set, one model: its table, reading, bar and line charts, JSON document."""
+    from bertkit.evaluate import compare as run_compare
+    from bertkit.evaluate import layers_path, plot_layers, plot_poolings, reading
+
+    plot = plot or Path(f"compare-{Path(data).stem}.png")
+    check_plot(plot)
     pairs = read_similarity_set(data, format, skip_bad_rows)
     enc = load_encoder(model, precision, backend)
     name = "/".join(Path(data).parts[-2:])  # e.g. stsb/dev.tsv: the folder tells the dataset
@@ -158,3 +248,50 @@ def whiten(
                   progress=sys.stderr.isatty())
     path = w.save(output)
     sys.stderr.write(f"whitening fit on {len(sentences)} texts ({enc.hidden_size} -> {w.k} dims) written to {path}\n")
+
+
+def report(
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for report.md, summary.png and results.jsonl."),
+    model: str | None = ModelOpt,
+    sts: list[str] | None = typer.Option(None, "--sts", help="Pairs with gold scores (STS-B dev, SICK); repeat."),
+    classify: list[str] | None = typer.Option(None, "--classify", help="Labelled texts (SST-2, AG News); repeat."),
+    pair: list[str] | None = typer.Option(None, "--pair", help="Labelled pairs (MRPC, SICK entailment); repeat."),
+    ner: list[str] | None = typer.Option(None, "--ner", help="CoNLL BIO file; repeat."),
+    retrieval: list[str] | None = typer.Option(None, "--retrieval", help="Any pair file; repeat."),
+    finetuned: list[str] | None = typer.Option(None, "--finetuned", help="TASK=DIR: a model fine-tuned for TASK "
+                                               "(train classify|ner|sbert), added as a row; repeat."),
+    layers: bool = typer.Option(False, "--layers", help="Also cls/mean/max of every hidden state."),
+    max_train: int | None = MaxTrainOpt,
+    max_test: int | None = MaxTestOpt,
+    seed: int = SeedOpt,
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+    precision: str = PrecisionOpt,
+    backend: str = BackendOpt,
+):
+    """Every representation of one model on every task given: DIR/report.md with the recommendation per task,
+    and DIR/summary.png (representation x task, each task's best marked)."""
+    import shlex
+
+    from bertkit.report import ReportJob, parse_finetuned
+    from bertkit.report import report as run_report
+    from bertkit.tasks import TaskOptions
+
+    given = {"sts": sts, "classify": classify, "pair": pair, "ner": ner, "retrieval": retrieval}
+    job = ReportJob(
+        tasks=[(task, path) for task, paths in given.items() for path in paths or []],
+        finetuned=parse_finetuned(finetuned or []),
+        options=TaskOptions(None, None, max_train, max_test, seed=seed),
+        layers=layers, batch_size=batch_size, progress=sys.stderr.isatty(),
+        command="bertkit report " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["report"] else sys.argv[1:]),
+    )
+    job.check()  # before the model loads: option mistakes answer at once
+    if output.exists() and not output.is_dir():
+        raise OptionError(f"--output {output} is a file; give a folder")
+    enc = load_encoder(model, precision, backend)
+    path, results = run_report(enc, job, output)
+    from rich.console import Console
+
+    for r in results:
+        top = next(s for s in r.scores if s.input != "fine-tuned")
+        Console().print(f"{r.task} ({r.data}): use {top.representation} ({r.metric} {top.score:.1f})")
+    sys.stderr.write(f"wrote {path}, {path.parent / 'summary.png'}, {path.parent / 'results.jsonl'}\n")

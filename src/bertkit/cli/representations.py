@@ -41,13 +41,22 @@ def encode(
     whiten: Path | None = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (issue 3)."),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
+    sparse: bool = typer.Option(False, "--sparse", help="SPLADE vectors from the masked-LM head (.npz / .jsonl output)."),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="With --sparse: keep each text's k heaviest terms."),
 ):
-    """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file."""
+    """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file.
+
+    With --sparse: SPLADE vectors, one {"indices", "values"} object per text, or a .npz (scipy CSR) / .jsonl file."""
     from bertkit.pooling import DEFAULT_PROMPT, check_pooling
 
     check_pooling(pooling, layers or None)
-    if output is not None and output.suffix not in OUTPUT_SUFFIXES:
-        raise OptionError(f"--output {output}: unknown format {output.suffix!r}; use one of {', '.join(OUTPUT_SUFFIXES)}")
+    suffixes = SPARSE_SUFFIXES if sparse else OUTPUT_SUFFIXES
+    if sparse and (whiten is not None or layers):
+        raise OptionError("--sparse vectors come from the masked-LM head over the last layer; drop --whiten / --layers")
+    if top_k is not None and not sparse:
+        raise OptionError("--top-k is for --sparse vectors (their k heaviest terms)")
+    if output is not None and output.suffix not in suffixes:
+        raise OptionError(f"--output {output}: unknown format {output.suffix!r}; use one of {', '.join(suffixes)}")
     if output is not None and not output.parent.exists():
         raise OptionError(f"--output {output}: folder {output.parent} does not exist; create it first")
     if texts and input:
@@ -61,6 +70,8 @@ def encode(
         raise OptionError("no texts to encode: the input is empty")
     whitening = load_whitening(whiten, pooling, layers or None) if whiten is not None else None
     enc = load_encoder(model, precision, backend)
+    if sparse:
+        return write_sparse(enc, items, output, top_k, batch_size, truncate)
     vectors = enc.encode(
         items, pooling=pooling, layers=layers or None, normalize=normalize and whitening is None, batch_size=batch_size,
         progress=len(items) >= 256 and sys.stderr.isatty(), template=template or DEFAULT_PROMPT, truncate=truncate,
@@ -73,6 +84,52 @@ def encode(
     else:
         write_vectors(output, items, vectors)
         log.info("wrote %d x %d vectors to %s", *vectors.shape, output)
+
+
+SPARSE_SUFFIXES = (".npz", ".jsonl")
+
+
+def write_sparse(enc, items: list[str], output: Path | None, top_k: int | None, batch_size: int, truncate: bool) -> None:
+    """`encode --sparse`: SPLADE rows as JSON on stdout, or a scipy .npz / a .jsonl file (temporary file, rename)."""
+    import os
+
+    from scipy.sparse import save_npz
+
+    m = enc.encode_sparse(items, top_k=top_k, batch_size=batch_size, truncate=truncate)
+    rows = ({"indices": m.indices[m.indptr[i] : m.indptr[i + 1]].tolist(),
+             "values": [round(float(v), 6) for v in m.data[m.indptr[i] : m.indptr[i + 1]]]} for i in range(m.shape[0]))
+    if output is None:
+        sys.stdout.writelines(json.dumps(r) + "\n" for r in rows)
+        return
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}{output.suffix}")
+    try:
+        if output.suffix == ".npz":
+            save_npz(tmp, m)
+        else:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps({"text": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(items, rows))
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %d sparse vectors (%d non-zeros) to %s", m.shape[0], m.nnz, output)
+
+
+def expand(
+    text: str = typer.Argument(..., help="The text to expand."),
+    top_k: int = typer.Option(20, "--top-k", "-k", min=1, help="How many terms."),
+    model: str | None = ModelOpt,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per term."),
+):
+    """What the [MASK] head reads into a text: its top SPLADE expansion terms with weights (needs the head)."""
+    from bertkit.sparse import expansion_terms
+
+    enc = load_encoder(model)
+    terms = expansion_terms(enc, text, top_k=top_k)
+    if as_json:
+        sys.stdout.writelines(json.dumps({"term": t, "weight": round(w, 4)}) + "\n" for t, w in terms)
+        return
+    sys.stdout.write(f"expansion terms of {text!r} ({enc.name}, SPLADE: max over tokens of log(1 + ReLU(MLM logit))):\n")
+    sys.stdout.write("  " + "  ".join(f"{t} {w:.2f}" for t, w in terms) + "\n")
 
 
 def load_whitening(path: Path, pooling: str, layers: list[int] | None):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bertkit.cli.common import BackendOpt, ModelOpt, PrecisionOpt, load_encoder
+from bertkit.cli.common import BackendOpt, ModelOpt, PrecisionOpt, load_cross_encoder, load_encoder, log
 from bertkit.errors import OptionError
 
 
@@ -26,15 +26,27 @@ def serve(
     whitening: Path | None = typer.Option(None, "--whitening", help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
+    api_key: list[str] | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' (repeatable)."),
+    api_keys: Path | None = typer.Option(None, "--api-keys", help="Keys file, a line per key: KEY NAME rpm=N tpm=N (all but KEY optional); re-read on SIGHUP."),
+    quota_window: float = typer.Option(60.0, "--quota-window", min=0.001, hidden=True, help="Quota window in seconds (tests)."),
+    ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Serve https with this PEM certificate (chain)."),
+    ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="The certificate's PEM private key."),
+    cors_origin: list[str] | None = typer.Option(None, "--cors-origin", help="Let pages of this origin call the server (repeatable)."),
+    log_texts: bool = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only."),
+    reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
         from bertkit.serve import Limits, create_app, run_server, set_threads
+        from bertkit.serve.tls import check_tls
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] == "bertkit":
             raise  # a module of bertkit itself is missing: a bug, not a missing extra
         raise OptionError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'bertkit[serve]'") from None
 
+    # Keys and certificates are checked before anything slow loads: a bad file is one line and exit 2.
+    access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host)
+    check_tls(ssl_certfile, ssl_keyfile)
     set_threads(threads)
     limits = Limits(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
@@ -46,8 +58,25 @@ def serve(
         from bertkit.whitening import Whitening
 
         white = Whitening.load(whitening)
-    app = create_app(load_encoder(model, precision, backend), limits, index=search_index, whitening=white)
-    run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level)
+    ce = load_cross_encoder(reranker) if reranker is not None else None  # a wrong folder fails before the model
+    app = create_app(load_encoder(model, precision, backend), limits, index=search_index, whitening=white,
+                     access=access)
+    if ce is not None:
+        app.state.service.reranker = ce
+    run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
+               ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile))
+
+
+def access_policy(keys: list[str] | None, keys_file: Path | None, window: float, origins: list[str] | None,
+                  log_texts: bool, host: str):
+    """API keys (checked here, before the model loads), CORS origins and text logging for the server."""
+    from bertkit.serve.auth import AccessPolicy, KeyStore
+
+    store = KeyStore(keys or [], keys_file, window) if keys or keys_file is not None else None
+    if store is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without API keys: anyone who reaches the port may call every route "
+                    "(see --api-key / --api-keys)", host)
+    return AccessPolicy(store, tuple(origins or ()), log_texts)
 
 
 def open_search_index(path: Path, model: str | None):

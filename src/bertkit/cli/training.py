@@ -225,3 +225,64 @@ def predict(
         sys.stdout.write("".join(lines))
     for k, v in metrics.items():
         sys.stderr.write(f"predict: {k}: {v:.2f}\n" if isinstance(v, float) else f"predict: {k}: {v}\n")
+
+
+def train_cross_encoder_cmd(
+    train: Path = typer.Option(..., "--train", help="Scored or 0/1-labelled pairs (STS-B, SICK, MRPC, csv/tsv/jsonl)."),
+    dev: Path | None = typer.Option(None, "--dev", help="Scored dev pairs: Spearman picks the kept model."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the cross-encoder (BertForSequenceClassification)."),
+    format: str | None = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
+    dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
+    score_range: str | None = typer.Option(None, "--score-range", help="LO,HI mapped to [0, 1] (default: 0,1 or the training range)."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    model: str | None = ModelOpt,
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training set."),
+    max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1), lr: float = typer.Option(2e-5, "--lr"),
+    grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: int | None = EvalEveryOpt,
+    checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+):
+    """Fine-tune a cross-encoder: each pair encoded together, [CLS]/pooler -> one logit, binary cross-entropy."""
+    from bertkit.train.cross_encoder import train_cross_encoder
+
+    bounds = None
+    if score_range is not None:
+        try:
+            lo, hi = (float(x) for x in score_range.split(","))
+        except ValueError:
+            raise OptionError(f"--score-range {score_range!r}: give LO,HI, e.g. 0,5") from None
+        bounds = (lo, hi)
+    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    r = train_cross_encoder(train, dev, output, fmt=format, dev_format=dev_format, model=model, score_range=bounds,
+                            max_length=max_length, freeze_embeddings=freeze_embeddings, config=config)
+    report("cross-encoder", {**r.dev_metrics, "score_range": f"{r.score_range[0]:g},{r.score_range[1]:g}",
+                             "train_examples": r.train_examples, "dev_examples": r.dev_examples, **run_facts(r)})
+
+
+def rerank(
+    folder: Path = typer.Argument(..., help="A cross-encoder folder (`bertkit train cross-encoder`, sentence-transformers)."),
+    query: str = typer.Argument(..., help="The query."),
+    docs: list[str] | None = typer.Argument(None, help="Documents to rank (or --input)."),
+    input: str | None = typer.Option(None, "--input", "-i", help="File with one document a line, or - for stdin."),
+    top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Show the best K."),
+    raw_scores: bool = typer.Option(False, "--raw-scores", help="The logit instead of the probability."),
+    truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long pairs (default) or refuse them."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per document."),
+):
+    """Rank documents for a query with a cross-encoder: rank, score, position and text, best first."""
+    from bertkit.cli.common import load_cross_encoder, read_lines
+
+    if docs and input:
+        raise OptionError("give documents as arguments or with --input, not both")
+    items = read_lines(input, False) if input is not None else list(docs or [])
+    if not items:
+        raise OptionError("no documents to rank: pass them after the query, or with --input FILE")
+    ce = load_cross_encoder(folder)
+    ranked = ce.rank(query, items, top_k=top_k, raw=raw_scores, truncate=truncate)
+    for n, r in enumerate(ranked, start=1):
+        if as_json:
+            sys.stdout.write(json.dumps({"rank": n, **r, "text": items[r["index"]]}, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(f"{n:>3}  {r['score']:.4f}  {r['index']:>4}  {items[r['index']][:100]}\n")
+    if ce.truncated:
+        sys.stderr.write(f"rerank: {len(ce.truncated)} pair(s) over {ce.max_length} tokens were truncated\n")

@@ -40,6 +40,7 @@ from bertkit.corpus.spec import (
     CorpusError,
     CorpusJob,
     CorpusResult,
+    EmbedOptions,
     Shard,
     Source,
 )
@@ -51,7 +52,11 @@ def _input_fingerprint(source: Source) -> dict[str, Any]:
 
 
 def _job_key(manifest: dict[str, Any]) -> dict[str, Any]:
-    return {k: manifest[k] for k in ("input", "embedding", "shard_rows", "skip_bad_rows")}
+    key = {k: manifest[k] for k in ("input", "embedding", "shard_rows", "skip_bad_rows")}
+    # A manifest written before an option existed holds no value for it, which means its default: such a job
+    # still resumes, while a job that sets the new option differs.
+    key["embedding"] = {**asdict(EmbedOptions()), **manifest["embedding"]}
+    return key
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -142,13 +147,13 @@ def _progress(total_rows: int, done_rows: int, enabled: bool):
     return bar
 
 
-def run_local(source: Source, shards: list[Shard], job: CorpusJob, progress: bool = False, encoder=None) -> int:
+def run_local(source: Source, shards: list[Shard], job: CorpusJob, embedder: ShardEmbedder,
+              progress: bool = False) -> int:
     """Embed the pending shards one after another in this process; returns how many were written."""
     out = Path(job.output_dir).expanduser()
     pending = [s for s in shards if not shard_done(out, s)]
     if not pending:
         return 0
-    embedder = ShardEmbedder(encoder or load_encoder(job.options), job.options)
     bar = _progress(sum(s.rows for s in shards), sum(s.rows for s in shards if s not in pending), progress)
     if bar is not None:
         bar.start()
@@ -176,10 +181,15 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
         raise CorpusError("--address is for --engine ray")
     if job.options.chunk_tokens is None and job.options.chunk_overlap:
         raise CorpusError("--chunk-overlap needs --chunk-tokens")
+    embedder = None
+    if engine == "local":
+        # The checks that need the model (chunk sizes, the masked-LM head of --sparse) run before anything
+        # is written, so a refused job leaves no manifest behind.
+        embedder = ShardEmbedder(encoder or load_encoder(job.options), job.options)
     source, shards, manifest = prepare(job)
     out = Path(job.output_dir).expanduser()
-    if engine == "local":
-        written = run_local(source, shards, job, progress=progress, encoder=encoder)
+    if embedder is not None:
+        written = run_local(source, shards, job, embedder, progress=progress)
     else:
         from bertkit.corpus_ray import run_ray
 
@@ -193,6 +203,9 @@ def read_embeddings(output_dir: str | Path, columns: list[str] | None = None) ->
     manifest = read_manifest(out)
     if not manifest.get("complete"):
         raise CorpusError(f"{out} is an unfinished embed-corpus job; run the same embed-corpus command again")
+    if manifest["embedding"].get("sparse"):
+        raise CorpusError(f"{out} holds sparse (SPLADE) vectors: build an index of them with --kind sparse "
+                          "(bertkit.index_sparse.read_sparse_embeddings reads them)")
     tables = [pq.read_table(out / Shard(**s).file, columns=columns) for s in manifest["shards"]]
     table = pa.concat_tables(tables) if tables else pa.table({})
     emb = table.column("embedding").combine_chunks()

@@ -44,6 +44,8 @@ class ShardEmbedder:
         self.encoder = encoder
         self.options = options
         check_chunking(options, encoder.max_length)
+        if options.sparse:
+            encoder.model.require("mlm", "embed-corpus --sparse (SPLADE vectors)")
         self._chunker = None
         if options.chunk_tokens is not None:
             from tokenizers import Tokenizer
@@ -88,6 +90,8 @@ class ShardEmbedder:
             to_embed = texts
         if o.keep_text:
             columns["text"] = pa.array(to_embed, pa.string())
+        if o.sparse:
+            return sparse_columns(self.encoder, o, columns, to_embed)
         dim = self.encoder.hidden_size
         if to_embed:
             vectors = self.encoder.encode(to_embed, pooling=o.pooling, normalize=o.normalize, batch_size=o.batch_size)
@@ -95,6 +99,19 @@ class ShardEmbedder:
             vectors = np.zeros((0, dim), np.float32)
         columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
         return pa.table(columns)
+
+
+def sparse_columns(encoder, o: EmbedOptions, columns: dict[str, Any], texts: list[str]) -> pa.Table:
+    """The shard table of `embed-corpus --sparse`: SPLADE vectors as `indices` / `values` list columns, the
+    vocabulary size in the schema metadata (bertkit.index_sparse reads them back)."""
+    from bertkit.sparse import encode_sparse
+
+    m = encode_sparse(encoder, texts, top_k=o.sparse_top_k, batch_size=o.batch_size).matrix if texts else None
+    offsets = pa.array(m.indptr if m is not None else [0], pa.int32())
+    columns["indices"] = pa.ListArray.from_arrays(offsets, pa.array(m.indices if m is not None else [], pa.int32()))
+    columns["values"] = pa.ListArray.from_arrays(offsets, pa.array(m.data if m is not None else [], pa.float32()))
+    vocab = str(encoder.model.config.vocab_size).encode()
+    return pa.table(columns).replace_schema_metadata({b"bertkit.vocab_size": vocab})
 
 
 def write_shard(output_dir: Path, shard: Shard, table: pa.Table, skipped: int) -> None:

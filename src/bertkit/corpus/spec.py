@@ -60,6 +60,8 @@ class EmbedOptions:
     keep_text: bool = False
     precision: str | None = None  # None: Encoder.load's default (fp32 / torch); kept None in manifests
     backend: str | None = None
+    sparse: bool = False  # SPLADE vectors (bertkit.sparse) in `indices` / `values` columns, not `embedding`
+    sparse_top_k: int | None = None  # with sparse: keep each row's k largest weights
 
 
 @dataclass

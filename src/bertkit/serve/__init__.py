@@ -6,7 +6,8 @@
     run_server(app, host="127.0.0.1", port=8000)
 
 Routes: POST /v1/embeddings (OpenAI-compatible), /embed, /tokens, /similarity, /fill-mask, /nsp, /classify,
-/ner, /search; GET /health, /info, /metrics (Prometheus text), /v1/models, / (the playground page).
+/ner, /search; GET /health, /info, /metrics (Prometheus text), /v1/models, / (the playground page). TEI's API
+(text-embeddings-inference): POST /, /embed_all, /tokenize, /decode, and TEI's body on /embed (tei.py).
 
 Concurrency model: one model copy, driven by one worker thread. Requests that want sentence vectors are put
 in a queue; a batcher task on the event loop merges whatever is waiting (up to a token budget, after a short
@@ -16,11 +17,16 @@ limits and usage counts) runs in the thread pool, so the event loop only parses,
 The package, in the order a request meets it:
     schemas.py   request bodies (pydantic) and JSON responses
     routes.py    the handlers: one function per route, on an APIRouter
+    tei.py       TEI's request bodies, error body and adapters; tei_routes.py: TEI's own routes
     service.py   what each route does with the encoder (validation, limits, heads, whitening, index)
     batcher.py   the queue that merges requests into model batches on the model thread
     errors.py    ServeError, the error body, exception handlers, request ids and 500s
     metrics.py   Prometheus metrics and the per-route counting middleware
     limits.py    Limits, the server's knobs
+    auth.py      API keys (AccessPolicy, KeyStore, the key check, SIGHUP reload of the keys file)
+    quota.py     per-key quotas: token buckets for requests and tokens per minute, per-key metrics
+    accesslog.py one log line per request (never the texts), CORS
+    tls.py       checking a certificate and key before the server starts
     app.py       create_app, run_server, set_threads
 """
 

@@ -11,11 +11,15 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import disable_created_metrics
 
 from bertkit import __version__
+from bertkit.serve.accesslog import AccessLogMiddleware, install_cors
+from bertkit.serve.auth import AccessPolicy, install_auth, unwatch_sighup, watch_sighup
 from bertkit.serve.errors import RequestIdMiddleware, install_error_handlers
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import MetricsMiddleware
 from bertkit.serve.routes import STATIC_DIR, router
 from bertkit.serve.service import Service, load_task_heads
+from bertkit.serve.tei_rerank import retrieval_router
+from bertkit.serve.tei_routes import tei_router
 
 if TYPE_CHECKING:
     from bertkit.encoder import Encoder
@@ -24,23 +28,30 @@ log = logging.getLogger(__name__)
 
 
 def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
-               heads: tuple[Any, Any] | None = None) -> FastAPI:
+               heads: tuple[Any, Any] | None = None, access: AccessPolicy | None = None) -> FastAPI:
     """The FastAPI app. `index` is a bertkit.index search index (POST /search), None when not served;
     `whitening` a bertkit.whitening.Whitening for `/embed {"whiten": true}`; `heads` the (classifier, tagger)
-    pair, found from the model folder's config.json when not given."""
+    pair, found from the model folder's config.json when not given; `access` the API keys, CORS origins and
+    text logging (default: no keys, CORS closed, texts not logged)."""
+    access = access or AccessPolicy()
     disable_created_metrics()  # the *_created series only add noise to /metrics
     heads = load_task_heads(encoder) if heads is None else heads
     service = Service(encoder, limits or Limits(), index, whitening, heads)
     app = FastAPI(title="bertkit", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.service = service
     app.include_router(router)
+    app.include_router(tei_router)  # TEI's own routes (POST /, /embed_all, ...); its /embed is router's
+    app.include_router(retrieval_router)  # TEI's /embed_sparse and /rerank
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
+    install_auth(app, access, service.metrics.registry)  # innermost: refusals get request ids, metrics, logs
     # The last added runs first. Metrics see every answer, RequestIdMiddleware's 500s included; JsonBodies
     # copies the scope, so it runs before MetricsMiddleware, which reads the route the router writes into it.
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(AccessLogMiddleware, log_texts=access.log_texts)
     app.add_middleware(JsonBodies)
+    install_cors(app, access.cors_origins)  # outermost: preflights are answered before the key check
     return app
 
 
@@ -48,8 +59,11 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
 async def lifespan(app: FastAPI):
     service: Service = app.state.service
     await service.start()
+    watching = watch_sighup(getattr(app.state, "keys", None))  # SIGHUP re-reads the keys file
     log.info("serving %s (%d dims)", service.encoder.name, service.encoder.hidden_size)
     yield
+    if watching:
+        unwatch_sighup()
     # uvicorn has already waited for in-flight requests (graceful shutdown) before this runs.
     await service.stop()
 
@@ -78,8 +92,10 @@ def set_threads(threads: int | None) -> None:
 
 
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,
-               log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests are finished (up to graceful_timeout seconds)."""
+               log_level: str = "info", ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests are finished (up to graceful_timeout seconds).
+    With ssl_certfile (and ssl_keyfile) it serves https; check the pair first with `serve.tls.check_tls`.
+    Request logs (`bertkit.serve.access`) follow log_level: one line per request at info and debug."""
     import os
 
     import uvicorn
@@ -88,6 +104,8 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful
     # cores from the model thread. An explicit TOKENIZERS_PARALLELISM in the environment still wins.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                            timeout_graceful_shutdown=graceful_timeout, access_log=False)
+    level = logging.getLevelName(log_level.upper())
+    logging.getLogger("bertkit.serve.access").setLevel(level if isinstance(level, int) else logging.INFO)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ssl_certfile=ssl_certfile,
+                            ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=graceful_timeout, access_log=False)
     uvicorn.Server(config).run()

@@ -31,11 +31,13 @@ SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 class ServeError(BertkitError):
-    """A request the server refuses; `code` names the limit or rule, `status` is the HTTP status."""
+    """A request the server refuses; `code` names the limit or rule, `status` is the HTTP status;
+    `retry_after` (seconds) the Retry-After header of a 429 (1 when not given)."""
 
-    def __init__(self, message: str, status: int = 400, code: str = "invalid_request", param: str | None = None):
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_request", param: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
-        self.status, self.code, self.param = status, code, param
+        self.status, self.code, self.param, self.retry_after = status, code, param, retry_after
 
 
 def error_response(status: int, message: str, code: str, param: str | None = None, **extra: Any) -> Response:
@@ -49,8 +51,10 @@ def error_response(status: int, message: str, code: str, param: str | None = Non
 
 def fail(scope: dict, status: int, message: str, code: str, param: str | None = None, **extra: Any) -> Response:
     # The code is left in the request's state for the metrics middleware, which counts errors by route and code.
-    scope.setdefault("state", {})["error_code"] = code
-    return error_response(status, message, code, param, **extra)
+    state = scope.setdefault("state", {})
+    state["error_code"] = code
+    # A request that speaks another API leaves that API's error writer in its state (TEI's: tei.speak_tei).
+    return state.get("error_body", error_response)(status, message, code, param, **extra)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -58,7 +62,10 @@ def fail(scope: dict, status: int, message: str, code: str, param: str | None = 
 
 
 async def on_serve_error(request: Request, e: ServeError) -> Response:
-    return fail(request.scope, e.status, str(e), e.code, e.param)
+    response = fail(request.scope, e.status, str(e), e.code, e.param)
+    if e.retry_after is not None:
+        response.headers["Retry-After"] = str(e.retry_after)
+    return response
 
 
 async def on_user_error(request: Request, e: BertkitError) -> Response:

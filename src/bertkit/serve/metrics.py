@@ -52,11 +52,19 @@ UNCOUNTED = ("/metrics", "/health")  # probes do not count as load
 
 
 def declared_route(scope: dict) -> str | None:
-    """The path of the app route (or mount) whose pattern matches this request, among those with a path."""
-    for route in getattr(scope.get("app"), "routes", ()):
+    """The path of the app route (or mount) whose pattern matches this request, among those with a path;
+    the routes of included routers too, so a request refused before routing (a 401) is labelled by its route."""
+    for route in flat_routes(getattr(scope.get("app"), "routes", ())):
         if hasattr(route, "path") and route.matches(scope)[0] is not Match.NONE:  # PARTIAL: a 405
             return route.path
     return None
+
+
+def flat_routes(routes):
+    """Routes, with those of an included router (FastAPI lists them as one group) in its place."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from flat_routes(inner.routes) if inner is not None else (route,)
 
 
 def chosen_route(scope: dict) -> str | None:

@@ -17,10 +17,12 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import FileResponse, Response
 
+from bertkit.serve import tei
 from bertkit.serve.schemas import (
     ClassifyRequest,
     EmbedRequest,
     FillMaskRequest,
+    JsonBody,
     NSPRequest,
     OpenAIEmbeddingRequest,
     SearchRequest,
@@ -28,6 +30,7 @@ from bertkit.serve.schemas import (
     TextsRequest,
     TokensRequest,
     json_response,
+    validate_body,
     vectors_response,
 )
 from bertkit.serve.service import Service
@@ -72,7 +75,12 @@ async def openai_models(service: ServiceDep) -> Response:
 
 
 @router.post("/embed")
-async def embed(req: EmbedRequest, service: ServiceDep) -> Response:
+async def embed(body: JsonBody, request: Request, service: ServiceDep) -> Response:
+    """bertkit's body, or TEI's: a body with `inputs` is TEI's, answered and refused in TEI's shape (tei.py)."""
+    if tei.is_tei_body(body):
+        tei.speak_tei(request.scope)
+        return await tei.embed(service, tei.tei_request(tei.TeiEmbedRequest, body))
+    req = validate_body(EmbedRequest, body)
     vectors, tokens, truncated = await service.embed(
         req.texts, req.pooling, req.layers, req.normalize, req.whiten, req.template, req.truncate
     )
@@ -157,7 +165,7 @@ async def health(service: ServiceDep) -> Response:
 
 @router.get("/info")
 async def info(service: ServiceDep) -> Response:
-    return json_response(service.info())
+    return json_response({**service.info(), **tei.info(service)})  # TEI clients read TEI's field names
 
 
 @router.get("/metrics")

@@ -7,10 +7,12 @@ validating hundreds of thousands of floats per answer would cost more than compu
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Body
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -80,6 +82,21 @@ class ClassifyRequest(Strict):
 class SearchRequest(Strict):
     query: str | list[str]  # one query -> one list of hits; a list -> a list of lists
     k: int = Field(10, ge=1, le=1000)
+
+
+# A route that reads the body's keys before choosing its type (/embed: bertkit's body or TEI's, see tei.py)
+# takes the parsed JSON object, then `validate_body`; malformed JSON is still FastAPI's 422.
+JsonBody = Annotated[dict[str, Any], Body()]
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_body(model: type[M], body: dict[str, Any]) -> M:
+    """`model` from a parsed JSON body, refused exactly as FastAPI refuses a typed body (422 naming the field)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
+        raise RequestValidationError(errors, body=body) from None
 
 
 # ----------------------------------------------------------------------------------------------------------

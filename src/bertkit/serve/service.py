@@ -8,7 +8,9 @@ with its status) or the library's own `BertkitError`s.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,12 +21,16 @@ from bertkit.batching import truncated_positions
 from bertkit.encoder import as_text_list
 from bertkit.errors import BertkitError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
+from bertkit.rerank import reranker_of
 from bertkit.serve.batcher import Batcher
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import Metrics
+from bertkit.serve.quota import charge_tokens
 
 if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
+
     from bertkit.encoder import Encoder, TokenVectors
 
 
@@ -41,6 +47,7 @@ class Service:
                  heads: tuple[Any, Any] = (None, None)):
         self.encoder, self.limits, self.index, self.whitening = encoder, limits or Limits(), index, whitening
         self.classifier, self.tagger = heads  # bertkit.predict's Classifier / Tagger when the folder is fine-tuned
+        self.reranker = reranker_of(self.classifier)  # POST /rerank; `serve --reranker DIR` may set another
         self.metrics = Metrics()
         self.batcher = Batcher(encoder, self.limits, self.metrics)
         self.model_id = short_model_id(encoder)
@@ -89,7 +96,8 @@ class Service:
         self.check_layers(layers)
 
     async def count_tokens(self, texts: list[str], truncate: bool) -> tuple[list[int], list[int]]:
-        """Tokens per text (after truncation) and the positions of truncated texts; off the event loop."""
+        """Tokens per text (after truncation) and the positions of truncated texts; off the event loop.
+        The tokens are charged to the caller's API key quota (429 when spent), before the model runs."""
         tokenizer = self.encoder.tokenizer
 
         def count():
@@ -99,7 +107,9 @@ class Service:
                 raise ServeError(str(e), 413, "max_length") from None
             return [len(e.ids) for e in encodings], truncated_positions(encodings)
 
-        return await run_in_threadpool(count)
+        counts, truncated = await run_in_threadpool(count)
+        charge_tokens(sum(counts))
+        return counts, truncated
 
     # -- sentence vectors (through the batcher) ---------------------------------------------------------------
 
@@ -180,7 +190,11 @@ class Service:
             raise ServeError("this server has no index; start it with `bertkit serve --index INDEX`", 404, "no_index")
         queries = self.texts(queries, "query")
         e = index.info["embedding"]  # queries are encoded exactly as the corpus was
-        out = await self.vectors(queries, e["pooling"], None, e["normalize"], None, True)
+        if index.kind == "sparse":  # SPLADE queries: one model call, not the dense batcher
+            counts, truncated = await self.count_tokens(queries, True)
+            out = Embedded(await self.batcher.run(index.encode_queries, self.encoder, queries), sum(counts), truncated)
+        else:
+            out = await self.vectors(queries, e["pooling"], None, e["normalize"], None, True)
         scores, positions = await run_in_threadpool(index.search_vectors, out.vectors, k)
 
         def hits() -> list[list[dict]]:  # texts not stored in the index are read back from the corpus input
@@ -199,6 +213,64 @@ class Service:
         results = await self.batcher.run(self.encoder.encode_tokens, texts, layers=layers, truncate=truncate)
         self.metrics.add_tokens(sum(counts))
         return results, sum(counts), truncated
+
+    # -- the tokenizer alone (TEI's /tokenize, /decode, prompt_name and truncation_direction; see tei.py) ------
+
+    @cached_property
+    def untruncated(self) -> Tokenizer:
+        """A copy of the tokenizer that never truncates (the encoder's own one always does)."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(self.encoder.tokenizer.tokenizer.to_str())
+        tokenizer.no_truncation()
+        return tokenizer
+
+    @cached_property
+    def prompts(self) -> dict[str, str]:
+        """The model's named prompts: `prompts` of its config_sentence_transformers.json (often none)."""
+        path = self.encoder.path / "config_sentence_transformers.json"
+        prompts = json.loads(path.read_text(encoding="utf-8")).get("prompts") if path.is_file() else None
+        return {str(k): str(v) for k, v in (prompts or {}).items()}
+
+    def prompt(self, texts: list[str], name: str) -> list[str]:
+        if name not in self.prompts:
+            known = ", ".join(sorted(self.prompts)) or "none: its config_sentence_transformers.json has no prompts"
+            raise ServeError(f"prompt_name {name!r} is not one of this model's prompts ({known})", 400,
+                             "unknown_prompt", "prompt_name")
+        return [self.prompts[name] + t for t in texts]
+
+    async def cut_left(self, texts: list[str]) -> list[str]:
+        """Over-long texts cut at their start instead of their end: each keeps the characters of its last
+        tokens that fit the model's limit (then the usual truncation has nothing, or a token, left to cut)."""
+        tokenizer = self.untruncated
+
+        def cut() -> list[str]:
+            room = self.encoder.max_length - len(tokenizer.encode("").ids)  # less [CLS] and [SEP]
+            out = []
+            for text, e in zip(texts, tokenizer.encode_batch(texts)):
+                spans = [span for span, special in zip(e.offsets, e.special_tokens_mask) if not special]
+                out.append(text[spans[-room][0]:] if len(spans) > room else text)
+            return out
+
+        return await run_in_threadpool(cut)
+
+    async def tokenize(self, texts: str | list[str], add_special_tokens: bool = True) -> list[Encoding]:
+        """The tokenizer's encodings of the texts, not truncated."""
+        texts = self.texts(texts, "input")
+        return await run_in_threadpool(self.untruncated.encode_batch, texts, add_special_tokens=add_special_tokens)
+
+    async def decode(self, ids: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """Token ids back to text, one string per list."""
+        if not ids:
+            raise ServeError("no ids given; send at least one list of token ids", 400, "empty_input", "ids")
+        if len(ids) > self.limits.max_inputs:
+            raise ServeError(f"{len(ids)} id lists in one request; max_inputs is {self.limits.max_inputs}: split the "
+                             "request", 413, "max_inputs")
+        vocab = self.encoder.tokenizer.vocab_size
+        for i, row in enumerate(ids):
+            if not row or not all(0 <= t < vocab for t in row):
+                raise ServeError(f"ids {i} must be a non-empty list of token ids in 0..{vocab - 1}", 400, "bad_ids", "ids")
+        return await run_in_threadpool(self.untruncated.decode_batch, ids, skip_special_tokens=skip_special_tokens)
 
     async def fill_mask(self, text: str, top_k: int) -> list[list[tuple[str, float]]]:
         self.encoder.model.require("mlm", "fill-mask")
@@ -244,6 +316,7 @@ class Service:
                 "nsp": model.has_nsp,
                 "classification": self.classifier is not None,
                 "ner": self.tagger is not None,
+                "rerank": self.reranker is not None,
             },
             "labels": {
                 "classification": self.classifier.labels if self.classifier is not None else None,

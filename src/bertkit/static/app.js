@@ -2,12 +2,32 @@
 "use strict";
 
 let INFO = null;
+// The API key, when the server asks for one (`bertkit serve --api-key`): kept for this tab only.
+let KEY = sessionStorage.getItem("bertkit-api-key") || "";
+
+function headers(extra) {
+  return KEY ? {...extra, Authorization: "Bearer " + KEY} : {...extra};
+}
 
 async function post(path, body) {
-  const res = await fetch(path, {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const res = await fetch(path, {method: "POST", headers: headers({"Content-Type": "application/json"}), body: JSON.stringify(body)});
   const data = await res.json();
+  if (res.status === 401) askForKey(data.error.message);
   if (!res.ok) throw new Error(data.error ? data.error.message : res.statusText);
   return data;
+}
+
+function askForKey(message) {
+  document.getElementById("key-form").hidden = false;
+  setStatus("key-status", KEY ? `that key was refused: ${message}` : "this server needs an API key", Boolean(KEY));
+  document.body.dataset.needsKey = "1";
+}
+
+function useKey(event) {
+  event.preventDefault();
+  KEY = document.getElementById("api-key").value.trim();
+  sessionStorage.setItem("bertkit-api-key", KEY);
+  load();
 }
 
 function setStatus(id, text, isError) {
@@ -56,6 +76,7 @@ async function compare() {
   const texts = document.getElementById("sentences").value.split("\n").map((s) => s.trim()).filter((s) => s);
   if (texts.length < 2) { setStatus("similarity-status", "enter at least two sentences", true); return; }
   setStatus("similarity-status", "computing…");
+  if (!INFO) { askForKey("enter the key first"); return; }
   const poolings = ["cls", "pooler", "mean", "mask_prompt"].filter((p) => INFO.poolings.includes(p));
   try {
     const data = await post("/similarity", {texts, poolings});
@@ -101,19 +122,28 @@ async function tokenize() {
   } catch (e) { setStatus("tokens-status", e.message, true); }
 }
 
-async function init() {
-  INFO = await (await fetch("/info")).json();
+async function load() {
+  const res = await fetch("/info", {headers: headers()});
+  if (res.status === 401) { askForKey((await res.json()).error.message); return; }
+  INFO = await res.json();
+  document.getElementById("key-form").hidden = true;
+  delete document.body.dataset.needsKey;
   document.getElementById("model-info").textContent =
     `${INFO.model}: ${INFO.dimensions} dimensions, max ${INFO.max_length} tokens, heads: ` +
     Object.entries(INFO.heads).map(([k, v]) => `${k} ${v ? "yes" : "no"}`).join(", ");
   if (!INFO.heads.mlm) {
     document.getElementById("fill").disabled = true;
-    setStatus("fill-status", "this model has no masked-LM head; serve one with it (e.g. bert-base-uncased) to fill in [MASK]");
+    setStatus("fill-status", "this model has no masked-LM head; serve one with it (e.g. --model splade-tiny) to fill in [MASK]");
   }
+  document.body.dataset.ready = "1";
+}
+
+function init() {
+  document.getElementById("key-form").addEventListener("submit", useKey);
   document.getElementById("compare").addEventListener("click", compare);
   document.getElementById("fill").addEventListener("click", fill);
   document.getElementById("tokenize").addEventListener("click", tokenize);
-  document.body.dataset.ready = "1";
+  load();
 }
 
 init();
