@@ -123,7 +123,7 @@ def test_concurrent_batch_errors_reach_the_caller(encoder):
 
     batches = [np.array([i]) for i in range(6)]
     with pytest.raises(RuntimeError, match="batch 3 failed"):
-        encoder._map_batches(fn, batches, workers=2, progress=False, total=6)
+        encoder.map_batches(fn, batches, workers=2, progress=False, total=6)
     assert 3 in seen
 
 

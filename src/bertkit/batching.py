@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Upper bound on padded tokens per batch in encode(): long texts get smaller batches, short ones keep
+# batch_size. Bounds activation memory and keeps the working set in cache; bench/token_budget.py.
+DEFAULT_MAX_TOKENS = 4096
+
 
 def by_length(
     lengths: Sequence[int] | np.ndarray,

@@ -17,11 +17,15 @@ import numpy as np
 import torch
 from tokenizers import Encoding
 
-from bertkit.batching import by_length, truncated_positions, truncation_note
+from bertkit.batching import DEFAULT_MAX_TOKENS, by_length, truncated_positions, truncation_note
 from bertkit.errors import InputError, OptionError
 from bertkit.model import Bert, BertOutput, load_model
 from bertkit.pooling import DEFAULT_PROMPT, check_pooling, check_template, needs_hidden_states, pool
-from bertkit.tokenizer import Batch, BertTokenizer
+from bertkit.tokenizer import (
+    Batch,
+    BertTokenizer,
+    as_text_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +43,6 @@ class TokenVectors:
     tokens: list[str]  # wordpieces including [CLS] and [SEP]
     offsets: list[tuple[int, int]]  # (start, end) character span in the text; (0, 0) for special tokens
     vectors: np.ndarray  # (T, H) float32, one row per token
-
-
-def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
-    """Accept one string or a sequence of strings; reject empty and whitespace-only texts by position."""
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InputError(f"{what} {i} is {type(t).__name__}, not a string")
-        if not t.strip():
-            raise InputError(f"{what} {i} is empty or whitespace only; remove it (an empty text has no meaning to embed)")
-    return texts
-
-
-# Upper bound on padded tokens per batch in encode(): long texts get smaller batches, short ones keep
-# batch_size. Bounds activation memory and keeps the working set in cache; bench/token_budget.py.
-DEFAULT_MAX_TOKENS = 4096
 
 
 class Encoder:
@@ -131,9 +117,9 @@ class Encoder:
     def max_length(self) -> int:
         return self.tokenizer.max_length
 
-    # -- internals -----------------------------------------------------------------------------------------
+    # -- running batches: the fast path that encode() and the task modules (sparse, represent) share --------
 
-    def _run(self, batch: Batch, hidden_states: bool = False, attentions: bool = False, heads: bool = False) -> BertOutput:
+    def run_batch(self, batch: Batch, hidden_states: bool = False, attentions: bool = False, heads: bool = False) -> BertOutput:
         """One batch through the model in the encoder's precision / backend.
 
         Vectors only (no heads, no attention probabilities) take the fast path: ONNX Runtime, or the packed
@@ -167,7 +153,7 @@ class Encoder:
             return 1  # a GPU runs one batch at a time
         return torch.get_num_threads()
 
-    def _map_batches(self, fn, batches: list[np.ndarray], workers: int | None, progress: bool, total: int) -> None:
+    def map_batches(self, fn, batches: list[np.ndarray], workers: int | None, progress: bool, total: int) -> None:
         """Call fn on every batch (longest first). On CPU, several batches run at once, each on one thread.
 
         Why: BERT-base-sized GEMMs on a few hundred rows, and the many small ops between them, scale poorly
@@ -257,7 +243,7 @@ class Encoder:
     ) -> BertOutput:
         """The raw model output for one padded batch (in input order); padding rows are in `tokenize(...)`."""
         batch = self.tokenize(texts, pairs, truncate=truncate)
-        return self._run(batch, output_hidden_states, output_attentions, heads=True)
+        return self.run_batch(batch, output_hidden_states, output_attentions, heads=True)
 
     def encode(
         self,
@@ -344,13 +330,13 @@ class Encoder:
 
         def embed(idx: np.ndarray) -> None:
             batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
-            output = self._run(batch, hidden_states=with_hidden)
+            output = self.run_batch(batch, hidden_states=with_hidden)
             positions = self._mask_positions(batch.input_ids, template) if template is not None else None
             for (p, lay), out in zip(specs, outs):
                 vecs = pool(output, batch.attention_mask, p, lay, positions, normalize=normalize)
                 out[idx] = vecs.float().cpu().numpy()  # rows of different batches never overlap
 
-        self._map_batches(embed, batches, workers, progress, len(texts))
+        self.map_batches(embed, batches, workers, progress, len(texts))
         return truncated_positions(uncut)
 
     @torch.inference_mode()
@@ -367,7 +353,7 @@ class Encoder:
         results: list[TokenVectors | None] = [None] * len(texts)
         for idx in by_length([len(e.ids) for e in encodings], batch_size):
             batch = self.tokenizer.pad([encodings[i] for i in idx])
-            hidden = layer_average(self._run(batch, hidden_states=layers is not None), layers).float().cpu().numpy()
+            hidden = layer_average(self.run_batch(batch, hidden_states=layers is not None), layers).float().cpu().numpy()
             for row, i in enumerate(idx):
                 e = encodings[i]
                 results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets], hidden[row, : len(e.ids)].copy())
@@ -392,7 +378,7 @@ class Encoder:
         positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().flatten().tolist()
         if not positions:
             raise InputError(f"the text has no {self.tokenizer.mask_token} token to fill in; add one, e.g. 'Paris is the [MASK] of France.'")
-        logits = self._run(batch, heads=True).mlm_logits[0]  # (T, V)
+        logits = self.run_batch(batch, heads=True).mlm_logits[0]  # (T, V)
         results = []
         for p in positions:
             probs = logits[p].float().softmax(-1)
@@ -406,7 +392,7 @@ class Encoder:
         self.model.require("nsp", "next-sentence prediction")
         single = isinstance(a, str)
         batch = self.tokenize(a, b)
-        probs = self._run(batch, heads=True).nsp_logits.float().softmax(-1)[:, 0].cpu().numpy()
+        probs = self.run_batch(batch, heads=True).nsp_logits.float().softmax(-1)[:, 0].cpu().numpy()
         return float(probs[0]) if single else probs
 
     def similarity(

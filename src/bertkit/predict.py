@@ -83,7 +83,7 @@ class Classifier:
         return cls(model, tok, labels, extra.get("problem_type") == "regression" or len(labels) == 1)
 
     def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
-        from bertkit.encoder import as_text_list
+        from bertkit.tokenizer import as_text_list
 
         texts = as_text_list(texts)
         pairs = as_text_list(pairs, "second text") if pairs is not None else None
@@ -194,8 +194,8 @@ class Tagger:
     def entities(self, texts: str | list[str]) -> list[dict] | list[list[dict]]:
         """Entities per text: type, surface text, start / end character offsets in the original text, score
         (mean probability of the entity's words). Words are the tokenizer's (split at spaces and punctuation)."""
-        from bertkit.encoder import as_text_list
         from bertkit.metrics import bio_spans
+        from bertkit.tokenizer import as_text_list
 
         single = isinstance(texts, str)
         texts = as_text_list(texts)

@@ -91,8 +91,8 @@ class CrossEncoder:
         """One raw logit per (queries[i], docs[i]) pair, float32. An over-long pair is cut (the longer text
         first) and its position kept in `self.truncated`; with truncate=False it is refused instead."""
         from bertkit.batching import truncated_positions, truncation_note
-        from bertkit.encoder import as_text_list
         from bertkit.predict import batched_logits
+        from bertkit.tokenizer import as_text_list
 
         queries, docs = as_text_list(list(queries), "query"), as_text_list(list(docs), "document")
         if len(queries) != len(docs):

@@ -97,7 +97,8 @@ def encode_sparse(
     """
     from scipy.sparse import csr_matrix
 
-    from bertkit.encoder import DEFAULT_MAX_TOKENS, as_text_list
+    from bertkit.batching import DEFAULT_MAX_TOKENS
+    from bertkit.tokenizer import as_text_list
 
     encoder.model.require("mlm", "a sparse (SPLADE) vector")
     if top_k is not None and top_k < 1:
@@ -111,7 +112,7 @@ def encode_sparse(
 
     def embed(idx: np.ndarray) -> None:
         batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
-        hidden = encoder._run(batch).last_hidden_state  # the fast path: packed / precision / backend
+        hidden = encoder.run_batch(batch).last_hidden_state  # the fast path: packed / precision / backend
         with torch.inference_mode():
             weights = _head_weights(encoder, hidden, batch.attention_mask)
         for i, row in zip(idx, _top(weights, top_k)):
@@ -119,7 +120,7 @@ def encode_sparse(
 
     batches = by_length([len(e.ids) for e in encodings], batch_size, max_tokens or DEFAULT_MAX_TOKENS)
     with torch.inference_mode():
-        encoder._map_batches(embed, batches, workers, progress, len(texts))
+        encoder.map_batches(embed, batches, workers, progress, len(texts))
     indptr = np.zeros(len(texts) + 1, np.int64)
     indptr[1:] = np.cumsum([len(i) for i, _ in rows])
     indices = np.concatenate([i for i, _ in rows]) if rows else np.zeros(0, np.int32)

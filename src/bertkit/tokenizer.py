@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,20 @@ from bertkit.errors import InputError, ModelNotFoundError
 from bertkit.model import read_json
 
 log = logging.getLogger(__name__)
+
+
+def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
+    """Accept one string or a sequence of strings; reject empty and whitespace-only texts by position."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"{what} {i} is {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InputError(f"{what} {i} is empty or whitespace only; remove it (an empty text has no meaning to embed)")
+    return texts
+
 
 
 @dataclass

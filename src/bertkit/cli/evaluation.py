@@ -113,7 +113,7 @@ def compare(
     backend: str = BackendOpt,
 ):
     """Which vector for which task: every representation of a model on DATA, ranked, explained and charted."""
-    from bertkit.tasks import TaskOptions, task_of
+    from bertkit.which.tasks import TaskOptions, task_of
 
     opts = TaskOptions(test, format, max_train, max_test, seed=seed, skip_bad=skip_bad_rows)
     chosen = task or task_of(data, opts)
@@ -124,8 +124,8 @@ def compare(
                            backend)
     if plot is not None:
         check_plot(plot)
-    from bertkit.represent import Representations, sentence_specs
-    from bertkit.tasks import run_task
+    from bertkit.which.represent import Representations, sentence_specs
+    from bertkit.which.tasks import run_task
 
     results = []
     for name in models:
@@ -154,8 +154,8 @@ def task_plots(results, plot: Path | None, layers: bool) -> list[Path]:
     """The bar chart at --plot and, with --layers, the heat map representation x hidden state beside it."""
     if plot is None:
         return []
-    from bertkit.charts import plot_bars, plot_layer_heatmap
     from bertkit.evaluate import layers_path
+    from bertkit.which.charts import plot_bars, plot_layer_heatmap
 
     paths = [plot_bars(results, plot)]
     if layers or any(r.per_layer() for r in results):
@@ -168,7 +168,7 @@ def print_task_results(results) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from bertkit.results import reading
+    from bertkit.which.results import reading
 
     console = Console()
     for r in results:
@@ -272,9 +272,9 @@ def report(
     and DIR/summary.png (representation x task, each task's best marked)."""
     import shlex
 
-    from bertkit.report import ReportJob, parse_finetuned
-    from bertkit.report import report as run_report
-    from bertkit.tasks import TaskOptions
+    from bertkit.which.report import ReportJob, parse_finetuned
+    from bertkit.which.report import report as run_report
+    from bertkit.which.tasks import TaskOptions
 
     given = {"sts": sts, "classify": classify, "pair": pair, "ner": ner, "retrieval": retrieval}
     job = ReportJob(

@@ -18,7 +18,6 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from bertkit.batching import truncated_positions
-from bertkit.encoder import as_text_list
 from bertkit.errors import BertkitError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
 from bertkit.rerank import reranker_of
@@ -27,6 +26,7 @@ from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.quota import charge_tokens
+from bertkit.tokenizer import as_text_list
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer

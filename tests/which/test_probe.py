@@ -19,10 +19,10 @@ from taskdata import (
 )
 
 from bertkit.data import SentencePair, read_conll
-from bertkit.probe import ProbeSettings
-from bertkit.represent import Representations, sentence_specs
-from bertkit.retrieval import build_set, retrieval_metrics
-from bertkit.tasks import TaskOptions, run_task
+from bertkit.which.probe import ProbeSettings
+from bertkit.which.represent import Representations, sentence_specs
+from bertkit.which.retrieval import build_set, retrieval_metrics
+from bertkit.which.tasks import TaskOptions, run_task
 
 
 def hand_probe(settings: ProbeSettings):
@@ -91,7 +91,7 @@ def test_retrieval_positives_pool_and_self_match():
 def test_ner_probe_counts_entities_as_train_ner(encoder, tmp_path):
     from bertkit.metrics import entity_prf
     from bertkit.predict import encode_sentences
-    from bertkit.probe_ner import first_pieces, ner_task
+    from bertkit.which.probe_ner import first_pieces, ner_task
 
     sentences = ner_sentences(40)
     train = read_conll(write_conll(tmp_path / "train.txt", sentences[:30]))
@@ -150,7 +150,7 @@ class ForwardCounter:
 
 
 def test_report_runs_each_distinct_input_through_the_model_once(encoder, tmp_path, monkeypatch):
-    from bertkit.report import ReportJob, report
+    from bertkit.which.report import ReportJob, report
 
     sts = str(write_sts(tmp_path / "sts.tsv"))
     pairs = str(write_labelled_pairs(tmp_path / "pairs.tsv"))  # the same sentences as sts.tsv

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertkit.errors import InputError
-from bertkit.results import METRIC, Score
+from bertkit.which.results import METRIC, Score
 
 KINDS = {"BertForSequenceClassification": "a classifier (bertkit train classify)",
          "BertForTokenClassification": "a token tagger (bertkit train ner)"}
@@ -101,7 +101,7 @@ def encoder_metrics(task: str, folder: str, test: list) -> dict[str, float]:
     """STS Spearman / Pearson or retrieval recall and MRR of a fine-tuned sentence encoder."""
     from bertkit.encoder import Encoder
     from bertkit.evaluate import correlations, cosine, unique_texts
-    from bertkit.retrieval import build_set, score_set
+    from bertkit.which.retrieval import build_set, score_set
 
     enc = Encoder.load(folder)
     pooling = st_pooling(folder)

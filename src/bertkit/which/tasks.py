@@ -9,7 +9,7 @@ on a model's representations. `bertkit compare --task` and `bertkit report` call
 | ner       | CoNLL BIO tags                         | tag probe per hidden state: entity F1                  |
 | retrieval | pairs (labels, scores or neither)      | MRR@10, recall@1, recall@10 of positives among all b   |
 
-    from bertkit.tasks import TaskOptions, run_task
+    from bertkit.which.tasks import TaskOptions, run_task
     result = run_task("classify", reps, "../shared/data/sst2/dev.tsv", TaskOptions())
 """
 
@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertkit.data import LabeledText, SentencePair, TaggedSentence
+from bertkit.data.infer import is_number
 from bertkit.errors import InputError, OptionError
-from bertkit.probe import ProbeSettings, classify_task, pair_task, split_rows
-from bertkit.represent import Representations, label
-from bertkit.results import TASKS, Score, TaskResult
+from bertkit.which.probe import ProbeSettings, classify_task, pair_task, split_rows
+from bertkit.which.represent import Representations, label
+from bertkit.which.results import TASKS, Score, TaskResult
 
 # (training cap, test cap) per task; None = all. Chosen so that `bertkit report` on the shared data (SST-2,
 # MRPC, CoNLL, STS-B dev, SICK) fits in minutes on 2 CPU cores with the packaged model (docs/RESULTS.md).
@@ -133,14 +134,6 @@ def check_fit(task: str, items: list, path: str) -> None:
             raise InputError(f"{path} has a single class ({classes.pop()!r}); a probe needs at least two classes")
 
 
-def is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
 def load_task(task: str, path: str, opts: TaskOptions) -> tuple[list, list, list[str]]:
     """(train, test, notes) for a task: the file checked against the task, split and capped."""
     opts.check(task)
@@ -181,8 +174,8 @@ def run_task(task: str, reps: Representations, path: str, opts: TaskOptions) -> 
 def measure(task: str, reps: Representations, train: list, test: list, notes: list[str], name: str,
             settings: ProbeSettings) -> TaskResult:
     """Every representation of `reps` on a loaded, split task."""
-    from bertkit.probe_ner import ner_task
-    from bertkit.retrieval import retrieval_task
+    from bertkit.which.probe_ner import ner_task
+    from bertkit.which.retrieval import retrieval_task
 
     if task == "classify":
         return classify_task(reps, train, test, settings, name, notes)

@@ -5,7 +5,7 @@ cross-validation on the training part (`LogisticRegressionCV`); it is scored by 
 test part. `classify_task` probes every sentence representation of labelled texts; `pair_task` probes sentence
 pairs, on (u, v, |u-v|, u*v) of each representation and on the pair encoded together.
 
-    from bertkit.probe import ProbeSettings, classify_task, split_rows
+    from bertkit.which.probe import ProbeSettings, classify_task, split_rows
     train, test, notes = split_rows(items, None, caps=(4000, 2000))
     result = classify_task(reps, train, test, ProbeSettings())
 """
@@ -23,8 +23,8 @@ import numpy as np
 
 from bertkit.errors import InputError
 from bertkit.evaluate import Spec
-from bertkit.represent import Representations, label
-from bertkit.results import METRIC, Score, TaskResult
+from bertkit.which.represent import Representations, label
+from bertkit.which.results import METRIC, Score, TaskResult
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ the file's scores; a file with neither (anchor / positive pairs) has only positi
 items are the second sentences of all its positive pairs. A pool item with the query's own text is left out
 unless it is relevant (a sentence trivially finds itself). Ties rank by pool order.
 
-    from bertkit.retrieval import retrieval_metrics
+    from bertkit.which.retrieval import retrieval_metrics
     retrieval_metrics(similarities, [{3}, {0, 7}])     # {"recall@1": ..., "recall@10": ..., "mrr@10": ...}
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertkit.errors import InputError
-from bertkit.represent import Representations, label
-from bertkit.results import Score, TaskResult
+from bertkit.which.represent import Representations, label
+from bertkit.which.results import Score, TaskResult
 
 POSITIVE_LABELS = {"1", "entailment", "yes", "true", "positive", "paraphrase"}
 KS = (1, 10)
@@ -84,7 +84,7 @@ def retrieval_metrics(scores: np.ndarray, relevant: Sequence[set[int]], ks: Sequ
 
 
 def similarity_matrix(q: np.ndarray, p: np.ndarray) -> np.ndarray:
-    from bertkit.probe import one_blas_thread
+    from bertkit.which.probe import one_blas_thread
 
     qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     pn = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)

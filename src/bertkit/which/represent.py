@@ -7,7 +7,7 @@ and one pass over those prompts); later asks, from the same task or another one 
 are served from the cache. Pairs encoded together ("[CLS] a [SEP] b [SEP]") are a third kind of input, encoded
 once each, for [CLS] and pooler. So every distinct model input goes through the model exactly once.
 
-    from bertkit.represent import Representations, sentence_specs
+    from bertkit.which.represent import Representations, sentence_specs
     reps = Representations(enc, sentence_specs(enc, layers=True))
     vecs = reps.vectors(["a text", "another"])          # {Spec: (2, H) array}
 """
@@ -112,7 +112,8 @@ def encode_joint(encoder, a: list[str], b: list[str], specs: Sequence[Spec], bat
                  progress: bool = False) -> list[np.ndarray]:
     """Vectors of "[CLS] a [SEP] b [SEP]" (token types 0 / 1, as BERT's NSP pretraining saw pairs) for each
     spec (cls / pooler, optionally per layer), from one pass through the encoder's fast path."""
-    from bertkit.encoder import DEFAULT_MAX_TOKENS, as_text_list
+    from bertkit.batching import DEFAULT_MAX_TOKENS
+    from bertkit.tokenizer import as_text_list
 
     a, b = as_text_list(a), as_text_list(b, "second text")
     encodings = encoder.tokenizer.encode(a, b)
@@ -122,13 +123,13 @@ def encode_joint(encoder, a: list[str], b: list[str], specs: Sequence[Spec], bat
 
     def embed(idx: np.ndarray) -> None:
         batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
-        output = encoder._run(batch, hidden_states=with_hidden)  # the fast path: packed / precision / backend
+        output = encoder.run_batch(batch, hidden_states=with_hidden)  # the fast path: packed / precision / backend
         for s, out in zip(specs, outs):
             out[idx] = pool(output, batch.attention_mask, s.pooling, list(s.layers) if s.layers else None).float().cpu().numpy()
 
     batches = by_length([len(e.ids) for e in encodings], batch_size, DEFAULT_MAX_TOKENS)
     with torch.inference_mode():
-        encoder._map_batches(embed, batches, None, progress, len(a))
+        encoder.map_batches(embed, batches, None, progress, len(a))
     return outs
 
 
@@ -139,7 +140,7 @@ def token_states(encoder, encodings: list, select: list[np.ndarray], batch_size:
     `select[i]` are token positions of encodings[i] (e.g. the first wordpiece of each word). Batches stream
     through the fast path with every hidden state and only the selected rows are kept, so memory is the
     output array (float16 by default) plus one batch, whatever the number of texts."""
-    from bertkit.encoder import DEFAULT_MAX_TOKENS
+    from bertkit.batching import DEFAULT_MAX_TOKENS
 
     offsets = np.zeros(len(select) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in select])
@@ -147,7 +148,7 @@ def token_states(encoder, encodings: list, select: list[np.ndarray], batch_size:
 
     def embed(idx: np.ndarray) -> None:
         batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
-        states = torch.stack(encoder._run(batch, hidden_states=True).hidden_states, 2)  # (B, T, S, H)
+        states = torch.stack(encoder.run_batch(batch, hidden_states=True).hidden_states, 2)  # (B, T, S, H)
         for row, i in enumerate(idx):
             if len(select[i]):
                 pick = states[row, torch.as_tensor(select[i], device=states.device)]
@@ -155,5 +156,5 @@ def token_states(encoder, encodings: list, select: list[np.ndarray], batch_size:
 
     batches = by_length([len(e.ids) for e in encodings], batch_size, DEFAULT_MAX_TOKENS)
     with torch.inference_mode():
-        encoder._map_batches(embed, batches, None, progress, len(encodings))
+        encoder.map_batches(embed, batches, None, progress, len(encodings))
     return out

@@ -3,10 +3,10 @@
 Writes DIR/report.md (the recommendation per task, a summary table representation x task, and per task its
 ranked table, the reading, and how the data was split and capped), DIR/summary.png (representation x task,
 each task's best marked) and DIR/results.jsonl (one JSON object per row). The model is loaded once and every
-distinct text is encoded once for all tasks (`bertkit.represent.Representations`). `--finetuned TASK=DIR` adds
+distinct text is encoded once for all tasks (`bertkit.which.represent.Representations`). `--finetuned TASK=DIR` adds
 a row: the same test part scored by a model `bertkit train classify|ner|sbert` fine-tuned for that task.
 
-    from bertkit.report import ReportJob, run_report, write_report
+    from bertkit.which.report import ReportJob, run_report, write_report
     job = ReportJob(tasks=[("sts", "../shared/data/stsb/dev.tsv"), ("ner", "../shared/data/conll2003/valid.txt")])
     results = run_report(encoder, job)
     write_report(results, job, "out/report")
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import InputError, OptionError
-from bertkit.results import TASKS, TaskResult, reading
-from bertkit.tasks import TaskOptions, load_task, measure, short_name
+from bertkit.which.results import TASKS, TaskResult, reading
+from bertkit.which.tasks import TaskOptions, load_task, measure, short_name
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ReportJob:
 
     def check(self) -> None:
         """Option mistakes and fine-tuned folders of the wrong kind, before any work."""
-        from bertkit.finetuned import check_kind
+        from bertkit.which.finetuned import check_kind
 
         if not self.tasks:
             raise OptionError("give at least one task file: --sts, --classify, --pair, --ner or --retrieval")
@@ -69,7 +69,7 @@ def parse_finetuned(values: list[str]) -> dict[str, list[str]]:
 
 def run_report(encoder, job: ReportJob) -> list[TaskResult]:
     """Every task of the job on one model; fine-tuned rows added on the same test parts."""
-    from bertkit.represent import Representations, sentence_specs
+    from bertkit.which.represent import Representations, sentence_specs
 
     job.check()
     reps = Representations(encoder, sentence_specs(encoder, job.layers), job.batch_size, job.progress, job.layers)
@@ -91,7 +91,7 @@ def run_report(encoder, job: ReportJob) -> list[TaskResult]:
 
 def add_finetuned(result: TaskResult, folder: str, test: list) -> None:
     """Score a fine-tuned model on the result's test part and add it as a row (or skip a label mismatch)."""
-    from bertkit.finetuned import finetuned_score
+    from bertkit.which.finetuned import finetuned_score
 
     score = finetuned_score(result.task, folder, test, result.data)
     if score is None:
@@ -110,7 +110,7 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def summary_table(results: list[TaskResult]) -> str:
-    from bertkit.charts import summary_rows
+    from bertkit.which.charts import summary_rows
 
     rows, columns, grid, texts = summary_rows(results)
     best = np.nanmax(grid, axis=0)
@@ -132,7 +132,7 @@ def task_section(r: TaskResult) -> str:
 
 def write_report(results: list[TaskResult], job: ReportJob, output: str | Path, seconds: float = 0.0) -> Path:
     """DIR/report.md, DIR/summary.png and DIR/results.jsonl; returns the report.md path."""
-    from bertkit.charts import plot_summary
+    from bertkit.which.charts import plot_summary
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

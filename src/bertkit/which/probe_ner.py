@@ -4,7 +4,7 @@ Sentences are tokenized as `bertkit train ner` does (words joined by spaces; the
 stands for the word: `bertkit.predict.encode_sentences`). One forward pass per sentence, with every hidden
 state, streams batch by batch; only the first-wordpiece rows are kept, in float16, so memory is
 words x states x hidden x 2 bytes (stated in the notes) plus one batch. Per hidden state, the probe of
-`bertkit.probe` is fit on the training words' vectors and tags; the test sentences' predicted tags are scored
+`bertkit.which.probe` is fit on the training words' vectors and tags; the test sentences' predicted tags are scored
 with `bertkit.metrics.entity_prf`, the entity-level counting of the CoNLL script that `bertkit train ner` uses.
 Words cut off by truncation have no vector: they are predicted "O" (so every gold entity still counts), as in
 `train ner`.
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bertkit.probe import ProbeSettings, check_labels, fit_probe, fits, one_blas_thread
-from bertkit.represent import n_states, token_states
-from bertkit.results import Score, TaskResult
+from bertkit.which.probe import ProbeSettings, check_labels, fit_probe, fits, one_blas_thread
+from bertkit.which.represent import n_states, token_states
+from bertkit.which.results import Score, TaskResult
 
 
 def first_pieces(words: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
