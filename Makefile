@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= test,serve,scale,fast
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test fuzz bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The long fuzz run (tests/fuzz: the server from its OpenAPI schema, the CLI readers and encode): about
+# 3,000 generated requests over every route and 3,000 generated inputs; `make test` runs a few of each.
+fuzz: install
+	BERTKIT_FUZZ_EXAMPLES=80 $(PY) -m pytest -q -s tests/fuzz
 
 bench: install
 	$(PY) bench/encode.py

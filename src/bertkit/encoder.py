@@ -25,6 +25,7 @@ from bertkit.tokenizer import (
     Batch,
     BertTokenizer,
     as_text_list,
+    check_has_tokens,
 )
 
 log = logging.getLogger(__name__)
@@ -257,18 +258,32 @@ class Encoder:
         truncate: bool = True,
         max_tokens: int | None = DEFAULT_MAX_TOKENS,
         workers: int | None = None,
+        dtype: str = "float32",
+        dimensions: int | None = None,
+        calibration=None,
     ) -> np.ndarray:
         """(n, hidden) float32 sentence vectors, in input order. A single string gives shape (1, hidden).
 
         Texts are sorted by length and batched by batch_size texts and max_tokens padded tokens (None: no
         token cap); neither changes the vectors beyond float rounding. workers: how many batches run at once
         on CPU, each on one thread (None: torch.get_num_threads(); 1: one batch at a time on all threads).
+        Compact vectors (bertkit.quantize): dimensions=N keeps the first N and re-normalises; dtype int8 /
+        uint8 (needs calibration=, a Calibration or its file) or binary / ubinary (packed sign bits).
         """
+        cal = None
+        if dtype != "float32" or dimensions is not None:  # checked before any work; float32 skips it all
+            from bertkit.quantize import check_compact
+
+            cal = check_compact(dtype, dimensions, calibration, self.hidden_size, pooling, normalize)
         encoded = self.encode_poolings(
             texts, [(pooling, layers)], normalize=normalize, batch_size=batch_size, progress=progress,
             template=template, truncate=truncate, max_tokens=max_tokens, workers=workers,
         )
-        return encoded.vectors[0]
+        if dtype == "float32" and dimensions is None:
+            return encoded.vectors[0]
+        from bertkit.quantize import compact
+
+        return compact(encoded.vectors[0], dtype, dimensions, cal)
 
     @torch.inference_mode()
     def encode_poolings(
@@ -323,6 +338,7 @@ class Encoder:
             texts, uncut = self._prompt(texts, template)
         encodings = self.tokenizer.encode(texts, truncate=truncate)
         if template is None:
+            check_has_tokens(encodings)
             uncut = encodings
         truncation_note(uncut, self.max_length)
         with_hidden = any(needs_hidden_states(p, lay) for p, lay in specs)
@@ -349,6 +365,7 @@ class Encoder:
         texts = as_text_list(texts)
         layers = list(layers) if layers is not None else None
         encodings = self.tokenizer.encode(texts, truncate=truncate)
+        check_has_tokens(encodings)
         self.last_truncated = truncation_note(encodings, self.max_length)
         results: list[TokenVectors | None] = [None] * len(texts)
         for idx in by_length([len(e.ids) for e in encodings], batch_size):

@@ -39,3 +39,7 @@ class OptionError(BertkitError, ValueError):
 
 class VectorIndexError(BertkitError):
     """A missing, foreign or mismatched index folder."""
+
+
+class OutputError(BertkitError):
+    """An output that cannot be written: a full disk, a read-only or missing folder (bertkit.outputs)."""

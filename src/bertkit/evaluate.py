@@ -65,7 +65,13 @@ def correlations(predicted: Sequence[float], gold: Sequence[float]) -> tuple[flo
     p, g = np.asarray(predicted, dtype=np.float64), np.asarray(gold, dtype=np.float64)
     if p.shape != g.shape or p.ndim != 1 or len(p) < 2:
         raise InputError(f"need two equal-length score lists of at least 2 items; got {p.shape} and {g.shape}")
-    if np.ptp(p) == 0 or np.ptp(g) == 0:
+    if not np.isfinite(g).all():
+        raise InputError(f"gold score {g[~np.isfinite(g)][0]} (item {int(np.flatnonzero(~np.isfinite(g))[0])}) is "
+                         "not a finite number; fix the labels (NaN / inf have no rank or mean)")
+    if np.ptp(g) == 0:
+        raise InputError(f"every gold score is {g[0]:g}: a correlation with constant labels is undefined; evaluate on "
+                         "pairs whose scores differ")
+    if np.ptp(p) == 0:
         log.warning("constant similarities (e.g. [CLS] of the embedding layer): correlation undefined, reported as 0")
         return 0.0, 0.0
     return float(spearmanr(p, g).statistic) * 100, float(pearsonr(p, g).statistic) * 100

@@ -27,11 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertkit.errors import BertkitError, OptionError, VectorIndexError
+from bertkit.outputs import writing
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "bertkit-index/1"
-KINDS = ("exact", "hnsw", "sparse")  # sparse: SPLADE vectors, CSR products (bertkit.index_sparse)
+KINDS = ("exact", "hnsw", "sparse", "binary", "binary-hnsw", "int8")  # sparse: bertkit.index_sparse; binary /
+# int8 (and exact / hnsw with dimensions): bertkit.index_compact
 METRICS = ("cosine", "dot")
 EXACT_BLOCK = 65536  # corpus rows scored per matrix product, so exact search memory stays bounded
 
@@ -73,12 +75,15 @@ def build_index(
     ef_construction: int = 200,
     ef_search: int = 128,
     overwrite: bool = False,
+    dimensions: int | None = None,  # keep the first N dimensions, re-normalised (bertkit.index_compact)
+    rescore: int = 0,  # rescore the top K candidates with the corpus's float vectors (compact kinds)
+    calibration: str | Path | None = None,  # int8: the ranges (default: calibrated on the corpus)
 ) -> Path:
     """Build an index from a finished embed-corpus folder; written to a temporary folder, then renamed."""
     from bertkit.corpus import read_embeddings, read_manifest
 
     if kind not in KINDS:
-        raise VectorIndexError(f"--kind {kind!r} is unknown; use exact, hnsw or sparse")
+        raise VectorIndexError(f"--kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
     metric = metric or ("dot" if kind == "sparse" else "cosine")
     if metric not in METRICS:
         raise VectorIndexError(f"--metric {metric!r} is unknown; use cosine or dot")
@@ -94,6 +99,15 @@ def build_index(
         items, matrix = sparse_index_data(embeddings_dir, metric)
         _write_index(out, embeddings_dir, manifest, items, kind, metric, matrix.shape, {"nnz": int(matrix.nnz)},
                      lambda folder: save_matrix(folder, matrix))
+        return out
+    e = manifest["embedding"]
+    compact = e.get("dtype", "float32") != "float32" or e.get("dimensions") is not None
+    if kind not in ("exact", "hnsw") or compact or dimensions is not None or rescore:
+        from bertkit.index_compact import build_compact
+
+        build_compact(embeddings_dir, out, manifest, kind, metric, _write_index, dimensions=dimensions,
+                      rescore=rescore, calibration=calibration, m=m, ef_construction=ef_construction,
+                      ef_search=ef_search)
         return out
     items, vectors = read_embeddings(embeddings_dir)
     if not len(vectors):
@@ -125,19 +139,20 @@ def _write_index(out: Path, embeddings_dir: str | Path, manifest: dict[str, Any]
     temporary folder renamed into place, so a killed build never leaves a half index."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        write_data(tmp)
-        pq.write_table(items.drop_columns([c for c in ("text_hash",) if c in items.column_names]),
-                       tmp / "items.parquet")
-        info = {
-            "format": INDEX_FORMAT, "kind": kind, "metric": metric, "count": int(shape[0]), "dim": int(shape[1]),
-            "params": params, "embedding": manifest["embedding"], "source": str(Path(embeddings_dir).resolve()),
-        }
-        (tmp / "index.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with writing(out):  # a full disk, /proc, a read-only folder: one line naming the cause, exit 2
+            tmp.mkdir(parents=True)
+            write_data(tmp)
+            pq.write_table(items.drop_columns([c for c in ("text_hash",) if c in items.column_names]),
+                           tmp / "items.parquet")
+            info = {
+                "format": INDEX_FORMAT, "kind": kind, "metric": metric, "count": int(shape[0]), "dim": int(shape[1]),
+                "params": params, "embedding": manifest["embedding"], "source": str(Path(embeddings_dir).resolve()),
+            }
+            (tmp / "index.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("built a %s index of %d vectors in %s", kind, shape[0], out)
@@ -158,7 +173,11 @@ class Index:
         if info.get("format") != INDEX_FORMAT:
             raise VectorIndexError(f"{path} has index format {info.get('format')!r}; rebuild it with this bertkit")
         items = pq.read_table(path / "items.parquet")
-        if info["kind"] == "exact":
+        if "compact" in info["params"]:
+            from bertkit.index_compact import load_compact
+
+            backend = load_compact(path, info, ef_search)
+        elif info["kind"] == "exact":
             # Memory-mapped: the OS pages vectors in as they are scored, the process does not copy them.
             backend = np.load(path / "vectors.npy", mmap_mode="r")
         elif info["kind"] == "sparse":
@@ -185,6 +204,10 @@ class Index:
             from bertkit.index_sparse import search_sparse
 
             return search_sparse(self, queries, k)
+        if "compact" in self.info["params"]:  # binary / int8 / truncated (bertkit.index_compact)
+            from bertkit.index_compact import search_compact
+
+            return search_compact(self, queries, k)
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.info["dim"]:
             raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the index {self.info['dim']}; "

@@ -16,21 +16,38 @@ from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_t
 from bertkit.batching import truncated_positions
 from bertkit.errors import InputError, ModelNotFoundError
 from bertkit.model import read_json
+from bertkit.textcheck import is_visible, lone_surrogate
 
 log = logging.getLogger(__name__)
 
 
 def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:
-    """Accept one string or a sequence of strings; reject empty and whitespace-only texts by position."""
+    """Accept one string or a sequence of strings; reject, by position, texts that are not valid Unicode (a
+    lone surrogate, e.g. from bytes that were not UTF-8) and texts with nothing to embed: empty, or only
+    whitespace, control, zero-width / format characters (the tokenizer drops all of these)."""
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise InputError(f"{what} {i} is {type(t).__name__}, not a string")
-        if not t.strip():
-            raise InputError(f"{what} {i} is empty or whitespace only; remove it (an empty text has no meaning to embed)")
+        at = lone_surrogate(t)
+        if at is not None:
+            raise InputError(f"{what} {i} is not valid Unicode: a lone surrogate U+{ord(t[at]):04X} at character {at} "
+                             "(bytes that were not UTF-8?); send valid UTF-8 text")
+        if not is_visible(t):
+            raise InputError(f"{what} {i} is empty or whitespace only (or only control / zero-width characters); "
+                             "remove it (an empty text has no meaning to embed)")
     return texts
+
+
+def check_has_tokens(encodings: Sequence[Encoding], what: str = "text") -> None:
+    """Refuse a text that the tokenizer turned into no tokens at all (e.g. only combining accents, which an
+    uncased model strips), as an empty text is refused: its vector would be that of [CLS] [SEP]."""
+    for i, e in enumerate(encodings):
+        if all(e.special_tokens_mask):
+            raise InputError(f"{what} {i} has no tokens once normalised (only accents or symbols the model drops); "
+                             "remove it (an empty text has no meaning to embed)")
 
 
 

@@ -134,6 +134,8 @@ def test_every_route_needs_the_key(encoder, search_index, heads_model, tmp_path,
     all_routes: set[tuple[str, str]] = set()
     for enc, kw, only in servers:
         app = keyed_app(enc, [key], **kw)
+        if only is None:  # GET /report and /report/summary.png answer 200 when a report folder is served
+            app.state.service.report_dir = Path(__file__).resolve().parents[2] / "docs" / "report"
         routes = routes_of(app)
         all_routes |= routes
         head_routes = {("POST", p) for p in ("/fill-mask", "/nsp", "/classify", "/ner")}
@@ -290,7 +292,7 @@ def test_page_asks_for_the_key(encoder):
     with thread_server(keyed_app(encoder, [key])) as srv, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page()
-        page.goto(srv.url + "/")
+        page.goto(srv.url + "/#words")  # the playground's fill-mask & tokens view
         page.wait_for_selector("body[data-needs-key='1']", timeout=30_000)
         assert page.is_visible("#api-key") and "needs an API key" in page.inner_text("#key-status")
         page.fill("#api-key", "sk-wrong")

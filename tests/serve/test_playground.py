@@ -100,7 +100,8 @@ def test_two_sentences_give_heat_maps(browser, url, encoder):
     if shot:
         page.screenshot(path=shot, full_page=True)
 
-    # Tokens of a text, with offsets.
+    # Tokens of a text, with offsets (in the fill-mask & tokens view).
+    page.click("#views a[href='#words']")
     page.fill("#token-text", "Angela Merkel visited Paris.")
     page.click("#tokenize")
     page.wait_for_selector("#token-results .token")
@@ -112,6 +113,7 @@ def test_two_sentences_give_heat_maps(browser, url, encoder):
     assert "no masked-LM head" in page.inner_text("#fill-status")
 
     # Errors are shown, not swallowed: one sentence is not enough for a matrix.
+    page.click("#views a[href='#similarity']")
     page.fill("#sentences", "only one")
     page.click("#compare")
     assert "at least two" in page.inner_text("#similarity-status")
@@ -120,7 +122,8 @@ def test_two_sentences_give_heat_maps(browser, url, encoder):
 
 def test_page_files_are_packaged():
     static = Path(__file__).resolve().parents[2] / "src" / "bertkit" / "static"
-    assert {"index.html", "app.js", "style.css"} <= {p.name for p in static.iterdir()}
+    assert {"index.html", "core.js", "charts.js", "attention.js", "layers.js", "model.js", "app.js", "style.css"} <= {
+        p.name for p in static.iterdir()}
 
 
 def test_fill_mask_panel_with_a_trained_head(browser):
@@ -135,7 +138,7 @@ def test_fill_mask_panel_with_a_trained_head(browser):
     text = "Paris is the [MASK] of France."
     with thread_server(create_app(splade)) as server:
         page = browser.new_page()
-        page.goto(server.url + "/")
+        page.goto(server.url + "/#words")
         page.wait_for_selector("body[data-ready='1']", timeout=30_000)
         assert not page.is_disabled("#fill")
         page.fill("#mask-text", text)

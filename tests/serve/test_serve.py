@@ -209,12 +209,12 @@ def test_health_info_models_page(server):
         ("/embed", {}, 422, "invalid_request_body"),
         ("/v1/embeddings", {"input": [1, 2, 3], "model": "m"}, 422, "invalid_request_body"),
         ("/v1/embeddings", {"input": "x", "encoding_format": "int8"}, 422, "invalid_request_body"),
-        ("/embed", {"texts": ["ok", "  "]}, 400, "InputError"),
+        ("/embed", {"texts": ["ok", "  "]}, 400, "invalid_input"),
         ("/embed", {"texts": []}, 400, "empty_input"),
         ("/embed", {"texts": ["x"], "pooling": "avg"}, 400, "invalid_value"),
-        ("/embed", {"texts": ["x"], "layers": [7]}, 400, "invalid_request"),
+        ("/embed", {"texts": ["x"], "layers": [7]}, 400, "invalid_layers"),
         ("/embed", {"texts": ["x"], "pooling": "mask_prompt", "template": "no placeholders"}, 400, "invalid_value"),
-        ("/tokens", {"texts": ["x"], "layers": [-8]}, 400, "invalid_request"),
+        ("/tokens", {"texts": ["x"], "layers": [-8]}, 400, "invalid_layers"),
     ],
 )
 def test_limits_and_bad_requests(server, path, body, status, code):

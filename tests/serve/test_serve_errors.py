@@ -95,8 +95,8 @@ def test_user_errors_are_4xx_and_every_answer_has_a_request_id(app, caplog):
         assert "unknown pooling 'avg'" in error_of(r, 400, "invalid_value")  # OptionError keeps its code
         assert r.headers["x-request-id"] == "client-42.a:b"  # a sane client id is echoed
         assert "request_id" not in r.json()["error"]  # the documented 4xx body is unchanged
-        error_of(srv.post("/embed", {"texts": ["ok", " "]}), 400, "InputError")
-        error_of(srv.post("/fill-mask", {"text": "a [MASK]"}), 400, "MissingHeadError")
+        error_of(srv.post("/embed", {"texts": ["ok", " "]}), 400, "invalid_input")
+        error_of(srv.post("/fill-mask", {"text": "a [MASK]"}), 400, "missing_head")
         error_of(srv.post("/embed", {"texts": 5}), 422, "invalid_request_body")
         error_of(srv.get("/nope"), 404, "http_404")
         for bad in ("has spaces", "x" * 129, "new\u00e9line"):

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from bertkit.cli.common import ModelOpt, PoolingOpt, load_cross_encoder, load_encoder
+from bertkit.cli.common import (
+    BACKENDS,
+    PRECISIONS,
+    ModelOpt,
+    PoolingOpt,
+    load_cross_encoder,
+    load_encoder,
+    one_of,
+)
 from bertkit.errors import OptionError
 
 
@@ -34,10 +42,15 @@ def embed_corpus(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output of a different job in OUTPUT_DIR."),
     actors: int | None = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
     cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32 (exact, default) | bf16 | int8."),
-    backend: str | None = typer.Option(None, "--backend", help="torch (default) | onnx (ONNX Runtime)."),
+    precision: str | None = typer.Option(None, "--precision", metavar="[fp32|bf16|int8]", callback=one_of("precision", PRECISIONS),
+                                         help="fp32 (exact, default) | bf16 | int8."),
+    backend: str | None = typer.Option(None, "--backend", metavar="[torch|onnx]", callback=one_of("backend", BACKENDS),
+                                       help="torch (default) | onnx (ONNX Runtime)."),
     sparse: bool = typer.Option(False, "--sparse", help="SPLADE vectors from the masked-LM head (e.g. --model splade-tiny)."),
     sparse_top_k: int | None = typer.Option(None, "--sparse-top-k", min=1, help="With --sparse: keep each text's k heaviest terms."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | int8 | uint8 (need --calibration) | binary | ubinary."),
+    dimensions: int | None = typer.Option(None, "--dimensions", help="Keep the first N dimensions, re-normalised."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="int8 / uint8: ranges from `bertkit calibrate`."),
 ):
     """Embed a corpus into Parquet shards (id, text hash, embedding) with a manifest; rerun to resume."""
     from bertkit.corpus import CorpusJob, EmbedOptions
@@ -47,7 +60,8 @@ def embed_corpus(
     check_pooling(pooling, None)
     options = EmbedOptions(model=model, pooling=pooling, normalize=normalize, batch_size=batch_size,
                            chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, keep_text=keep_text,
-                           precision=precision, backend=backend, sparse=sparse, sparse_top_k=sparse_top_k)
+                           precision=precision, backend=backend, sparse=sparse, sparse_top_k=sparse_top_k,
+                           dtype=dtype, dimensions=dimensions, calibration=str(calibration) if calibration else None)
     job = CorpusJob(input, output_dir, text_column=text_column, id_column=id_column, format=format, header=header,
                     shard_rows=shard_rows, skip_bad_rows=skip_bad_rows, overwrite=overwrite, options=options)
     extra = {"actors": actors, "cpus_per_actor": cpus_per_actor} if engine == "ray" else {}
@@ -61,18 +75,23 @@ def embed_corpus(
 def index_build(
     embeddings_dir: Path = typer.Argument(..., help="An embed-corpus output folder."),
     output: Path = typer.Option(..., "--output", "-o", help="Index folder to create."),
-    kind: str = typer.Option("exact", "--kind", help="exact (brute force), hnsw (FAISS, approximate) or sparse (SPLADE)."),
+    kind: str = typer.Option("exact", "--kind", help="exact (brute force), hnsw (FAISS, approximate), sparse (SPLADE), "
+                             "binary / binary-hnsw (Hamming) or int8."),
     metric: str | None = typer.Option(None, "--metric", help="cosine or dot (default: cosine; dot for sparse)."),
     m: int = typer.Option(32, "--m", min=2, help="hnsw: links per node."),
     ef_construction: int = typer.Option(200, "--ef-construction", min=1, help="hnsw: build-time beam width."),
     ef_search: int = typer.Option(128, "--ef-search", min=1, help="hnsw: default query-time beam width."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
+    dimensions: int | None = typer.Option(None, "--dimensions", help="Index the first N dimensions, re-normalised."),
+    rescore: int = typer.Option(0, "--rescore", help="binary / int8: rescore the top K with the corpus's float vectors."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="int8: ranges (default: fit on the corpus)."),
 ):
-    """Build an exact or HNSW index over embed-corpus output, persisted to a folder."""
+    """Build an exact, HNSW, sparse, binary or int8 index over embed-corpus output, persisted to a folder."""
     from bertkit.index import build_index
 
     out = build_index(embeddings_dir, output, kind=kind, metric=metric, m=m, ef_construction=ef_construction,
-                      ef_search=ef_search, overwrite=overwrite)
+                      ef_search=ef_search, overwrite=overwrite, dimensions=dimensions, rescore=rescore,
+                      calibration=calibration)
     sys.stderr.write(f"index build: {kind} index written to {out}\n")
 
 

@@ -50,6 +50,7 @@ evaluate_app.command("sts")(evaluation.evaluate_sts_cmd)
 app.command("compare")(evaluation.compare)
 app.command("report")(evaluation.report)
 app.command("whiten")(evaluation.whiten)
+app.command("calibrate")(evaluation.calibrate)
 # training
 train_app.command("sbert")(training.train_sbert)
 train_app.command("simcse")(training.train_simcse_cmd)

@@ -250,6 +250,38 @@ def whiten(
     sys.stderr.write(f"whitening fit on {len(sentences)} texts ({enc.hidden_size} -> {w.k} dims) written to {path}\n")
 
 
+def calibrate(
+    texts: str = typer.Argument(..., help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Calibration .npz to write (per-dimension ranges)."),
+    model: str | None = ModelOpt,
+    pooling: str = PoolingOpt,
+    layers: list[int] | None = LayersOpt,
+    normalize: bool = typer.Option(False, "--normalize", help="Calibrate L2-normalised vectors (as encoded with it)."),
+    dimensions: int | None = typer.Option(None, "--dimensions", help="Calibrate the first N dimensions, re-normalised."),
+    format: str | None = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
+    max_texts: int | None = typer.Option(None, "--max-texts", min=2, help="Use a seeded random sample of N texts."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+):
+    """Fit int8 / uint8 ranges (min and max per dimension) on texts; use them with `--dtype int8 --calibration`."""
+    from bertkit.data import read_dataset, sentences_of
+    from bertkit.pooling import check_pooling
+    from bertkit.quantize import calibrate as fit_ranges
+
+    check_pooling(pooling, layers or None)
+    if not output.parent.exists():
+        raise OptionError(f"--output {output}: folder {output.parent} does not exist; create it first")
+    sentences = sentences_of(read_dataset(texts, format))
+    if max_texts is not None and len(sentences) > max_texts:
+        import random
+
+        sentences = random.Random(0).sample(sentences, max_texts)
+    enc = load_encoder(model)
+    cal = fit_ranges(enc, sentences, pooling=pooling, layers=layers or None, normalize=normalize,
+                     dimensions=dimensions, batch_size=batch_size, progress=sys.stderr.isatty())
+    path = cal.save(output)
+    sys.stderr.write(f"calibration ({cal.dim} dims) fit on {len(sentences)} texts written to {path}\n")
+
+
 def report(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for report.md, summary.png and results.jsonl."),
     model: str | None = ModelOpt,

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from bertkit.cli.common import (
+    MAX_LINE_BYTES,
     OUTPUT_SUFFIXES,
     BackendOpt,
     LayersOpt,
@@ -38,11 +39,16 @@ def encode(
     template: str | None = typer.Option(None, "--template", help='mask_prompt template, with {text} and [MASK].'),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long texts (default) or refuse them."),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip blank / invalid UTF-8 lines of --input."),
-    whiten: Path | None = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (issue 3)."),
+    max_line_bytes: int = typer.Option(MAX_LINE_BYTES, "--max-line-bytes", min=1, help="Longer --input lines are refused unread."),
+    whiten: Path | None = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (fit with the same pooling)."),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
     sparse: bool = typer.Option(False, "--sparse", help="SPLADE vectors from the masked-LM head (.npz / .jsonl output)."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="With --sparse: keep each text's k heaviest terms."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | int8 | uint8 (need --calibration) | binary | "
+                              "ubinary (packed sign bits): compact vectors, see `bertkit calibrate`."),
+    dimensions: int | None = typer.Option(None, "--dimensions", help="Keep the first N dimensions, re-normalised."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="int8 / uint8: ranges from `bertkit calibrate`."),
 ):
     """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file.
 
@@ -53,6 +59,12 @@ def encode(
     suffixes = SPARSE_SUFFIXES if sparse else OUTPUT_SUFFIXES
     if sparse and (whiten is not None or layers):
         raise OptionError("--sparse vectors come from the masked-LM head over the last layer; drop --whiten / --layers")
+    from bertkit.quantize import apply_compact, check_dtype, is_default, save_vectors
+
+    if sparse and not is_default(check_dtype(dtype), dimensions):
+        raise OptionError("--dtype / --dimensions are for dense vectors, not --sparse")
+    if calibration is not None and dtype not in ("int8", "uint8"):
+        raise OptionError(f"--calibration is for --dtype int8 / uint8, not {dtype}")
     if top_k is not None and not sparse:
         raise OptionError("--top-k is for --sparse vectors (their k heaviest terms)")
     if output is not None and output.suffix not in suffixes:
@@ -65,22 +77,26 @@ def encode(
         if sys.stdin.isatty():
             raise OptionError("no texts: pass them as arguments, with --input FILE, or on stdin (--input -)")
         input = "-"
-    items = read_lines(input, skip_bad_lines) if input is not None else list(texts)
+    items = read_lines(input, skip_bad_lines, max_line_bytes) if input is not None else list(texts)
     if not items:
         raise OptionError("no texts to encode: the input is empty")
     whitening = load_whitening(whiten, pooling, layers or None) if whiten is not None else None
     enc = load_encoder(model, precision, backend)
     if sparse:
         return write_sparse(enc, items, output, top_k, batch_size, truncate)
+    compact = {"dtype": dtype, "dimensions": dimensions, "calibration": calibration}
     vectors = enc.encode(
         items, pooling=pooling, layers=layers or None, normalize=normalize and whitening is None, batch_size=batch_size,
         progress=len(items) >= 256 and sys.stderr.isatty(), template=template or DEFAULT_PROMPT, truncate=truncate,
+        **(compact if whitening is None else {}),
     )
-    if whitening is not None:  # whiten the raw pooled vectors, then normalise if asked
-        vectors = whitening.apply(vectors, normalize=normalize)
+    if whitening is not None:  # whiten the raw pooled vectors, then normalise if asked (then compact)
+        vectors = apply_compact(whitening.apply(vectors, normalize=normalize), **compact, normalize=normalize)
     if output is None:
         for v in vectors:
-            sys.stdout.write(json.dumps([round(float(x), 7) for x in v]) + "\n")
+            sys.stdout.write(json.dumps([round(float(x), 7) for x in v] if v.dtype.kind == "f" else v.tolist()) + "\n")
+    elif not is_default(dtype, dimensions):
+        save_vectors(output, items, vectors, dtype, calibration)  # the dtype recorded, the calibration beside
     else:
         write_vectors(output, items, vectors)
         log.info("wrote %d x %d vectors to %s", *vectors.shape, output)
@@ -101,16 +117,20 @@ def write_sparse(enc, items: list[str], output: Path | None, top_k: int | None, 
     if output is None:
         sys.stdout.writelines(json.dumps(r) + "\n" for r in rows)
         return
+    from bertkit.outputs import writing
+
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}{output.suffix}")
     try:
-        if output.suffix == ".npz":
-            save_npz(tmp, m)
-        else:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps({"text": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(items, rows))
-        os.replace(tmp, output)
+        with writing(output):  # a full disk or a read-only folder: one line, exit 2
+            if output.suffix == ".npz":
+                save_npz(tmp, m)
+            else:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.writelines(json.dumps({"text": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(items, rows))
+            os.replace(tmp, output)
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.parent.is_dir() and os.access(tmp.parent, os.W_OK):
+            tmp.unlink(missing_ok=True)
     log.info("wrote %d sparse vectors (%d non-zeros) to %s", m.shape[0], m.nnz, output)
 
 
@@ -133,7 +153,7 @@ def expand(
 
 
 def load_whitening(path: Path, pooling: str, layers: list[int] | None):
-    """A whitening file, checked against the pooling it will be applied to (issue 3)."""
+    """A whitening file, checked against the pooling it will be applied to."""
     from bertkit.whitening import Whitening
 
     w = Whitening.load(path)

@@ -19,11 +19,17 @@ def serve(
     max_queued_tokens: int = typer.Option(65_536, "--max-queued-tokens", min=1, help="Tokens waiting; more -> 429."),
     batch_tokens: int = typer.Option(8_192, "--batch-tokens", min=1, help="Token budget of a merged model batch."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests."),
+    split_tokens: int = typer.Option(1_024, "--split-tokens", min=1, help="A request over N tokens runs in pieces, others between them."),
+    max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes", min=1, help="Request body size; more -> 413."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.001, help="Seconds to receive a request body; more -> 408."),
+    max_poolings: int = typer.Option(7, "--max-poolings", min=1, help="Distinct poolings per /similarity request; more -> 413."),
+    max_layers: int = typer.Option(13, "--max-layers", min=1, help="Layers averaged per request (each once); more -> 413."),
     graceful_timeout: float = typer.Option(30.0, "--graceful-timeout", min=0, help="Seconds to finish in-flight requests on shutdown."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
     index: Path | None = typer.Option(None, "--index", help="Serve POST /search over this `bertkit index build` folder."),
     whitening: Path | None = typer.Option(None, "--whitening", help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
+    calibration: Path | None = typer.Option(None, "--calibration", help='int8 / uint8 ranges (`bertkit calibrate`) for {"dtype": "int8"}.'),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
     api_key: list[str] | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' (repeatable)."),
@@ -34,10 +40,13 @@ def serve(
     cors_origin: list[str] | None = typer.Option(None, "--cors-origin", help="Let pages of this origin call the server (repeatable)."),
     log_texts: bool = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only."),
     reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
+    report: Path | None = typer.Option(None, "--report", help="Show this `bertkit report` folder in the playground (GET /report)."),
+    mask_model: str | None = typer.Option(None, "--mask-model", help="A masked-LM model for /fill-mask (e.g. splade-tiny)."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
         from bertkit.serve import Limits, create_app, run_server, set_threads
+        from bertkit.serve.listen import bind_port
         from bertkit.serve.tls import check_tls
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] == "bertkit":
@@ -47,10 +56,12 @@ def serve(
     # Keys and certificates are checked before anything slow loads: a bad file is one line and exit 2.
     access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host)
     check_tls(ssl_certfile, ssl_keyfile)
+    sock = bind_port(host, port)  # a busy port fails here, before the model loads
     set_threads(threads)
     limits = Limits(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
-        batch_tokens=batch_tokens, max_wait_ms=max_wait_ms,
+        batch_tokens=batch_tokens, max_wait_ms=max_wait_ms, split_tokens=split_tokens, max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout, max_poolings=max_poolings, max_layers=max_layers,
     )
     search_index = open_search_index(index, model) if index is not None else None
     white = None
@@ -59,12 +70,21 @@ def serve(
 
         white = Whitening.load(whitening)
     ce = load_cross_encoder(reranker) if reranker is not None else None  # a wrong folder fails before the model
+    if report is not None:
+        from bertkit.which.saved import load_results
+
+        load_results(report)  # a folder that is not a report fails before the model too
+    from bertkit.quantize import as_calibration
+
+    cal = as_calibration(calibration)  # a bad file fails before the model loads
     app = create_app(load_encoder(model, precision, backend), limits, index=search_index, whitening=white,
                      access=access)
+    app.state.service.calibration = cal
     if ce is not None:
         app.state.service.reranker = ce
+    add_playground_extras(app.state.service, report, mask_model)
     run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
-               ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile))
+               ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile), sock=sock)
 
 
 def access_policy(keys: list[str] | None, keys_file: Path | None, window: float, origins: list[str] | None,
@@ -95,3 +115,12 @@ def open_search_index(path: Path, model: str | None):
         raise OptionError(f"--index {path} was embedded with --model {built_with or '(the packaged default)'}; "
                           "serve it with that --model")
     return idx
+
+
+def add_playground_extras(service, report: Path | None, mask_model: str | None) -> None:
+    """`--report DIR` (checked already) and `--mask-model NAME` (loaded here: it must have the masked-LM head)."""
+    service.report_dir = report
+    if mask_model is not None:
+        mask = load_encoder(mask_model)
+        mask.model.require("mlm", f"--mask-model {mask_model}")
+        service.mask_encoder = mask

@@ -44,6 +44,8 @@ from bertkit.corpus.spec import (
     Shard,
     Source,
 )
+from bertkit.corpus.verify import check_resume, forget_failed_start
+from bertkit.outputs import writing
 
 
 def _input_fingerprint(source: Source) -> dict[str, Any]:
@@ -61,8 +63,9 @@ def _job_key(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with writing(path):  # a full disk: one line naming the cause
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def read_manifest(output_dir: str | Path) -> dict[str, Any]:
@@ -92,7 +95,9 @@ def prepare(job: CorpusJob) -> tuple[Source, list[Shard], dict[str, Any]]:
             log.info("resuming the job in %s", out)
             for tmp in out.glob(".part-*.parquet.tmp-*"):  # left by a killed run; never renamed, never counted
                 tmp.unlink(missing_ok=True)
-            return source, [Shard(**s) for s in old["shards"]], old
+            shards = [Shard(**s) for s in old["shards"]]
+            check_resume(source, out, shards, job.shard_rows, job.skip_bad_rows)  # rows edited in place: re-embed
+            return source, shards, old
         if not job.overwrite:
             raise CorpusError(
                 f"{out} holds the output of a different job (input or options changed); pass --overwrite to "
@@ -103,7 +108,8 @@ def prepare(job: CorpusJob) -> tuple[Source, list[Shard], dict[str, Any]]:
         old_path.unlink()
     elif out.is_dir() and any(out.iterdir()) and not job.overwrite:
         raise CorpusError(f"{out} is not empty and is not an embed-corpus output; choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):  # /proc, a read-only folder, a full disk: one line naming the cause
+        out.mkdir(parents=True, exist_ok=True)
     shards = plan_shards(source, job.shard_rows)
     manifest.update(shards=[asdict(s) for s in shards], total_input_rows=sum(s.rows for s in shards),
                     complete=False)
@@ -181,24 +187,35 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
         raise CorpusError("--address is for --engine ray")
     if job.options.chunk_tokens is None and job.options.chunk_overlap:
         raise CorpusError("--chunk-overlap needs --chunk-tokens")
+    from bertkit.corpus.compact import pin_calibration, save_corpus_calibration
+
+    job = pin_calibration(job)  # compact options checked; the calibration's digest becomes part of the job
     embedder = None
     if engine == "local":
         # The checks that need the model (chunk sizes, the masked-LM head of --sparse) run before anything
         # is written, so a refused job leaves no manifest behind.
         embedder = ShardEmbedder(encoder or load_encoder(job.options), job.options)
-    source, shards, manifest = prepare(job)
     out = Path(job.output_dir).expanduser()
-    if embedder is not None:
-        written = run_local(source, shards, job, embedder, progress=progress)
-    else:
-        from bertkit.corpus_ray import run_ray
+    existed, fresh = out.exists(), not (out / MANIFEST).is_file()
+    try:
+        source, shards, manifest = prepare(job)
+        save_corpus_calibration(out, job.options)
+        if embedder is not None:
+            written = run_local(source, shards, job, embedder, progress=progress)
+        else:
+            from bertkit.corpus_ray import run_ray
 
-        written = run_ray(source, shards, job, address=address, **ray_options)
+            written = run_ray(source, shards, job, address=address, **ray_options)
+    except BaseException:
+        if fresh:  # a bad row, a missing key, Ctrl-C before any shard: leave no manifest-only folder behind
+            forget_failed_start(out, existed)
+        raise
     return finish(out, shards, manifest, engine, written)
 
 
 def read_embeddings(output_dir: str | Path, columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
-    """All shards of a finished job, in row order: (the other columns, the (n, dim) float32 vectors)."""
+    """All shards of a finished job, in row order: (the other columns, the (n, dim) float32 vectors; the
+    int8 / uint8 codes as stored for a corpus embedded with --dtype, see corpus/compact.py)."""
     out = Path(output_dir)
     manifest = read_manifest(out)
     if not manifest.get("complete"):
@@ -207,8 +224,12 @@ def read_embeddings(output_dir: str | Path, columns: list[str] | None = None) ->
         raise CorpusError(f"{out} holds sparse (SPLADE) vectors: build an index of them with --kind sparse "
                           "(bertkit.index_sparse.read_sparse_embeddings reads them)")
     tables = [pq.read_table(out / Shard(**s).file, columns=columns) for s in manifest["shards"]]
-    table = pa.concat_tables(tables) if tables else pa.table({})
+    if not tables:  # an empty input: no shards, no vectors
+        return pa.table({}), np.zeros((0, 0), np.float32)
+    table = pa.concat_tables(tables)
     emb = table.column("embedding").combine_chunks()
     dim = emb.type.list_size
-    vectors = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32, copy=False)
+    vectors = emb.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
+    if manifest["embedding"].get("dtype", "float32") == "float32":  # else the codes as stored (corpus/compact.py)
+        vectors = vectors.astype(np.float32, copy=False)
     return table.drop_columns(["embedding"]), vectors

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 from bertkit.corpus.spec import CorpusError, EmbedOptions, Shard
+from bertkit.outputs import writing
 
 
 def load_encoder(options: EmbedOptions, device: str | None = None):
@@ -46,6 +47,11 @@ class ShardEmbedder:
         check_chunking(options, encoder.max_length)
         if options.sparse:
             encoder.model.require("mlm", "embed-corpus --sparse (SPLADE vectors)")
+        self.calibration = None
+        if options.dtype != "float32" or options.dimensions is not None:  # compact codes (corpus/compact.py)
+            from bertkit.corpus.compact import shard_calibration
+
+            self.calibration = shard_calibration(options, encoder)
         self._chunker = None
         if options.chunk_tokens is not None:
             from tokenizers import Tokenizer
@@ -92,6 +98,10 @@ class ShardEmbedder:
             columns["text"] = pa.array(to_embed, pa.string())
         if o.sparse:
             return sparse_columns(self.encoder, o, columns, to_embed)
+        if o.dtype != "float32" or o.dimensions is not None:
+            from bertkit.corpus.compact import compact_columns
+
+            return compact_columns(self.encoder, o, self.calibration, columns, to_embed)
         dim = self.encoder.hidden_size
         if to_embed:
             vectors = self.encoder.encode(to_embed, pooling=o.pooling, normalize=o.normalize, batch_size=o.batch_size)
@@ -122,8 +132,9 @@ def write_shard(output_dir: Path, shard: Shard, table: pa.Table, skipped: int) -
     final = Path(output_dir) / shard.file
     tmp = final.with_name(f".{shard.file}.tmp-{os.getpid()}")
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, final)
+        with writing(final):  # a full disk: one line naming the cause; the shard files written so far stay
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from bertkit.errors import InputError, OptionError
+from bertkit.textcheck import embeddable
 
 log = logging.getLogger(__name__)
 from bertkit.corpus.spec import FORMATS, SUFFIX_FORMATS, CorpusError, CorpusJob, Shard, Source
@@ -171,10 +172,12 @@ def _bad(source: Source, row: int, why: str) -> InputError:
 
 
 def _text_of(value: Any) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None
+    """The row's text, or None when it has nothing to embed (as Encoder.encode refuses: empty, only whitespace /
+    control / zero-width characters, or not valid Unicode)."""
+    return value if embeddable(value) else None
 
 
-def _raw_rows(source: Source, shard: Shard) -> Iterator[tuple[int, Any, Any]]:
+def _raw_rows(source: Source, shard: Shard, skip_bad_rows: bool = False) -> Iterator[tuple[int, Any, Any]]:
     """(row, text or None when bad, id value) for the rows of one shard."""
     end = shard.first_row + shard.rows
     if source.format == "parquet":
@@ -200,11 +203,14 @@ def _raw_rows(source: Source, shard: Shard) -> Iterator[tuple[int, Any, Any]]:
         if not isinstance(obj, dict):
             yield row, None, row
             continue
-        if source.text_column not in obj:
-            raise CorpusError(f"{source.path}: row {row} has no {source.text_column!r} key (keys: {sorted(obj)}); "
-                              "pass --text-column")
-        if source.id_column is not None and source.id_column not in obj:
-            raise CorpusError(f"{source.path}: row {row} has no {source.id_column!r} key; pass --id-column")
+        missing = next((c for c in (source.text_column, source.id_column) if c is not None and c not in obj), None)
+        if missing is not None:
+            if skip_bad_rows:  # a bad row like any other: skipped and counted
+                yield row, None, row
+                continue
+            option = "--text-column" if missing == source.text_column else "--id-column"
+            raise CorpusError(f"{source.path}: row {row} has no {missing!r} key (keys: {sorted(obj)[:20]}); pass "
+                              f"{option}, or --skip-bad-rows to skip such rows")
         yield row, _text_of(obj[source.text_column]), obj[source.id_column] if source.id_column else row
 
 
@@ -237,7 +243,7 @@ def read_shard(source: Source, shard: Shard, skip_bad_rows: bool) -> tuple[list[
     """(rows, ids, texts, number skipped) of one shard. Bad rows (empty, missing or undecodable text) are
     errors naming the row, or skipped and counted."""
     rows, ids, texts, skipped = [], [], [], 0
-    for row, text, ident in _raw_rows(source, shard):
+    for row, text, ident in _raw_rows(source, shard, skip_bad_rows):
         if text is None:
             if not skip_bad_rows:
                 raise _bad(source, row, "has no text (empty, missing, or not valid UTF-8 / JSON)")

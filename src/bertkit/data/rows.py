@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,9 @@ def parse_float(value: str, what: str, bad: BadRows, line: int, lo: float, hi: f
         x = float(value)
     except ValueError:
         bad(line, f"{what} {value!r} is not a number")
+        return None
+    if not math.isfinite(x):
+        bad(line, f"{what} {value.strip()!r} is not a finite number (NaN / inf)")
         return None
     if not lo <= x <= hi:
         bad(line, f"{what} {x} is outside [{lo:g}, {hi:g}]")

@@ -13,9 +13,12 @@ from prometheus_client import disable_created_metrics
 from bertkit import __version__
 from bertkit.serve.accesslog import AccessLogMiddleware, install_cors
 from bertkit.serve.auth import AccessPolicy, install_auth, unwatch_sighup, watch_sighup
+from bertkit.serve.bodylimit import install_body_limits
 from bertkit.serve.errors import RequestIdMiddleware, install_error_handlers
+from bertkit.serve.inside_routes import inside_router
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import MetricsMiddleware
+from bertkit.serve.openapi import document_errors
 from bertkit.serve.routes import STATIC_DIR, router
 from bertkit.serve.service import Service, load_task_heads
 from bertkit.serve.tei_rerank import retrieval_router
@@ -42,11 +45,14 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
     app.include_router(router)
     app.include_router(tei_router)  # TEI's own routes (POST /, /embed_all, ...); its /embed is router's
     app.include_router(retrieval_router)  # TEI's /embed_sparse and /rerank
+    app.include_router(inside_router)  # the playground's look inside: /attention, /layers, /model, /report
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
+    document_errors(app)  # the OpenAPI schema shows the error bodies the server really sends
     install_auth(app, access, service.metrics.registry)  # innermost: refusals get request ids, metrics, logs
     # The last added runs first. Metrics see every answer, RequestIdMiddleware's 500s included; JsonBodies
     # copies the scope, so it runs before MetricsMiddleware, which reads the route the router writes into it.
+    install_body_limits(app, service.limits)  # inside RequestIdMiddleware: its 413 / 408 get ids, metrics, logs
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     app.add_middleware(AccessLogMiddleware, log_texts=access.log_texts)
@@ -92,9 +98,11 @@ def set_threads(threads: int | None) -> None:
 
 
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,
-               log_level: str = "info", ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+               log_level: str = "info", ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
+               sock: Any = None) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests are finished (up to graceful_timeout seconds).
     With ssl_certfile (and ssl_keyfile) it serves https; check the pair first with `serve.tls.check_tls`.
+    `sock`: a socket already bound to host:port (`serve.listen.bind_port`), so a busy port fails early.
     Request logs (`bertkit.serve.access`) follow log_level: one line per request at info and debug."""
     import os
 
@@ -108,4 +116,4 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful
     logging.getLogger("bertkit.serve.access").setLevel(level if isinstance(level, int) else logging.INFO)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ssl_certfile=ssl_certfile,
                             ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=graceful_timeout, access_log=False)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bertkit.serve.costs import pieces
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import Metrics
@@ -38,6 +39,7 @@ class Job:
     texts: list[str]
     tokens: int
     future: asyncio.Future = field(repr=False)
+    part: bool = False  # a piece of a request over split_tokens: at most one piece runs per model round
 
 
 class Batcher:
@@ -82,21 +84,30 @@ class Batcher:
         """Any model call, on the model thread."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
-    async def encode(self, key: tuple, texts: list[str], tokens: int) -> np.ndarray:
+    async def encode(self, key: tuple, texts: list[str], tokens: int, counts: list[int] | None = None) -> np.ndarray:
+        """The texts' vectors. `counts` (tokens per text) lets a request over split_tokens run in pieces, with
+        other requests' batches between them (no small request waits behind the whole of a huge one)."""
         limit = self.limits.max_queued_tokens
         if self.accepted_tokens and self.accepted_tokens + tokens > limit:
             raise ServeError(
                 f"server busy: {self.accepted_tokens} tokens queued, this request adds {tokens} and "
                 f"max_queued_tokens is {limit}; retry shortly", 429, "max_queued_tokens",
             )
-        job = Job(key, texts, tokens, asyncio.get_running_loop().create_future())
-        self.pending.append(job)
+        split = counts is not None and tokens > self.limits.split_tokens
+        spans = pieces(counts, self.limits.split_tokens) if split else [(0, len(texts))]
+        loop = asyncio.get_running_loop()
+        jobs = [Job(key, texts[a:b], sum(counts[a:b]) if split else tokens, loop.create_future(), part=split)
+                for a, b in spans]
+        self.pending.extend(jobs)
         self._account(tokens)
         self._wakeup.set()
         try:
-            return await job.future
+            parts = await asyncio.gather(*(j.future for j in jobs))
         finally:
+            for job in jobs:  # one piece failed (or the request was cancelled): the others are not run
+                job.future.cancel()
             self._account(-tokens)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _account(self, tokens: int) -> None:
         self.accepted_tokens += tokens
@@ -112,16 +123,12 @@ class Batcher:
                 continue
             if sum(j.tokens for j in self.pending) < budget:
                 await asyncio.sleep(self.limits.max_wait_ms / 1000)  # let concurrent requests join
-            jobs, tokens = [], 0
-            while self.pending and (not jobs or tokens + self.pending[0].tokens <= budget):
-                job = self.pending.popleft()
-                jobs.append(job)
-                tokens += job.tokens
+            jobs = self._take(budget)
             self.metrics.queue_depth.set(len(self.pending))
             groups: dict[tuple, list[Job]] = {}
-            for job in jobs:
-                groups.setdefault(job.key, []).append(job)
-            for key, group in groups.items():
+            for job in jobs:  # a piece of a huge request is never merged with small requests: it runs alone, last
+                groups.setdefault((job.part, job.key), []).append(job)
+            for (_, key), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
                 try:
                     await self._run_group(key, group)
                 except Exception as e:  # the batcher must outlive any one batch, or all requests hang
@@ -129,6 +136,23 @@ class Batcher:
                     for job in group:
                         if not job.future.done():
                             job.future.set_exception(e)
+
+    def _take(self, budget: int) -> list[Job]:
+        """The next round's jobs: in arrival order while they fit the token budget (the first always does),
+        skipping, not stopping at, what does not fit; at most one piece of a split request per round."""
+        jobs, kept, tokens, piece = [], deque(), 0, False
+        while self.pending:
+            job = self.pending.popleft()
+            if job.future.done():  # cancelled: its client went away, or another piece of its request failed
+                continue
+            if (not jobs or tokens + job.tokens <= budget) and not (job.part and piece):
+                jobs.append(job)
+                tokens += job.tokens
+                piece = piece or job.part
+            else:
+                kept.append(job)
+        self.pending = kept
+        return jobs
 
     async def _run_group(self, key: tuple, jobs: list[Job]) -> None:
         jobs = [j for j in jobs if not j.future.done()]  # the client may have gone away

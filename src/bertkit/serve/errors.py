@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from bertkit.errors import BertkitError, OptionError
+from bertkit.errors import BertkitError, InputError, OptionError
 from bertkit.serve.schemas import json_response
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,25 @@ def fail(scope: dict, status: int, message: str, code: str, param: str | None = 
 
 
 async def on_serve_error(request: Request, e: ServeError) -> Response:
-    response = fail(request.scope, e.status, str(e), e.code, e.param)
+    response = fail(request.scope, e.status, str(e), e.code, e.param or "body")
     if e.retry_after is not None:
         response.headers["Retry-After"] = str(e.retry_after)
     return response
 
 
 async def on_user_error(request: Request, e: BertkitError) -> Response:
-    code = "invalid_value" if isinstance(e, OptionError) else type(e).__name__  # the documented codes
-    return fail(request.scope, 400, str(e), code)
+    return fail(request.scope, 400, str(e), user_error_code(e), getattr(e, "param", None) or "body")
+
+
+def user_error_code(e: BertkitError) -> str:
+    """A stable snake_case code for a library user error: OptionError -> invalid_value, InputError ->
+    invalid_input, MissingHeadError -> missing_head, any other FooBarError -> foo_bar."""
+    if isinstance(e, OptionError):
+        return "invalid_value"
+    if isinstance(e, InputError):
+        return "invalid_input"
+    name = type(e).__name__.removesuffix("Error") or "user"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 async def on_validation_error(request: Request, e: RequestValidationError) -> Response:
@@ -92,7 +102,8 @@ async def on_http_error(request: Request, e: StarletteHTTPException) -> Response
     if e.status_code == 400 and "parsing the body" in str(e.detail):  # e.g. a body that is not UTF-8
         return fail(request.scope, 422, "request body is not valid JSON (not UTF-8?); send a JSON object",
                     "invalid_json", "body")
-    return fail(request.scope, e.status_code, str(e.detail), f"http_{e.status_code}")
+    param = {404: "path", 405: "method"}.get(e.status_code, "body")
+    return fail(request.scope, e.status_code, str(e.detail), f"http_{e.status_code}", param)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -13,3 +13,9 @@ class Limits:
     batch_tokens: int = 8_192  # the batcher closes a model batch once this many tokens are in it
     max_wait_ms: float = 5.0  # how long a lone request waits for company before its batch runs
     encode_batch_size: int = 32  # rows per forward pass inside a merged batch (as offline `encode`)
+    # What one request may cost (issue 16): bounded by the operator, reported by /info.
+    max_poolings: int = 7  # distinct poolings in one /similarity request (duplicates are merged) -> 413
+    max_layers: int = 13  # layers averaged in one request, each at most once (duplicates -> 400) -> 413
+    max_body_bytes: int = 16 * 1024 * 1024  # request body size -> 413, before it is read
+    body_timeout_s: float = 30.0  # time to receive a whole request body -> 408
+    split_tokens: int = 1_024  # a request over this many tokens runs in pieces, small requests between them

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import FileResponse, Response
 
-from bertkit.serve import tei
+from bertkit.serve import inside, tei
+from bertkit.serve.bodylimit import JsonRoute
 from bertkit.serve.schemas import (
     ClassifyRequest,
     EmbedRequest,
@@ -37,7 +38,7 @@ from bertkit.serve.service import Service
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)  # large JSON bodies are parsed off the event loop (bodylimit.py)
 
 
 async def get_service(request: Request) -> Service:
@@ -53,9 +54,9 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 @router.post("/v1/embeddings")
 async def openai_embeddings(req: OpenAIEmbeddingRequest, service: ServiceDep) -> Response:
-    vectors, tokens, truncated = await service.openai_embed(req.input, req.dimensions)
-    if req.encoding_format == "base64":
-        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    vectors, tokens, truncated = await service.openai_embed(req.input, req.dimensions, req.dtype)
+    if req.encoding_format == "base64":  # float32 little-endian; compact codes (req.dtype) as their bytes
+        vectors = np.ascontiguousarray(vectors, dtype="<f4" if vectors.dtype.kind == "f" else vectors.dtype)
         data = [
             {"object": "embedding", "index": i, "embedding": base64.b64encode(v.tobytes()).decode("ascii")}
             for i, v in enumerate(vectors)
@@ -65,6 +66,8 @@ async def openai_embeddings(req: OpenAIEmbeddingRequest, service: ServiceDep) ->
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     # `truncated` (positions of inputs cut to the model's limit) is ours; OpenAI clients ignore extra fields.
     out = {"object": "list", "data": data, "model": service.model_id, "usage": usage, "truncated": truncated}
+    if req.dtype is not None:  # bertkit's extension (serve/compact.py); absent for OpenAI clients
+        out["dtype"] = req.dtype
     return await vectors_response(out, vectors.size)
 
 
@@ -82,7 +85,8 @@ async def embed(body: JsonBody, request: Request, service: ServiceDep) -> Respon
         return await tei.embed(service, tei.tei_request(tei.TeiEmbedRequest, body))
     req = validate_body(EmbedRequest, body)
     vectors, tokens, truncated = await service.embed(
-        req.texts, req.pooling, req.layers, req.normalize, req.whiten, req.template, req.truncate
+        req.texts, req.pooling, req.layers, req.normalize, req.whiten, req.template, req.truncate, req.dtype,
+        req.dimensions,
     )
     return await vectors_response({
         "embeddings": vectors,
@@ -90,6 +94,7 @@ async def embed(body: JsonBody, request: Request, service: ServiceDep) -> Respon
         "pooling": req.pooling,
         "normalized": req.normalize,
         "whitened": req.whiten,
+        "dtype": req.dtype,
         "truncated": truncated,
         "usage": {"tokens": tokens},
     }, vectors.size)
@@ -165,7 +170,8 @@ async def health(service: ServiceDep) -> Response:
 
 @router.get("/info")
 async def info(service: ServiceDep) -> Response:
-    return json_response({**service.info(), **tei.info(service)})  # TEI clients read TEI's field names
+    # TEI clients read TEI's field names; "inside" is the playground's (limits of /attention, /layers; fill-mask)
+    return json_response({**service.info(), **tei.info(service), "inside": inside.info(service)})
 
 
 @router.get("/metrics")

@@ -32,6 +32,8 @@ class EmbedRequest(Strict):
     whiten: bool = False
     truncate: bool = True
     template: str | None = None
+    dtype: str = "float32"  # compact vectors (serve/compact.py): int8 | uint8 | binary | ubinary
+    dimensions: int | None = None  # the first N dimensions, re-normalised
 
 
 class OpenAIEmbeddingRequest(BaseModel):
@@ -42,6 +44,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
+    dtype: str | None = None  # bertkit's extension (serve/compact.py); OpenAI clients never send it
 
 
 class TokensRequest(Strict):

@@ -7,7 +7,6 @@ with its status) or the library's own `BertkitError`s.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import asdict
 from functools import cached_property
@@ -18,15 +17,19 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from bertkit.batching import truncated_positions
-from bertkit.errors import BertkitError
+from bertkit.errors import BertkitError, InputError, OptionError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
 from bertkit.rerank import reranker_of
 from bertkit.serve.batcher import Batcher
+from bertkit.serve.compact import compact_request
+from bertkit.serve.costs import check_layers, gather_or_cancel, pieces, unique_poolings
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.quota import charge_tokens
-from bertkit.tokenizer import as_text_list
+from bertkit.tokenizer import as_text_list, check_has_tokens
+
+TEXT_PARAMS = {"text": "texts", "input": "input", "query": "query", "second text": "b"}  # what -> body field
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -43,6 +46,8 @@ class Embedded(NamedTuple):
 class Service:
     """What the routes share: the encoder, limits, batcher, metrics and optional extras (whitening, index)."""
 
+    calibration: Any = None  # bertkit.quantize.Calibration for dtype int8 / uint8 (`serve --calibration`)
+
     def __init__(self, encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
                  heads: tuple[Any, Any] = (None, None)):
         self.encoder, self.limits, self.index, self.whitening = encoder, limits or Limits(), index, whitening
@@ -51,6 +56,8 @@ class Service:
         self.metrics = Metrics()
         self.batcher = Batcher(encoder, self.limits, self.metrics)
         self.model_id = short_model_id(encoder)
+        self.mask_encoder: Encoder | None = None  # `serve --mask-model`: a masked-LM model behind /fill-mask
+        self.report_dir: Path | None = None  # `serve --report DIR`: a `bertkit report` folder (GET /report)
 
     async def start(self) -> None:
         await self.batcher.start()
@@ -61,19 +68,23 @@ class Service:
     # -- validation ---------------------------------------------------------------------------------------
 
     def texts(self, texts: str | list[str], what: str = "text") -> list[str]:
-        texts = as_text_list(texts, what)  # refuses empty / whitespace-only texts by position
+        param = TEXT_PARAMS.get(what, "texts")
+        try:  # refuses empty / invisible texts and lone surrogates by position
+            texts = as_text_list(texts, what)
+        except InputError as e:
+            raise ServeError(str(e), 400, "invalid_input", param) from None
         if not texts:
-            raise ServeError(f"no {what}s given; send at least one", 400, "empty_input")
+            raise ServeError(f"no {what}s given; send at least one", 400, "empty_input", param)
         if len(texts) > self.limits.max_inputs:
             raise ServeError(
                 f"{len(texts)} inputs in one request; max_inputs is {self.limits.max_inputs}: split the request",
-                413, "max_inputs",
+                413, "max_inputs", param,
             )
         for i, t in enumerate(texts):
             if len(t) > self.limits.max_chars:
                 raise ServeError(
                     f"{what} {i} has {len(t)} characters; max_chars is {self.limits.max_chars}: shorten it",
-                    413, "max_chars",
+                    413, "max_chars", param,
                 )
         return texts
 
@@ -84,13 +95,14 @@ class Service:
         self.whitening.check_compatible(pooling, layers)
 
     def check_layers(self, layers: list[int] | None) -> None:
-        n = self.encoder.model.config.num_hidden_layers + 1
-        for i in layers or []:
-            if not -n <= i < n:
-                raise ServeError(f"layer {i} does not exist; this model has hidden states 0..{n - 1} (or -1..-{n})")
+        """Each layer once, one the model has, at most max_layers of them (serve/costs.py)."""
+        check_layers(layers, self.encoder.model.config.num_hidden_layers + 1, self.limits)
 
     def check_pooling(self, pooling: str, layers: list[int] | None) -> None:
-        check_pooling(pooling, layers)
+        try:
+            check_pooling(pooling, layers)
+        except OptionError as e:
+            raise ServeError(str(e), 400, "invalid_value", "layers" if pooling in POOLING_MODES else "pooling") from None
         if pooling == "pooler":
             self.encoder.model.require("pooler", "pooling='pooler'")
         self.check_layers(layers)
@@ -104,7 +116,11 @@ class Service:
             try:
                 encodings = tokenizer.encode(texts, truncate=truncate)
             except BertkitError as e:  # truncate=false and a text is over the model's limit
-                raise ServeError(str(e), 413, "max_length") from None
+                raise ServeError(str(e), 413, "max_length", "truncate") from None
+            try:
+                check_has_tokens(encodings)  # only accents an uncased model strips: as empty as ""
+            except InputError as e:
+                raise ServeError(str(e), 400, "invalid_input", "texts") from None
             return [len(e.ids) for e in encodings], truncated_positions(encodings)
 
         counts, truncated = await run_in_threadpool(count)
@@ -127,32 +143,41 @@ class Service:
                 413, "max_queued_tokens",
             )
         key = (pooling, tuple(layers) if layers else None, normalize, template or DEFAULT_PROMPT, truncate)
-        return Embedded(await self.batcher.encode(key, texts, tokens), tokens, truncated)
+        return Embedded(await self.batcher.encode(key, texts, tokens, counts), tokens, truncated)
 
     async def embed(self, texts: str | list[str], pooling: str = "mean", layers: list[int] | None = None,
                     normalize: bool = False, whiten: bool = False, template: str | None = None,
-                    truncate: bool = True) -> Embedded:
-        """POST /embed: any pooling, optionally whitened (then normalised after whitening)."""
+                    truncate: bool = True, dtype: str = "float32", dimensions: int | None = None) -> Embedded:
+        """POST /embed: any pooling, optionally whitened (then normalised after whitening), optionally compact
+        (dimensions, then dtype: serve/compact.py)."""
         texts = self.texts(texts)
         if whiten:
             self.check_whitening(pooling, layers)
+        compacted = compact_request(self, dtype, dimensions, pooling, normalize, whiten)
         out = await self.vectors(texts, pooling, layers, normalize and not whiten, template, truncate)
         if whiten:
             out = out._replace(vectors=self.whitening.apply(out.vectors, normalize=normalize))
+        if compacted is not None:
+            out = out._replace(vectors=compacted(out.vectors))
         return out
 
-    async def openai_embed(self, texts: str | list[str], dimensions: int | None = None) -> Embedded:
-        """POST /v1/embeddings: mean-pooled, L2-normalised; `dimensions` keeps the first N and re-normalises."""
+    async def openai_embed(self, texts: str | list[str], dimensions: int | None = None,
+                           dtype: str | None = None) -> Embedded:
+        """POST /v1/embeddings: mean-pooled, L2-normalised; `dimensions` keeps the first N and re-normalises;
+        `dtype` (bertkit's extension, serve/compact.py) quantises the result."""
         texts = self.texts(texts, "input")
         hidden = self.encoder.hidden_size
         if dimensions is not None and not 1 <= dimensions <= hidden:
             raise ServeError(f"dimensions must be between 1 and {hidden}, got {dimensions}", 400,
                              "invalid_dimensions", "dimensions")
+        compacted = compact_request(self, dtype, dimensions, "mean", True) if dtype is not None else None
         out = await self.vectors(texts, "mean", None, True, None, True)
         if dimensions is not None and dimensions < hidden:
             # Matryoshka-style truncation as OpenAI does it: keep the first dims, then re-normalise.
             cut = out.vectors[:, :dimensions]
             out = out._replace(vectors=cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12))
+        if compacted is not None:  # truncating the truncated vectors again changes nothing
+            out = out._replace(vectors=compacted(out.vectors))
         return out
 
     async def similarity(self, texts: list[str] | None, a: str | list[str] | None, b: str | list[str] | None,
@@ -171,11 +196,11 @@ class Service:
             if len(a) != len(b):
                 raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
             texts = self.texts(a + b)
-        if not poolings:
-            raise ServeError("poolings is empty; name at least one, e.g. [\"mean\"]", 400, "bad_pooling")
+        poolings = unique_poolings(poolings, self.limits)  # each once, at most max_poolings
         for p in poolings:
             self.check_pooling(p, layers)
-        results = await asyncio.gather(*(self.vectors(texts, p, layers, True, None, truncate) for p in poolings))
+        # A refusal of one pooling's vectors (429: the queue is full) cancels the others' queued work.
+        results = await gather_or_cancel(*(self.vectors(texts, p, layers, True, None, truncate) for p in poolings))
         n = len(texts) // 2
         scores = {
             p: (r.vectors @ r.vectors.T if a is None else (r.vectors[:n] * r.vectors[n:]).sum(1)).clip(-1, 1)
@@ -210,7 +235,9 @@ class Service:
         texts = self.texts(texts)
         self.check_layers(layers)
         counts, truncated = await self.count_tokens(texts, truncate)
-        results = await self.batcher.run(self.encoder.encode_tokens, texts, layers=layers, truncate=truncate)
+        results = []
+        for a, b in pieces(counts, self.limits.split_tokens):  # other requests' batches run between the pieces
+            results += await self.batcher.run(self.encoder.encode_tokens, texts[a:b], layers=layers, truncate=truncate)
         self.metrics.add_tokens(sum(counts))
         return results, sum(counts), truncated
 
@@ -273,9 +300,10 @@ class Service:
         return await run_in_threadpool(self.untruncated.decode_batch, ids, skip_special_tokens=skip_special_tokens)
 
     async def fill_mask(self, text: str, top_k: int) -> list[list[tuple[str, float]]]:
-        self.encoder.model.require("mlm", "fill-mask")
+        encoder = self.mask_encoder or self.encoder
+        encoder.model.require("mlm", "fill-mask")
         (text,) = self.texts([text])
-        return await self.batcher.run(self.encoder.fill_mask, text, top_k=top_k)
+        return await self.batcher.run(encoder.fill_mask, text, top_k=top_k)
 
     async def nsp(self, a: str | list[str], b: str | list[str]) -> np.ndarray:
         self.encoder.model.require("nsp", "next-sentence prediction")
@@ -329,6 +357,9 @@ class Service:
             "poolings": [p for p in POOLING_MODES if p != "pooler" or model.has_pooler],
             "default_prompt": DEFAULT_PROMPT,
             "limits": asdict(self.limits),
+            # How a request's cost is bounded besides the limits (serve/costs.py, serve/bodylimit.py).
+            "costs": {"duplicate_poolings": "merged", "duplicate_layers": "refused", "split_tokens": "a request over "
+                      "split_tokens tokens runs in pieces; other requests run between them"},
             "search": self.index is not None,
         }
 

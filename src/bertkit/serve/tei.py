@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import Request
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from bertkit.serve.bodylimit import JsonRoute
 from bertkit.serve.errors import ServeError
 from bertkit.serve.schemas import json_response, validate_body, vectors_response
 
@@ -131,9 +131,11 @@ def speak_tei(scope: dict) -> None:
     scope.setdefault("state", {})["error_body"] = tei_error
 
 
-class TeiRoute(APIRoute):
-    """A route of TEI's API: it says so before the body is read, so even a body that is not JSON gets
-    TEI's error answer."""
+class TeiRoute(JsonRoute):
+    """A route of TEI's API: it says so before the body is read, so even a body that is not JSON (or one over
+    the body limits) gets TEI's error answer."""
+
+    error_body = staticmethod(tei_error)
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
