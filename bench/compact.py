@@ -162,14 +162,17 @@ def chart(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 6))
     for corpus, marker in zip(dict.fromkeys(r["corpus"] for r in rows), "os^"):
         mine = [r for r in rows if r["corpus"] == corpus]
         ax.scatter([r["bytes_per_vector"] for r in mine], [r["recall@10"] for r in mine], marker=marker,
                    label=f"{corpus} ({mine[0]['n']:,})")
-        for r in mine:
-            ax.annotate(r["variant"], (r["bytes_per_vector"], r["recall@10"]), fontsize=7, xytext=(4, 2),
-                        textcoords="offset points")
+    # One label per variant, beside the mean of its points: the corpora share x, so labels per point collide.
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        y = sum(r["recall@10"] for r in mine) / len(mine)
+        ax.annotate(variant, (mine[0]["bytes_per_vector"], y), fontsize=8, xytext=(8, 0), va="center",
+                    textcoords="offset points")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("bytes per vector (index codes, log scale)")
     ax.set_ylabel("recall@10 against exact float32")
@@ -190,8 +193,12 @@ def main() -> None:
     p.add_argument("--calibration-texts", type=int, default=4000)
     p.add_argument("--table", type=Path, help="write the markdown table here (always printed)")
     p.add_argument("--plot", type=Path, help="recall vs bytes per vector chart (.png)")
+    p.add_argument("--replot", type=Path, help="only redraw --plot from the rows of an earlier run's --json")
     p.add_argument("--json", type=Path, help="also write the rows as JSON lines")
     args = p.parse_args()
+    if args.replot:
+        rows = [json.loads(line) for line in args.replot.read_text().splitlines() if line.strip()]
+        return chart(rows, args.plot or args.replot.with_suffix(".png"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from bertkit import Encoder
 
