@@ -7,11 +7,17 @@
 | int8      | torch   | dynamic int8 quantization of every Linear, per-channel weight scales     | cos >= 0.88       |
 | fp32      | onnx    | ONNX Runtime on a graph bertkit exports itself, cached next to the model | cos >= 1 - 1e-5   |
 | int8      | onnx    | ONNX Runtime dynamic int8 quantization of that graph, per-channel        | cos >= 0.94       |
+| int8-static | onnx  | static (calibrated) int8: QDQ, per-channel weights, fixed activation ranges | cos >= 0.93     |
 
 The tolerances are the minimum cosine to the exact fp32 vectors over short and long sentences that
 tests/test_speed.py holds each mode to. int8 is lossy on this small model (the worst case is a one-word text;
 typical sentences stay above 0.95): use it where ranking quality, not vector identity, matters (STS Spearman
-is reported per mode in docs/RESULTS.md).
+is reported per mode in docs/RESULTS.md). int8-static is calibrated once on a few hundred texts (bertkit.onnx_int8)
+and so skips the per-batch activation range pass of dynamic int8.
+
+`Encoder.load(backend="onnx")` runs without torch once a graph is cached (bertkit.onnx_cache,
+bertkit.onnx_encoder); this module exports graphs and needs torch. A requested mode that would be slower than
+exact fp32 on this CPU falls back to the fastest correct one (bertkit.verdicts).
 """
 
 from __future__ import annotations
@@ -20,37 +26,21 @@ import copy
 import hashlib
 import logging
 import os
-import threading
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from bertkit.errors import BertkitError, OptionError
+from bertkit import onnx_cache
 from bertkit.model import Bert, BertOutput
+from bertkit.modes import BACKENDS, PRECISIONS, TOLERANCE, check_names  # noqa: F401  (re-exported)
+from bertkit.onnx_cache import ONNX_FORMAT, BackendError, Graph
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "int8")
-BACKENDS = ("torch", "onnx")
-# Minimum cosine between a mode's vectors and the exact fp32 ones (what the tests hold each mode to).
-TOLERANCE = {("fp32", "torch"): 1 - 1e-5, ("bf16", "torch"): 0.999, ("int8", "torch"): 0.88,
-             ("fp32", "onnx"): 1 - 1e-5, ("int8", "onnx"): 0.94}
-ONNX_FORMAT = 1  # bumped when the exported graph changes, so stale cached exports are not reused
-
-
-class BackendError(BertkitError):
-    """A precision / backend combination that cannot run here (missing package, unsupported pair)."""
-
 
 def check_options(precision: str, backend: str, device: torch.device | str = "cpu") -> None:
-    if precision not in PRECISIONS:
-        raise OptionError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    if backend not in BACKENDS:
-        raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if backend == "onnx" and precision == "bf16":
-        raise BackendError("precision bf16 runs on the torch backend only; use --backend torch (or precision int8 with onnx)")
+    check_names(precision, backend)
     if backend == "onnx" and torch.device(device).type != "cpu":
         raise BackendError("the onnx backend runs on CPU; use --backend torch on a GPU")
     if precision == "int8" and backend == "torch" and torch.device(device).type != "cpu":
@@ -108,20 +98,6 @@ def _fingerprint(model: Bert) -> str:
     return h.hexdigest()[:16]
 
 
-def onnx_cache_dir(model_dir: Path) -> Path:
-    """`<model folder>/onnx`, next to the model; a per-user cache when that folder is read-only."""
-    here = Path(model_dir) / "onnx"
-    try:
-        here.mkdir(exist_ok=True)
-        if os.access(here, os.W_OK):
-            return here
-    except OSError:
-        pass
-    fallback = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bertkit" / "onnx"
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
-
-
 def export_onnx(model: Bert, path: Path) -> Path:
     """Export the fp32 model with dynamic batch and sequence axes (written to a temp file, then renamed)."""
     model = copy.deepcopy(model).float().cpu().eval()
@@ -145,72 +121,85 @@ def export_onnx(model: Bert, path: Path) -> Path:
     return path
 
 
-def onnx_model_path(model: Bert, model_dir: Path, precision: str) -> Path:
-    """The cached graph for this model and precision, exporting (and quantizing) it on first use."""
+def model_facts(model: Bert) -> dict:
+    """What the torch-free encoder needs to know about the model (kept in the graph's record)."""
+    c = model.config
+    return {"hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
+            "max_position_embeddings": c.max_position_embeddings, "has_pooler": model.has_pooler,
+            "has_mlm": model.has_mlm, "has_nsp": model.has_nsp}
+
+
+def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key: str | None = None,
+                 calibration: list[str] | None = None, calibration_name: str | None = None) -> Graph:
+    """The cached graph of this model and precision, exported (and quantized) when missing, corrupt or asked to
+    be recalibrated (calibration texts given), with its record. key=None: the model folder's source key (the
+    model was loaded from those files); else e.g. _fingerprint(model) for a model held only in memory."""
+    from bertkit import __version__, onnx_cache
+
+    onnx_cache.require_onnxruntime()
+    source = "files" if key is None else "memory"
+    key = key or onnx_cache.source_key(model_dir)
+    found, why = onnx_cache.find_graph(model_dir, precision, key)
+    if found is not None and not (precision == "int8-static" and calibration is not None):
+        return found
+    if why:
+        log.warning("%s; exporting again", why)
+    if precision != "fp32":
+        fp32 = export_graph(model, tokenizer, model_dir, "fp32", key=None if source == "files" else key).path
+    folder = onnx_cache.writable_cache_dir(model_dir)
+    path = onnx_cache.graph_path(folder, key, precision)
+    record = {"key": key, "source": source, "precision": precision, "model_dir": str(Path(model_dir).resolve()),
+              **model_facts(model), "bertkit": __version__, "torch": torch.__version__}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.onnx")
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        raise BackendError("backend onnx needs onnxruntime and onnx: pip install 'bertkit[fast]'") from e
-    folder = onnx_cache_dir(model_dir)
-    tag = _fingerprint(model)
-    fp32 = folder / f"bertkit-{tag}-fp32.onnx"
-    if not fp32.is_file():
-        log.info("exporting the model to ONNX: %s", fp32)
-        export_onnx(model, fp32)
-    if precision == "fp32":
-        return fp32
-    int8 = folder / f"bertkit-{tag}-int8.onnx"
-    if not int8.is_file():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        if precision == "fp32":
+            log.info("exporting the model to ONNX: %s", path)
+            export_onnx(model, tmp)
+        elif precision == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = int8.with_name(f".{int8.name}.tmp-{os.getpid()}.onnx")
-        try:
             quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-            os.replace(tmp, int8)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return int8
+        else:
+            from bertkit.onnx_int8 import quantize_static_graph
+
+            record["calibration"] = quantize_static_graph(fp32, tmp, tokenizer, calibration, calibration_name)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    onnx_cache.write_record(path, record)
+    return Graph(path, onnx_cache.check_graph(path)[0])
 
 
-class OnnxRunner:
-    """An ONNX Runtime session that answers like Bert.forward(..., compute_heads=False).
+def export_folder(name_or_path: str | Path | None, precisions: list[str], calibration: list[str] | None = None,
+                  calibration_name: str | None = None) -> list[Graph]:
+    """`bertkit export`: the graphs of a model folder (packaged model, folder or hub id), one per precision; an
+    int8-static graph is recalibrated when calibration texts are given."""
+    from bertkit.model import load_model, resolve_model_dir, transformer_dir
+    from bertkit.tokenizer import BertTokenizer
 
-    One session per intra-op thread count, made on first use: a call runs on as many threads as torch gives the
-    calling thread, so that the encoder's concurrent batches (one thread each) and a lone batch (all threads)
-    both get the right session. Sessions do not spin-wait between calls: a spinning pool kept burning the
-    cores after run() returned and slowed whatever ran next in the process.
-    """
+    for p in precisions:
+        check_names(p, "onnx")
+    onnx_cache.require_onnxruntime()
+    root = resolve_model_dir(name_or_path)
+    model, _ = load_model(root)
+    tokenizer = BertTokenizer.from_dir(transformer_dir(root), root=root)
+    return [export_graph(model, tokenizer, root, p, calibration=calibration if p == "int8-static" else None,
+                         calibration_name=calibration_name) for p in precisions]
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._sessions: dict[int, object] = {}
-        self._lock = threading.Lock()
-        self.outputs = [o.name for o in self.session(torch.get_num_threads()).get_outputs()]
 
-    def session(self, threads: int):
-        with self._lock:
-            if threads not in self._sessions:
-                import onnxruntime as ort
+def onnx_model_path(model: Bert, model_dir: Path, precision: str, tokenizer=None) -> Path:
+    """The cached graph of a model held in memory (named by its weights' fingerprint), exported on first use."""
+    return export_graph(model, tokenizer, model_dir, precision, key=_fingerprint(model)).path
 
-                opts = ort.SessionOptions()
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                self._sessions[threads] = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-            return self._sessions[threads]
+
+class OnnxRunner(onnx_cache.OnnxRunner):
+    """onnx_cache.OnnxRunner with torch tensors in and a BertOutput out (the torch-backed Encoder's ONNX path)."""
 
     def __call__(self, input_ids, attention_mask, token_type_ids, output_hidden_states: bool = False) -> BertOutput:
-        feed = {
-            "input_ids": input_ids.cpu().numpy().astype(np.int64),
-            "attention_mask": attention_mask.cpu().numpy().astype(np.int64),
-            "token_type_ids": token_type_ids.cpu().numpy().astype(np.int64),
-        }
-        wanted = [n for n in self.outputs if n != "hidden_states" or output_hidden_states]
-        got = dict(zip(wanted, self.session(torch.get_num_threads()).run(wanted, feed)))
-        hidden = got.get("hidden_states")
+        got = self.run(input_ids.cpu().numpy(), attention_mask.cpu().numpy(), token_type_ids.cpu().numpy(),
+                       output_hidden_states)
         return BertOutput(
-            last_hidden_state=torch.from_numpy(got["last_hidden_state"]),
-            pooler_output=torch.from_numpy(got["pooler_output"]) if "pooler_output" in got else None,
-            hidden_states=tuple(torch.from_numpy(h) for h in hidden) if hidden is not None else None,
+            last_hidden_state=torch.from_numpy(got.last_hidden_state),
+            pooler_output=torch.from_numpy(got.pooler_output) if got.pooler_output is not None else None,
+            hidden_states=tuple(torch.from_numpy(h) for h in got.hidden_states) if got.hidden_states else None,
         )

@@ -11,7 +11,7 @@ the task predictors (`batched_logits`), and the training loop (inside seeded shu
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,3 +67,18 @@ def truncation_note(encodings: Sequence[Encoding], limit: int, what: str = "inpu
     if n:
         log.warning("%d of %d %s were longer than %d tokens and were truncated", n, len(encodings), what, limit)
     return n
+
+
+def progress_iter(items: Iterable[np.ndarray], enabled: bool, total_items: int):
+    """Iterate `items` (index batches, e.g. as they finish) with a rich progress bar counting texts, if enabled."""
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("encoding"), BarColumn(), TextColumn("{task.completed}/{task.total} texts"), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("encode", total=total_items)
+        for item in items:
+            yield item
+            bar.advance(task, len(item))

@@ -7,8 +7,10 @@ are therefore identical in layout, row order and ids. Ray restarts a killed acto
 (Ray Data's defaults for actor pools: max_restarts=-1, max_task_retries=-1); a shard file is only ever
 written whole, so a retry cannot duplicate rows.
 
-On a cluster (--address) every node must have bertkit installed and see the input and output paths
-(a shared file system).
+On a cluster (--address) every node must have bertkit installed (with the `scale` extra) and reach the input
+and output: a shared file system, or (no shared disk) `s3://` URIs, whose writes follow the commit protocol of
+`bertkit.corpus.output`. The driver's AWS_* variables (endpoint, region, credentials) are passed to the job's
+workers as its runtime environment when this process starts Ray's connection.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from functools import partial
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,9 +31,8 @@ from bertkit.corpus import (
     Source,
     load_encoder,
     read_shard,
-    shard_done,
-    write_shard,
 )
+from bertkit.corpus.output import LocalOutput, ObjectOutput, open_output
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,8 @@ class EmbedActor:
 class ShardDatasink(Datasink):
     """Writes each shard to its part file, once it holds all of the shard's rows."""
 
-    def __init__(self, output_dir: str, shards: list[Shard]):
-        self.output_dir = output_dir
+    def __init__(self, output: LocalOutput | ObjectOutput, shards: list[Shard]):
+        self.output = output
         self.shards = {s.index: s for s in shards}
 
     def write(self, blocks, ctx) -> list[int]:
@@ -124,7 +124,7 @@ class ShardDatasink(Datasink):
                 raise CorpusError(f"shard {index} reached the writer split in pieces; raise --shard-rows limits")
             sort_keys = [("row", "ascending")] + ([("chunk", "ascending")] if "chunk" in part.column_names else [])
             part = part.sort_by(sort_keys).drop_columns(["shard", "skipped"])
-            write_shard(Path(self.output_dir), shard, part, skipped)
+            self.output.write(shard, part, skipped)
             written.append(index)
         return written
 
@@ -138,19 +138,32 @@ def default_actors(cpus_per_actor: int) -> tuple[int, float]:
     return max(1, int((resources.get("CPU", 1) - IO_CPUS) // cpus_per_actor)), 0.0
 
 
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` (one clear line when nobody answers there), or start a local Ray."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    runtime_env = {"env_vars": env} if env else None
+    if not address:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
+                 runtime_env=runtime_env)
+        return
+    from bertkit.raycluster import check_address
+
+    check_address(address)
+    ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
+
+
 def run_ray(source: Source, shards: list[Shard], job: CorpusJob, address: str | None = None,
             actors: int | None = None, cpus_per_actor: int = 1, num_cpus: int | None = None) -> int:
     """Run the pending shards as a Ray Data pipeline; returns how many shards were written."""
-    out = Path(job.output_dir).expanduser()
-    pending = [s for s in shards if not shard_done(out, s)]
+    out = open_output(job.output_dir)
+    if not out.remote:
+        out = LocalOutput(out.dir.resolve())  # the workers may run elsewhere: an absolute path
+    pending = [s for s in shards if not out.done(s)]
     if not pending:
         return 0
     started = False
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True)
+        connect(address, num_cpus)
         started = True
     try:
         ctx = DataContext.get_current()
@@ -171,7 +184,7 @@ def run_ray(source: Source, shards: list[Shard], job: CorpusJob, address: str | 
             num_cpus=cpus_per_actor,
             num_gpus=gpus,
         )
-        ds.write_datasink(ShardDatasink(str(out.resolve()), pending), ray_remote_args={"num_cpus": IO_CPUS})
+        ds.write_datasink(ShardDatasink(out, pending), ray_remote_args={"num_cpus": IO_CPUS})
     finally:
         if started:
             ray.shutdown()

@@ -7,19 +7,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tokenizers import Encoding
 
-from bertkit.batching import DEFAULT_MAX_TOKENS, by_length, truncated_positions, truncation_note
+from bertkit.batching import (
+    DEFAULT_MAX_TOKENS,
+    by_length,
+    progress_iter,
+    truncated_positions,
+    truncation_note,
+)
 from bertkit.errors import InputError, OptionError
-from bertkit.model import Bert, BertOutput, load_model
 from bertkit.pooling import DEFAULT_PROMPT, check_pooling, check_template, needs_hidden_states, pool
 from bertkit.tokenizer import (
     Batch,
@@ -28,7 +33,30 @@ from bertkit.tokenizer import (
     check_has_tokens,
 )
 
+if TYPE_CHECKING:
+    import torch
+    from tokenizers import Encoding
+
+    from bertkit.model import Bert, BertOutput
+
 log = logging.getLogger(__name__)
+
+
+def _no_grad(method):
+    """torch.inference_mode() around a method, through the encoder's `_grad_off` (the torch-free ONNX encoder
+    enters nothing), so that this module never imports torch itself."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._grad_off():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _as_numpy(x) -> np.ndarray:
+    """float32 numpy rows from a torch tensor (any device, any float dtype) or a numpy array."""
+    return x.astype(np.float32, copy=False) if isinstance(x, np.ndarray) else x.float().cpu().numpy()
 
 
 @dataclass
@@ -56,6 +84,8 @@ class Encoder:
         precision: str = "fp32",
         backend: str = "torch",
     ):
+        import torch
+
         self.device = torch.device(device)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
@@ -73,14 +103,16 @@ class Encoder:
 
     def set_mode(self, precision: str = "fp32", backend: str = "torch") -> None:
         """Switch precision / backend on a loaded encoder (the fp32 torch model always stays loaded)."""
-        from bertkit import backends
+        from bertkit import backends, verdicts
 
         backends.check_options(precision, backend, self.device)
+        self.requested_precision = precision  # differs when this CPU's verdict made it fall back to fp32
+        precision = verdicts.choose(precision, backend, self.path, self.device.type)
         self.precision, self.backend = precision, backend
         self._int8 = backends.quantize_int8(self.model) if precision == "int8" and backend == "torch" else None
         self._onnx = None
         if backend == "onnx":
-            path = backends.onnx_model_path(self.model, self.path, precision)
+            path = backends.onnx_model_path(self.model, self.path, precision, self.tokenizer)
             self._onnx = backends.OnnxRunner(path)
 
     @classmethod
@@ -94,10 +126,18 @@ class Encoder:
     ) -> Encoder:
         """None = the packaged default model; else a local folder or a Hugging Face hub id.
 
-        precision: "fp32" (exact, default), "bf16" (autocast) or "int8" (dynamic quantization); backend:
-        "torch" (default) or "onnx" (ONNX Runtime, exported and cached next to the model). See backends.py.
+        precision: "fp32" (exact, default), "bf16" (autocast), "int8" (dynamic quantization) or "int8-static"
+        (onnx, calibrated); one slower than fp32 on this CPU runs as fp32 (bertkit.verdicts). backend: "torch"
+        (default) or "onnx" (ONNX Runtime, exported and cached next to the model; once cached, loaded and run
+        without importing torch: bertkit.onnx_encoder). See backends.py.
         """
-        from bertkit.model import resolve_model_dir
+        if backend == "onnx":
+            from bertkit.onnx_encoder import OnnxEncoder
+
+            return OnnxEncoder.load_graph(name_or_path, device, precision=precision)
+        import torch
+
+        from bertkit.model import load_model, resolve_model_dir
 
         root = resolve_model_dir(name_or_path)  # a sentence-transformers folder keeps BERT in a subfolder
         model, folder = load_model(root)
@@ -117,6 +157,37 @@ class Encoder:
     @property
     def max_length(self) -> int:
         return self.tokenizer.max_length
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    def has_head(self, head: str) -> bool:
+        """Whether the model has `head`: 'pooler', 'mlm' or 'nsp'."""
+        return {"pooler": self.model.has_pooler, "mlm": self.model.has_mlm, "nsp": self.model.has_nsp}[head]
+
+    def require(self, head: str, purpose: str) -> None:
+        """A clear MissingHeadError when the model lacks `head` ('pooler', 'mlm', 'nsp')."""
+        self.model.require(head, purpose)
+
+    def _grad_off(self):
+        import torch
+
+        return torch.inference_mode()
+
+    def _pad(self, encodings: list[Encoding]) -> Batch:
+        return self.tokenizer.pad(encodings)
+
+    def _default_workers(self) -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+    @staticmethod
+    def _worker_init() -> None:
+        import torch
+
+        torch.set_num_threads(1)
 
     # -- running batches: the fast path that encode() and the task modules (sparse, represent) share --------
 
@@ -152,7 +223,7 @@ class Encoder:
             return workers
         if self.device.type != "cpu":
             return 1  # a GPU runs one batch at a time
-        return torch.get_num_threads()
+        return self._default_workers()
 
     def map_batches(self, fn, batches: list[np.ndarray], workers: int | None, progress: bool, total: int) -> None:
         """Call fn on every batch (longest first). On CPU, several batches run at once, each on one thread.
@@ -170,7 +241,7 @@ class Encoder:
             return
 
         def run(idx: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():  # grad mode is per thread too
+            with self._grad_off():  # grad mode is per thread too
                 fn(idx)
             return idx
 
@@ -189,7 +260,7 @@ class Encoder:
             pool = self._pools.get(workers)
             if pool is None:
                 pool = self._pools[workers] = ThreadPoolExecutor(
-                    workers, thread_name_prefix="bertkit-encode", initializer=torch.set_num_threads, initargs=(1,)
+                    workers, thread_name_prefix="bertkit-encode", initializer=self._worker_init
                 )
             return pool
 
@@ -214,6 +285,8 @@ class Encoder:
 
     def _mask_positions(self, input_ids: torch.Tensor, template: str) -> torch.Tensor:
         """Row-wise index of the template's [MASK]: the last one if the template puts it after the text."""
+        import torch
+
         is_mask = input_ids == self.tokenizer.mask_id  # (B, T)
         if not bool(is_mask.any(1).all()):
             raise InputError("a prompt lost its [MASK] token; use a shorter template")
@@ -233,7 +306,7 @@ class Encoder:
         self.last_truncated = truncation_note(encodings, self.max_length)
         return self.tokenizer.pad(encodings)
 
-    @torch.inference_mode()
+    @_no_grad
     def forward(
         self,
         texts: str | Sequence[str],
@@ -285,7 +358,7 @@ class Encoder:
 
         return compact(encoded.vectors[0], dtype, dimensions, cal)
 
-    @torch.inference_mode()
+    @_no_grad
     def encode_poolings(
         self,
         texts: str | Sequence[str],
@@ -310,7 +383,7 @@ class Encoder:
         for p, lay in wanted:
             check_pooling(p, lay)
             if p == "pooler":
-                self.model.require("pooler", "pooling='pooler'")
+                self.require("pooler", "pooling='pooler'")
         if batch_size < 1:
             raise OptionError(f"batch_size must be >= 1, got {batch_size}")
         texts = as_text_list(texts)
@@ -345,17 +418,17 @@ class Encoder:
         batches = by_length([len(e.ids) for e in encodings], batch_size, max_tokens)
 
         def embed(idx: np.ndarray) -> None:
-            batch = self.tokenizer.pad([encodings[i] for i in idx]).to(self.device)
+            batch = self._pad([encodings[i] for i in idx]).to(self.device)
             output = self.run_batch(batch, hidden_states=with_hidden)
             positions = self._mask_positions(batch.input_ids, template) if template is not None else None
             for (p, lay), out in zip(specs, outs):
                 vecs = pool(output, batch.attention_mask, p, lay, positions, normalize=normalize)
-                out[idx] = vecs.float().cpu().numpy()  # rows of different batches never overlap
+                out[idx] = _as_numpy(vecs)  # rows of different batches never overlap
 
         self.map_batches(embed, batches, workers, progress, len(texts))
         return truncated_positions(uncut)
 
-    @torch.inference_mode()
+    @_no_grad
     def encode_tokens(
         self, texts: str | Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 32, truncate: bool = True
     ) -> list[TokenVectors]:
@@ -369,8 +442,8 @@ class Encoder:
         self.last_truncated = truncation_note(encodings, self.max_length)
         results: list[TokenVectors | None] = [None] * len(texts)
         for idx in by_length([len(e.ids) for e in encodings], batch_size):
-            batch = self.tokenizer.pad([encodings[i] for i in idx])
-            hidden = layer_average(self.run_batch(batch, hidden_states=layers is not None), layers).float().cpu().numpy()
+            batch = self._pad([encodings[i] for i in idx])
+            hidden = _as_numpy(layer_average(self.run_batch(batch, hidden_states=layers is not None), layers))
             for row, i in enumerate(idx):
                 e = encodings[i]
                 results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets], hidden[row, : len(e.ids)].copy())
@@ -384,7 +457,7 @@ class Encoder:
 
         return encode_sparse(self, texts, top_k, batch_size=batch_size, truncate=truncate, workers=workers).matrix
 
-    @torch.inference_mode()
+    @_no_grad
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Per [MASK] in the text (left to right): the top_k (token, probability) predictions."""
         self.model.require("mlm", "fill-mask")
@@ -403,7 +476,7 @@ class Encoder:
             results.append([(self.tokenizer.id_to_token(i), float(v)) for v, i in zip(top.values, top.indices)])
         return results
 
-    @torch.inference_mode()
+    @_no_grad
     def next_sentence(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:
         """Probability that b follows a (the NSP head). Strings give a float; lists give an array."""
         self.model.require("nsp", "next-sentence prediction")
@@ -423,18 +496,3 @@ class Encoder:
         vecs = self.encode(a + b, pooling=pooling, layers=layers, normalize=True)
         sims = (vecs[: len(a)] * vecs[len(a) :]).sum(1)
         return float(sims[0]) if single else sims
-
-
-def progress_iter(items: Iterable[np.ndarray], enabled: bool, total_items: int):
-    """Iterate `items` (index batches, e.g. as they finish) with a rich progress bar counting texts, if enabled."""
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("encoding"), BarColumn(), TextColumn("{task.completed}/{task.total} texts"), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("encode", total=total_items)
-        for item in items:
-            yield item
-            bar.advance(task, len(item))

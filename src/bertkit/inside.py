@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from bertkit.errors import BertkitError
-from bertkit.model.describe import describe
 from bertkit.tokenizer import as_text_list
 
 if TYPE_CHECKING:
+    import torch
+
     from bertkit.encoder import Encoder
 
 LAYER_POOLINGS = ("cls", "mean", "max")  # the poolings compared layer by layer
@@ -51,6 +51,8 @@ def attention_maps(encoder: Encoder, text: str, pair: str | None = None) -> Atte
     pairs = as_text_list(pair, "second text") if pair is not None else None
     (encoding,) = encoder.tokenizer.encode([text], pairs)
     out = encoder.forward(text, pair, output_attentions=True)
+    import torch
+
     maps = torch.stack([a[0] for a in out.attentions]).float().cpu().numpy()  # (L, heads, T, T)
     sep = np.asarray(encoding.ids) == encoder.tokenizer.sep_id
     sep_share, cls_share = maps[..., sep].sum(-1).mean(-1), maps[..., 0].mean(-1)
@@ -77,6 +79,8 @@ def token_similarity_to_cls(encoder: Encoder, text: str) -> tuple[list[str], np.
     (text,) = as_text_list(text)
     (encoding,) = encoder.tokenizer.encode([text])
     out = encoder.forward(text, output_hidden_states=True)
+    import torch
+
     hidden = torch.nn.functional.normalize(torch.stack([h[0] for h in out.hidden_states]).float(), dim=-1)
     sims = (hidden @ hidden[:, 0, :].unsqueeze(-1)).squeeze(-1)  # (states, T)
     return list(encoding.tokens), sims.clamp(-1, 1).cpu().numpy()
@@ -85,6 +89,8 @@ def token_similarity_to_cls(encoder: Encoder, text: str) -> tuple[list[str], np.
 def model_tree(encoder: Encoder) -> dict[str, Any]:
     """What `bertkit inspect` prints, as data: the configuration, each part's tensors with shapes and
     parameter counts (a tied matrix counted once), the heads present, the total."""
+    from bertkit.model.describe import describe
+
     model, c = encoder.model, encoder.model.config
     parts = [
         {"name": p.name, "count": p.count, "note": p.note,

@@ -9,15 +9,24 @@
 | mean_sqrt_len   | sum of token vectors / sqrt(number of tokens)                               |
 | first_last_avg  | mean over tokens of (first transformer layer + last layer) / 2              |
 | mask_prompt     | PromptBERT: the [MASK] vector of a template wrapped around the text         |
+
+`pool` takes torch tensors (the torch backends) or numpy arrays (the torch-free ONNX path, bertkit.onnx_encoder)
+and answers in the same kind; the few operations that differ are in `_ops` below. torch is never imported
+for numpy input.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from bertkit.errors import MissingHeadError, OptionError
-from bertkit.model import BertOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from bertkit.model import BertOutput
 
 POOLING_MODES = ("cls", "pooler", "mean", "max", "mean_sqrt_len", "first_last_avg", "mask_prompt")
 DEFAULT_PROMPT = 'This sentence : "{text}" means [MASK] .'
@@ -42,6 +51,76 @@ def needs_hidden_states(mode: str, layers: list[int] | None) -> bool:
     return layers is not None or mode == "first_last_avg"
 
 
+class _NumpyOps:
+    @staticmethod
+    def stack_mean(arrays):
+        return np.stack(arrays).mean(0)
+
+    @staticmethod
+    def weights(mask, dtype):  # (B, T) -> (B, T, 1)
+        return mask[..., None].astype(dtype)
+
+    @staticmethod
+    def at_least_one(counts):
+        return np.maximum(counts, 1)
+
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def max_over_tokens(hidden, mask):
+        return np.where(mask.astype(bool)[..., None], hidden, np.finfo(hidden.dtype).min).max(1)
+
+    @staticmethod
+    def rows(hidden, positions):
+        return hidden[np.arange(hidden.shape[0]), positions]
+
+    @staticmethod
+    def normalize(vec):  # torch.nn.functional.normalize's definition: x / max(||x||, 1e-12)
+        return vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+
+
+class _TorchOps:
+    @staticmethod
+    def stack_mean(tensors):
+        import torch
+
+        return torch.stack(tensors).mean(0)
+
+    @staticmethod
+    def weights(mask, dtype):
+        return mask.unsqueeze(-1).to(dtype)
+
+    @staticmethod
+    def at_least_one(counts):
+        return counts.clamp(min=1)
+
+    @staticmethod
+    def sqrt(x):
+        return x.sqrt()
+
+    @staticmethod
+    def max_over_tokens(hidden, mask):
+        import torch
+
+        return hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+
+    @staticmethod
+    def rows(hidden, positions):
+        import torch
+
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), positions]
+
+    @staticmethod
+    def normalize(vec):
+        import torch.nn.functional as F
+
+        return F.normalize(vec, dim=-1)
+
+
+def _ops(array):
+    return _NumpyOps if isinstance(array, np.ndarray) else _TorchOps
+
+
 def layer_average(output: BertOutput, layers: list[int] | None) -> torch.Tensor:
     """The average of the chosen hidden states (0 = embedding output, 1..L = layers, -1 = last)."""
     if layers is None:
@@ -52,12 +131,13 @@ def layer_average(output: BertOutput, layers: list[int] | None) -> torch.Tensor:
     for i in layers:
         if not -n <= i < n:
             raise OptionError(f"layer {i} does not exist; this model has hidden states 0..{n - 1} (or -1..-{n})")
-    return torch.stack([output.hidden_states[i] for i in layers]).mean(0)  # (B, T, H)
+    return _ops(output.last_hidden_state).stack_mean([output.hidden_states[i] for i in layers])  # (B, T, H)
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    ops = _ops(hidden)
+    m = ops.weights(mask, hidden.dtype)  # (B, T, 1)
+    return (hidden * m).sum(1) / ops.at_least_one(m.sum(1))
 
 
 def pool(
@@ -68,8 +148,9 @@ def pool(
     mask_positions: torch.Tensor | None = None,  # (B,) the [MASK] index per row, for mask_prompt
     normalize: bool = False,
 ) -> torch.Tensor:
-    """(B, H) sentence vectors."""
+    """(B, H) sentence vectors (torch in, torch out; numpy in, numpy out)."""
     check_pooling(mode, layers)
+    ops = _ops(attention_mask)
     if mode == "pooler":
         if output.pooler_output is None:
             raise MissingHeadError("pooling='pooler' needs the pooler (bert.pooler.dense.*), which this checkpoint does not have; use cls or mean pooling")
@@ -86,12 +167,12 @@ def pool(
         elif mode == "mean":
             vec = masked_mean(hidden, attention_mask)
         elif mode == "mean_sqrt_len":
-            m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1).sqrt()
+            m = ops.weights(attention_mask, hidden.dtype)
+            vec = (hidden * m).sum(1) / ops.sqrt(ops.at_least_one(m.sum(1)))
         elif mode == "max":
-            vec = hidden.masked_fill(~attention_mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+            vec = ops.max_over_tokens(hidden, attention_mask)
         else:  # mask_prompt
             if mask_positions is None:
                 raise ValueError("mask_prompt needs the [MASK] position of each row")
-            vec = hidden[torch.arange(hidden.shape[0], device=hidden.device), mask_positions]
-    return F.normalize(vec, dim=-1) if normalize else vec
+            vec = ops.rows(hidden, mask_positions)
+    return ops.normalize(vec) if normalize else vec

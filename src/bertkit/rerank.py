@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from bertkit.errors import CheckpointError, InputError, OptionError
 
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARCHITECTURE = "BertForSequenceClassification"
-ACTIVATIONS = {"Sigmoid": torch.sigmoid, "Identity": lambda x: x, "Tanh": torch.tanh}
+ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": None, "Tanh": "tanh"}  # torch functions, looked up when used
 ST_SIGMOID = "torch.nn.modules.activation.Sigmoid"  # how sentence-transformers names its default activation
 
 
@@ -79,6 +78,8 @@ class CrossEncoder:
             raise NotACrossEncoderError(f"{folder} is a classifier with {len(labels)} label(s) and {n} output(s), "
                                         f"not a one-output pair model; {hint}")
         model = load_task_head(base, BertSequenceClassifier, 1, pooling=extra.get("bertkit_pooling", "pooler"))
+        import torch
+
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(model, tok, activation_name(extra), str(folder))
 
@@ -108,11 +109,16 @@ class CrossEncoder:
         self.truncated = cut
         if not encodings:
             return np.zeros(0, np.float32)
+        import torch
+
         out = batched_logits(self.model, self.tokenizer, encodings, batch_size)
         return torch.stack(out)[:, 0].numpy().astype(np.float32)
 
     def activate(self, logits: np.ndarray) -> np.ndarray:
-        return ACTIVATIONS[self.activation](torch.from_numpy(logits)).numpy()
+        import torch
+
+        fn = ACTIVATIONS[self.activation]
+        return logits if fn is None else getattr(torch, fn)(torch.from_numpy(logits)).numpy()
 
     def predict(self, pairs: Sequence[tuple[str, str]], raw: bool = False, batch_size: int = 32,
                 truncate: bool = True) -> np.ndarray:

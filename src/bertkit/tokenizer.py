@@ -8,15 +8,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from bertkit.batching import truncated_positions
 from bertkit.errors import InputError, ModelNotFoundError
-from bertkit.model import read_json
+from bertkit.model.locate import read_json
 from bertkit.textcheck import is_visible, lone_surrogate
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ def check_has_tokens(encodings: Sequence[Encoding], what: str = "text") -> None:
 
 @dataclass
 class Batch:
+    """One padded batch: torch tensors, or numpy int64 arrays for the torch-free ONNX path (`pad(numpy=True)`)."""
+
     input_ids: torch.Tensor  # (B, T) padded with pad_id
     attention_mask: torch.Tensor  # (B, T) 1 = real token, 0 = padding
     token_type_ids: torch.Tensor  # (B, T) 0 = first text, 1 = second text of a pair
@@ -60,6 +65,8 @@ class Batch:
     truncated: int  # how many inputs were longer than max_length and were cut
 
     def to(self, device) -> Batch:
+        if isinstance(self.input_ids, np.ndarray):  # numpy batches live on the CPU
+            return self
         return Batch(
             self.input_ids.to(device),
             self.attention_mask.to(device),
@@ -181,7 +188,8 @@ class BertTokenizer:
                     )
         return encodings
 
-    def pad(self, encodings: list[Encoding]) -> Batch:
+    def pad(self, encodings: list[Encoding], numpy: bool = False) -> Batch:
+        """A padded Batch of torch tensors, or of numpy int64 arrays with numpy=True (no torch import)."""
         T = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), T), self.pad_id, dtype=np.int64)
         types = np.zeros((len(encodings), T), dtype=np.int64)
@@ -192,6 +200,10 @@ class BertTokenizer:
             types[row, :n] = e.type_ids
             mask[row, :n] = 1
         truncated = len(truncated_positions(encodings))
+        if numpy:
+            return Batch(ids, mask, types, encodings, truncated)
+        import torch
+
         return Batch(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), encodings, truncated)
 
     def __call__(self, texts: list[str], pairs: list[str] | None = None, truncate: bool = True) -> Batch:

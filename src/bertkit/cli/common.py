@@ -18,7 +18,7 @@ ModelOpt = typer.Option(None, "--model", "-m", help="Model folder or hub id (def
 PoolingOpt = typer.Option("mean", "--pooling", "-p", help="cls|pooler|mean|max|mean_sqrt_len|first_last_avg|mask_prompt")
 LayersOpt = typer.Option(None, "--layers", "-l", help="Hidden states to average (0 = embeddings, -1 = last); repeat.")
 # The choices of backends.PRECISIONS / BACKENDS (not imported here: that would load torch for every command).
-PRECISIONS, BACKENDS = ("fp32", "bf16", "int8"), ("torch", "onnx")
+PRECISIONS, BACKENDS = ("fp32", "bf16", "int8", "int8-static"), ("torch", "onnx")
 
 
 def one_of(what: str, choices: tuple[str, ...]):
@@ -35,8 +35,9 @@ def one_of(what: str, choices: tuple[str, ...]):
     return check
 
 
-PrecisionOpt = typer.Option("fp32", "--precision", metavar="[fp32|bf16|int8]", callback=one_of("precision", PRECISIONS),
-                            help="fp32 (exact) | bf16 | int8: faster, approximate.")
+PrecisionOpt = typer.Option("fp32", "--precision", metavar="[fp32|bf16|int8|int8-static]",
+                            callback=one_of("precision", PRECISIONS), help="fp32 (exact) | bf16 | int8 | int8-static "
+                            "(onnx, calibrated): faster, approximate; slower than fp32 on this CPU falls back to fp32.")
 BackendOpt = typer.Option("torch", "--backend", metavar="[torch|onnx]", callback=one_of("backend", BACKENDS),
                           help="torch | onnx (ONNX Runtime, exported and cached once).")
 FormatOpt = typer.Option(None, "--format", "-f", help="stsb|sick|mrpc|csv|tsv|jsonl (inferred from the file when omitted).")

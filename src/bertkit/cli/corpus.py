@@ -21,8 +21,9 @@ from bertkit.errors import OptionError
 
 
 def embed_corpus(
-    input: Path = typer.Argument(..., help="Corpus: .jsonl / .csv / .tsv / .parquet / .txt (one text a line)."),
-    output_dir: Path = typer.Argument(..., help="Folder for the Parquet shards and manifest.json."),
+    input: str = typer.Argument(..., help="Corpus: .jsonl / .csv / .tsv / .parquet / .txt (one text a line); a path "
+                                "or s3://bucket/key."),
+    output_dir: str = typer.Argument(..., help="Folder (or s3://bucket/prefix) for the Parquet shards and manifest.json."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (extra 'scale')."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
     text_column: str | None = typer.Option(None, "--text-column", help="Column / key of the text (default 'text'; "

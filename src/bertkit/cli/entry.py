@@ -21,7 +21,7 @@ import traceback
 
 import typer
 
-from bertkit.cli import corpus, evaluation, representations, serving, training
+from bertkit.cli import corpus, evaluation, exporting, representations, serving, training
 
 app = typer.Typer(
     add_completion=False,
@@ -62,6 +62,8 @@ app.command("predict")(training.predict)
 app.command("rerank")(training.rerank)
 # serving
 app.command("serve")(serving.serve)
+# export: ONNX graphs ahead of time (then `--backend onnx` runs without torch)
+app.command("export")(exporting.export)
 # corpus: embed, index, search
 app.command("embed-corpus")(corpus.embed_corpus)
 index_app.command("build")(corpus.index_build)
@@ -87,6 +89,10 @@ def main() -> None:
         sys.stderr.write("bertkit: interrupted\n")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001  (the top level: every other exception is a bug, shown in full)
+        if isinstance(e, ModuleNotFoundError) and e.name == "torch":  # an install without torch (`bertkit[onnx]`)
+            sys.stderr.write("bertkit: error: this command needs torch, which is not installed: pip install "
+                             "'bertkit[torch]' (only encode / serve / embed-corpus --backend onnx run without it)\n")
+            sys.exit(2)
         traceback.print_exc()
         sys.stderr.write(f"bertkit: internal error ({type(e).__name__}): this is a bug in bertkit, not a mistake in "
                          "the input; please report it with the traceback above\n")

@@ -216,12 +216,19 @@ def similarity(
     sys.stdout.write(f"{enc.similarity(a, b, pooling=pooling, layers=layers or None):.4f}\n")
 
 
-def inspect(model: str | None = ModelOpt):
-    """The model's module tree with shapes and parameter counts per part, and the totals."""
+def inspect(model: str | None = ModelOpt,
+            verdicts: bool = typer.Option(False, "--verdicts", help="Only this CPU's precision verdicts, as JSON.")):
+    """The model's module tree with shapes and parameter counts per part, the totals, and which precision modes
+    are faster than fp32 on this CPU (a slower one falls back to fp32)."""
     from rich.console import Console
     from rich.tree import Tree
 
     from bertkit.model import describe
+    from bertkit.verdicts import all_verdicts
+
+    if verdicts:
+        sys.stdout.write(json.dumps(all_verdicts(), indent=2) + "\n")
+        return
 
     enc = load_encoder(model)
     c = enc.model.config
@@ -242,6 +249,10 @@ def inspect(model: str | None = ModelOpt):
     heads = {"pooler": enc.model.has_pooler, "masked-LM head": enc.model.has_mlm, "NSP head": enc.model.has_nsp}
     console.print("heads: " + ", ".join(f"{k} {'present' if v else 'absent'}" for k, v in heads.items()))
     console.print(f"[bold]total parameters: {total:,}[/]")
+    v = all_verdicts()
+    console.print(f"precision verdicts on this CPU ({v['cpu']}; {', '.join(v['flags']) or 'no VNNI/BF16/AMX flags'}): "
+                  + "; ".join(f"{mode} {'fast' if m['fast'] else 'slow, falls back to fp32' if m['fast'] is False else 'unknown'}"
+                              f" ({m['why']})" for mode, m in v["modes"].items()), soft_wrap=True)
 
 
 DEMO_PAIRS = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import typer
@@ -42,10 +43,13 @@ def serve(
     reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
     report: Path | None = typer.Option(None, "--report", help="Show this `bertkit report` folder in the playground (GET /report)."),
     mask_model: str | None = typer.Option(None, "--mask-model", help="A masked-LM model for /fill-mask (e.g. splade-tiny)."),
+    engine: str = typer.Option("local", "--engine", help="local (uvicorn, one model copy), or ray (Ray Serve, extra 'scale')."),
+    address: str | None = typer.Option(None, "--address", help="Ray: the cluster to deploy on (default: a local Ray)."),
+    replicas: int = typer.Option(1, "--replicas", help="Ray: replicas, each with its own model copy and batcher."),
 ):
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
-        from bertkit.serve import Limits, create_app, run_server, set_threads
+        from bertkit.serve import Limits, run_server
         from bertkit.serve.listen import bind_port
         from bertkit.serve.tls import check_tls
     except ModuleNotFoundError as e:
@@ -56,13 +60,38 @@ def serve(
     # Keys and certificates are checked before anything slow loads: a bad file is one line and exit 2.
     access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host)
     check_tls(ssl_certfile, ssl_keyfile)
-    sock = bind_port(host, port)  # a busy port fails here, before the model loads
-    set_threads(threads)
     limits = Limits(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
         batch_tokens=batch_tokens, max_wait_ms=max_wait_ms, split_tokens=split_tokens, max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout, max_poolings=max_poolings, max_layers=max_layers,
     )
+    build = functools.partial(
+        build_app, model=model, precision=precision, backend=backend, limits=limits, index=index, whitening=whitening,
+        calibration=calibration, access=(api_key, api_keys, quota_window, cors_origin, log_texts, host),
+        reranker=reranker, report=report, mask_model=mask_model, threads=threads)
+    if engine != "local":
+        from bertkit.serve.ray_engine import serve_on_ray
+
+        serve_on_ray(build, engine=engine, address=address, replicas=replicas, host=host, port=port,
+                     tls=ssl_certfile is not None)
+        return
+    if address is not None or replicas != 1:
+        raise OptionError("--address and --replicas are for --engine ray")
+    sock = bind_port(host, port)  # a busy port fails here, before the model loads
+    app = build(access=access)
+    run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
+               ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile), sock=sock)
+
+
+def build_app(model: str | None, precision: str, backend: str, limits, index: Path | None, whitening: Path | None,
+              calibration: Path | None, access, reranker: Path | None, report: Path | None,
+              mask_model: str | None, threads: int | None):
+    """The app of `bertkit serve`, every option applied; with --engine ray each replica builds its own.
+    `access`: an AccessPolicy, or access_policy's arguments (a replica makes its own)."""
+    from bertkit.serve import create_app, set_threads
+
+    set_threads(threads)
+    access_ = access_policy(*access) if isinstance(access, tuple) else access
     search_index = open_search_index(index, model) if index is not None else None
     white = None
     if whitening is not None:
@@ -78,13 +107,12 @@ def serve(
 
     cal = as_calibration(calibration)  # a bad file fails before the model loads
     app = create_app(load_encoder(model, precision, backend), limits, index=search_index, whitening=white,
-                     access=access)
+                     access=access_)
     app.state.service.calibration = cal
     if ce is not None:
         app.state.service.reranker = ce
     add_playground_extras(app.state.service, report, mask_model)
-    run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
-               ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile), sock=sock)
+    return app
 
 
 def access_policy(keys: list[str] | None, keys_file: Path | None, window: float, origins: list[str] | None,

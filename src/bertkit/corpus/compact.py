@@ -78,14 +78,6 @@ def compact_columns(encoder, o: EmbedOptions, calibration, columns: dict[str, An
     return pa.table(columns).replace_schema_metadata(meta)
 
 
-def save_corpus_calibration(output_dir: Path, options: EmbedOptions) -> None:
-    """Copy the job's calibration next to its shards (once per run; the digest is already pinned)."""
-    from bertkit.quantize import Calibration
-
-    if options.calibration is not None:
-        Calibration.load(options.calibration).save(Path(output_dir) / CALIBRATION_FILE)
-
-
 def read_calibration(output_dir: str | Path, embedding: dict[str, Any]):
     """The calibration of an int8 / uint8 corpus, from its folder; None for other dtypes."""
     from bertkit.quantize import CALIBRATED, Calibration, CalibrationError

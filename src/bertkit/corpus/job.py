@@ -12,6 +12,10 @@ options) and the shard plan; it says `"complete": true` once every shard is ther
 
 Memory stays flat in the corpus size: only one shard of texts and vectors is held at a time.
 
+On object storage (`s3://` input or output) the same happens through `corpus.output.ObjectOutput`, whose
+commit protocol (attempt objects, commit markers, publication by the driver, the manifest written last)
+replaces the rename; see that module.
+
 Output columns: `row` (0-based row of the input), `id` (the --id-column value as a string, or the row
 number), `text_hash` (sha256 of the UTF-8 text), `embedding` (fixed-size list of float32); with chunking
 also `chunk`, `start`, `end` (character offsets of the chunk in the text); with keep_text also `text`.
@@ -19,19 +23,17 @@ also `chunk`, `start`, `end` (character offsets of the chunk in the text); with 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
-from bertkit.corpus.shards import ShardEmbedder, load_encoder, shard_done, write_shard
+from bertkit.corpus.output import LocalOutput, ObjectOutput, open_output, save_calibration
+from bertkit.corpus.shards import ShardEmbedder, load_encoder
 from bertkit.corpus.source import make_source, plan_shards, read_shard
 from bertkit.corpus.spec import (
     ENGINES,
@@ -44,13 +46,15 @@ from bertkit.corpus.spec import (
     Shard,
     Source,
 )
-from bertkit.corpus.verify import check_resume, forget_failed_start
-from bertkit.outputs import writing
+from bertkit.corpus.storage import file_info
+from bertkit.corpus.verify import check_resume
+
+Output = LocalOutput | ObjectOutput
 
 
 def _input_fingerprint(source: Source) -> dict[str, Any]:
-    st = os.stat(source.path)
-    return {**asdict(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    _, size, mtime_ns = file_info(source.path)
+    return {**asdict(source), "size": size, "mtime_ns": mtime_ns}
 
 
 def _job_key(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -61,24 +65,16 @@ def _job_key(manifest: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with writing(path):  # a full disk: one line naming the cause
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-
-
 def read_manifest(output_dir: str | Path) -> dict[str, Any]:
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
+    manifest = open_output(output_dir).read_manifest()
+    if manifest is None:
         raise CorpusError(f"{output_dir} has no {MANIFEST}; is it an embed-corpus output folder?")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return manifest
 
 
-def prepare(job: CorpusJob) -> tuple[Source, list[Shard], dict[str, Any]]:
+def prepare(job: CorpusJob, out: Output) -> tuple[Source, list[Shard], dict[str, Any]]:
     """Validate, plan the shards and write (or check, on a rerun) the manifest."""
     source = make_source(job)
-    out = Path(job.output_dir).expanduser()
     manifest = {
         "format": MANIFEST_FORMAT,
         "input": _input_fingerprint(source),
@@ -86,50 +82,47 @@ def prepare(job: CorpusJob) -> tuple[Source, list[Shard], dict[str, Any]]:
         "shard_rows": job.shard_rows,
         "skip_bad_rows": job.skip_bad_rows,
     }
-    if out.exists() and not out.is_dir():
-        raise CorpusError(f"output {out} is a file; pass a folder")
-    old_path = out / MANIFEST
-    if old_path.is_file():
-        old = json.loads(old_path.read_text(encoding="utf-8"))
+    if out.is_file():
+        raise CorpusError(f"output {out.uri} is a file; pass a folder")
+    old = out.read_manifest()
+    if old is not None:
         if old.get("format") == MANIFEST_FORMAT and _job_key(old) == _job_key(manifest) and "shards" in old:
-            log.info("resuming the job in %s", out)
-            for tmp in out.glob(".part-*.parquet.tmp-*"):  # left by a killed run; never renamed, never counted
-                tmp.unlink(missing_ok=True)
+            log.info("resuming the job in %s", out.uri)
+            out.cleanup()  # temporary files / uncommitted attempts of a killed run: never counted
             shards = [Shard(**s) for s in old["shards"]]
             check_resume(source, out, shards, job.shard_rows, job.skip_bad_rows)  # rows edited in place: re-embed
             return source, shards, old
         if not job.overwrite:
             raise CorpusError(
-                f"{out} holds the output of a different job (input or options changed); pass --overwrite to "
+                f"{out.uri} holds the output of a different job (input or options changed); pass --overwrite to "
                 "replace it, or choose another output folder"
             )
-        for f in out.glob("part-*.parquet"):
-            f.unlink()
-        old_path.unlink()
-    elif out.is_dir() and any(out.iterdir()) and not job.overwrite:
-        raise CorpusError(f"{out} is not empty and is not an embed-corpus output; choose an empty or new folder")
-    with writing(out):  # /proc, a read-only folder, a full disk: one line naming the cause
-        out.mkdir(parents=True, exist_ok=True)
+        out.clear()
+    elif out.not_empty() and not job.overwrite:
+        raise CorpusError(f"{out.uri} is not empty and is not an embed-corpus output; choose an empty or new folder")
+    out.make()
     shards = plan_shards(source, job.shard_rows)
     manifest.update(shards=[asdict(s) for s in shards], total_input_rows=sum(s.rows for s in shards),
                     complete=False)
-    _write_json(old_path, manifest)
+    out.write_manifest(manifest)
     return source, shards, manifest
 
 
-def finish(out: Path, shards: list[Shard], manifest: dict[str, Any], engine: str, written: int) -> CorpusResult:
-    """Check that every shard is there exactly once and mark the manifest complete."""
-    missing = [s.file for s in shards if not shard_done(out, s)]
+def finish(out: Output, shards: list[Shard], manifest: dict[str, Any], engine: str, written: int) -> CorpusResult:
+    """Check that every shard is there exactly once, publish them, and mark the manifest complete (last)."""
+    missing = [s.file for s in shards if not out.done(s)]
     if missing:
         raise CorpusError(f"{len(missing)} shard(s) missing after the run ({missing[:3]}...); run the command again")
+    out.publish(shards)
     rows = skipped = 0
     for s in shards:
-        md = pq.read_metadata(out / s.file)
+        md = out.metadata(s)
         rows += md.num_rows
         skipped += int((md.metadata or {}).get(b"bertkit.skipped", b"0"))
     manifest.update(complete=True, rows=rows, skipped=skipped, engine=engine)
-    _write_json(out / MANIFEST, manifest)
-    return CorpusResult(out, len(shards), written, rows, skipped)
+    out.write_manifest(manifest)
+    out.tidy()
+    return CorpusResult(out.dir if not out.remote else out.uri, len(shards), written, rows, skipped)
 
 
 def _progress(total_rows: int, done_rows: int, enabled: bool):
@@ -156,8 +149,8 @@ def _progress(total_rows: int, done_rows: int, enabled: bool):
 def run_local(source: Source, shards: list[Shard], job: CorpusJob, embedder: ShardEmbedder,
               progress: bool = False) -> int:
     """Embed the pending shards one after another in this process; returns how many were written."""
-    out = Path(job.output_dir).expanduser()
-    pending = [s for s in shards if not shard_done(out, s)]
+    out = open_output(job.output_dir)
+    pending = [s for s in shards if not out.done(s)]
     if not pending:
         return 0
     bar = _progress(sum(s.rows for s in shards), sum(s.rows for s in shards if s not in pending), progress)
@@ -166,7 +159,7 @@ def run_local(source: Source, shards: list[Shard], job: CorpusJob, embedder: Sha
     try:
         for shard in pending:
             rows, ids, texts, skipped = read_shard(source, shard, job.skip_bad_rows)
-            write_shard(out, shard, embedder.embed(rows, ids, texts), skipped)
+            out.write(shard, embedder.embed(rows, ids, texts), skipped)
             log.info("wrote %s (%d rows)", shard.file, shard.rows)
             if bar is not None:
                 task = bar.tasks[0]
@@ -187,19 +180,25 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
         raise CorpusError("--address is for --engine ray")
     if job.options.chunk_tokens is None and job.options.chunk_overlap:
         raise CorpusError("--chunk-overlap needs --chunk-tokens")
-    from bertkit.corpus.compact import pin_calibration, save_corpus_calibration
+    from bertkit.corpus.compact import pin_calibration
 
     job = pin_calibration(job)  # compact options checked; the calibration's digest becomes part of the job
+    # Where the job reads and writes (credentials, bucket) and the cluster it joins: checked before the model loads.
+    make_source(job)
+    out = open_output(job.output_dir)
+    if address is not None:
+        from bertkit.raycluster import check_address
+
+        check_address(address)
     embedder = None
     if engine == "local":
         # The checks that need the model (chunk sizes, the masked-LM head of --sparse) run before anything
         # is written, so a refused job leaves no manifest behind.
         embedder = ShardEmbedder(encoder or load_encoder(job.options), job.options)
-    out = Path(job.output_dir).expanduser()
-    existed, fresh = out.exists(), not (out / MANIFEST).is_file()
+    existed, fresh = out.exists(), out.read_manifest() is None
     try:
-        source, shards, manifest = prepare(job)
-        save_corpus_calibration(out, job.options)
+        source, shards, manifest = prepare(job, out)
+        save_calibration(out, job.options)
         if embedder is not None:
             written = run_local(source, shards, job, embedder, progress=progress)
         else:
@@ -208,7 +207,7 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
             written = run_ray(source, shards, job, address=address, **ray_options)
     except BaseException:
         if fresh:  # a bad row, a missing key, Ctrl-C before any shard: leave no manifest-only folder behind
-            forget_failed_start(out, existed)
+            out.forget_failed_start(existed)
         raise
     return finish(out, shards, manifest, engine, written)
 
@@ -216,14 +215,14 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
 def read_embeddings(output_dir: str | Path, columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
     """All shards of a finished job, in row order: (the other columns, the (n, dim) float32 vectors; the
     int8 / uint8 codes as stored for a corpus embedded with --dtype, see corpus/compact.py)."""
-    out = Path(output_dir)
-    manifest = read_manifest(out)
+    out = open_output(output_dir)
+    manifest = read_manifest(output_dir)
     if not manifest.get("complete"):
-        raise CorpusError(f"{out} is an unfinished embed-corpus job; run the same embed-corpus command again")
+        raise CorpusError(f"{output_dir} is an unfinished embed-corpus job; run the same embed-corpus command again")
     if manifest["embedding"].get("sparse"):
-        raise CorpusError(f"{out} holds sparse (SPLADE) vectors: build an index of them with --kind sparse "
+        raise CorpusError(f"{output_dir} holds sparse (SPLADE) vectors: build an index of them with --kind sparse "
                           "(bertkit.index_sparse.read_sparse_embeddings reads them)")
-    tables = [pq.read_table(out / Shard(**s).file, columns=columns) for s in manifest["shards"]]
+    tables = [out.read(Shard(**s), columns=columns) for s in manifest["shards"]]
     if not tables:  # an empty input: no shards, no vectors
         return pa.table({}), np.zeros((0, 0), np.float32)
     table = pa.concat_tables(tables)

@@ -124,11 +124,16 @@ def sparse_columns(encoder, o: EmbedOptions, columns: dict[str, Any], texts: lis
     return pa.table(columns).replace_schema_metadata({b"bertkit.vocab_size": vocab})
 
 
-def write_shard(output_dir: Path, shard: Shard, table: pa.Table, skipped: int) -> None:
-    """Write through a temporary file and a rename: a part file that exists is whole."""
+def shard_table(shard: Shard, table: pa.Table, skipped: int) -> pa.Table:
+    """The table with the shard's own metadata (its index, rows skipped, input rows) in its schema."""
     meta = {b"bertkit.shard": str(shard.index).encode(), b"bertkit.skipped": str(skipped).encode(),
             b"bertkit.source_rows": str(shard.rows).encode()}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+
+
+def write_shard(output_dir: Path, shard: Shard, table: pa.Table, skipped: int) -> None:
+    """Write through a temporary file and a rename: a part file that exists is whole."""
+    table = shard_table(shard, table, skipped)
     final = Path(output_dir) / shard.file
     tmp = final.with_name(f".{shard.file}.tmp-{os.getpid()}")
     try:

@@ -5,24 +5,22 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from bertkit.errors import InputError, OptionError
 from bertkit.textcheck import embeddable
 
 log = logging.getLogger(__name__)
 from bertkit.corpus.spec import FORMATS, SUFFIX_FORMATS, CorpusError, CorpusJob, Shard, Source
+from bertkit.corpus.storage import file_info, is_remote, open_input, parquet_file
 
 # csv's default 128 KiB field limit would reject long documents, which are exactly what chunking is for.
 csv.field_size_limit(2**31 - 1)
 
 
-def detect_format(path: Path, fmt: str | None) -> str:
+def detect_format(path: PurePath, fmt: str | None) -> str:
     if fmt is not None:
         if fmt not in FORMATS:
             raise CorpusError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}")
@@ -37,9 +35,11 @@ def detect_format(path: Path, fmt: str | None) -> str:
 
 
 def make_source(job: CorpusJob) -> Source:
-    path = Path(job.input).expanduser()
-    if not path.is_file():
-        raise InputError(f"input {path} does not exist; pass an existing JSONL, CSV, TSV, Parquet or text file")
+    remote = is_remote(job.input)
+    path: PurePath = PurePosixPath(str(job.input)) if remote else Path(job.input).expanduser()
+    if not file_info(str(job.input) if remote else str(path))[0]:
+        raise InputError(f"input {job.input if remote else path} does not exist; pass an existing JSONL, CSV, TSV, "
+                         "Parquet or text file")
     fmt = detect_format(path, job.format)
     text_column = job.text_column
     if fmt == "text":
@@ -47,12 +47,13 @@ def make_source(job: CorpusJob) -> Source:
             raise CorpusError("a text file has one text a line and no columns; drop --text-column / --id-column")
     elif text_column is None:
         text_column = "text" if fmt not in ("csv", "tsv") or job.header else "0"
-    return Source(str(path.resolve()), fmt, text_column, job.id_column, job.header)
+    location = str(job.input) if remote else str(Path(path).resolve())
+    return Source(location, fmt, text_column, job.id_column, job.header)
 
 
 def _lines(path: str, offset: int) -> Iterator[tuple[int, bytes]]:
     """(byte offset, raw line) from `offset` on; binary iteration is buffered and fast."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         f.seek(offset)
         pos = offset
         for line in f:
@@ -129,7 +130,7 @@ def _offset_after_first(source: Source) -> int:
     records = _csv_records(source, 0)
     next(records)
     nxt = next(records, None)
-    return nxt[0] if nxt is not None else os.path.getsize(source.path)
+    return nxt[0] if nxt is not None else file_info(source.path)[1]
 
 
 def _record_offsets(source: Source) -> Iterator[int]:
@@ -148,7 +149,7 @@ def plan_shards(source: Source, shard_rows: int) -> list[Shard]:
     if shard_rows < 1:
         raise OptionError(f"shard_rows must be >= 1, got {shard_rows}")
     if source.format == "parquet":
-        pf = pq.ParquetFile(source.path)
+        pf = parquet_file(source.path)
         missing = [c for c in (source.text_column, source.id_column) if c and c not in pf.schema_arrow.names]
         if missing:
             raise CorpusError(f"column(s) {missing} not in {source.path}; it has {pf.schema_arrow.names}")
@@ -215,7 +216,7 @@ def _raw_rows(source: Source, shard: Shard, skip_bad_rows: bool = False) -> Iter
 
 
 def _parquet_rows(source: Source, shard: Shard) -> Iterator[tuple[int, Any, Any]]:
-    pf = pq.ParquetFile(source.path)
+    pf = parquet_file(source.path)
     columns = [c for c in (source.text_column, source.id_column) if c]
     # Start at the row group holding the shard's first row; earlier groups are never read.
     group_start, first_group = 0, 0

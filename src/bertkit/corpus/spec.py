@@ -84,7 +84,7 @@ class CorpusJob:
 
 @dataclass
 class CorpusResult:
-    output_dir: Path
+    output_dir: Path | str  # an s3:// URI stays a string
     shards: int
     written: int  # shards embedded by this run (the rest were already done)
     rows: int  # output rows (chunks when chunking)

@@ -4,48 +4,28 @@ Reading order: config.py (BertConfig) -> network.py (the blocks, the one layer l
 (the packed inference forward) -> locate.py (finding a model folder) -> checkpoint.py (the key map, loading
 and saving) -> describe.py (what `bertkit inspect` prints). This file only re-exports; task heads over the
 body live in bertkit.heads.
+
+The re-exports are lazy (PEP 562): `from bertkit.model import read_json` (locate.py) must not import torch,
+because the ONNX inference path (bertkit.onnx_encoder) finds model folders without it.
 """
 
 from __future__ import annotations
 
-from bertkit.model.checkpoint import (
-    IGNORED_KEYS,
-    checkpoint_key_map,
-    load_model,
-    model_from_state_dict,
-    normalize_key,
-    read_state_dict,
-    save_model,
-)
-from bertkit.model.config import ACTIVATIONS, CONFIG_VERSION, BertConfig, activation
-from bertkit.model.describe import Part, describe
-from bertkit.model.locate import (
-    HUB_FILES,
-    HUB_ID,
-    architecture,
-    default_model_dir,
-    download_from_hub,
-    read_json,
-    resolve_model_dir,
-    transformer_dir,
-)
-from bertkit.model.network import (
-    AddNorm,
-    Attention,
-    Bert,
-    BertModel,
-    BertOutput,
-    Embeddings,
-    EncoderStack,
-    Intermediate,
-    Layer,
-    MaskedLMHead,
-    Pooler,
-    PredictionTransform,
-    PreTrainingHeads,
-    SelfAttention,
-)
-from bertkit.model.packed import SMALL_ROWS, forward_packed
+import importlib
+
+_EXPORTS = {
+    "checkpoint": ("IGNORED_KEYS", "checkpoint_key_map", "load_model", "model_from_state_dict", "normalize_key",
+                   "read_state_dict", "save_model"),
+    "config": ("ACTIVATIONS", "CONFIG_VERSION", "BertConfig", "activation"),
+    "describe": ("Part", "describe"),
+    "locate": ("HUB_FILES", "HUB_ID", "architecture", "default_model_dir", "download_from_hub", "read_json",
+               "resolve_model_dir", "transformer_dir"),
+    "network": ("AddNorm", "Attention", "Bert", "BertModel", "BertOutput", "Embeddings", "EncoderStack",
+                "Intermediate", "Layer", "MaskedLMHead", "Pooler", "PredictionTransform", "PreTrainingHeads",
+                "SelfAttention"),
+    "packed": ("SMALL_ROWS", "forward_packed"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "ACTIVATIONS", "CONFIG_VERSION", "HUB_FILES", "HUB_ID", "IGNORED_KEYS", "SMALL_ROWS",
@@ -56,3 +36,15 @@ __all__ = [
     "forward_packed", "load_model", "model_from_state_dict", "normalize_key", "read_json", "read_state_dict",
     "resolve_model_dir", "save_model", "transformer_dir",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'bertkit.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bertkit.model.{_WHERE[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

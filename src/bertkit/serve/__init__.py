@@ -28,6 +28,7 @@ The package, in the order a request meets it:
     accesslog.py one log line per request (never the texts), CORS
     tls.py       checking a certificate and key before the server starts
     app.py       create_app, run_server, set_threads
+    ray_engine.py  `bertkit serve --engine ray`: the same app as a Ray Serve deployment (imported lazily)
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def info(service: Service) -> dict[str, Any]:
     return {
         "attention": {"max_tokens": ATTENTION_MAX_TOKENS, "heavy_share": inside.HEAVY},
         "layers": {"max_inputs": LAYERS_MAX_INPUTS, "poolings": list(inside.LAYER_POOLINGS),
-                   "states": service.encoder.model.config.num_hidden_layers + 1},
+                   "states": service.encoder.num_hidden_layers + 1},
         "fill_mask": {"model": mask.name if mask is not None else None,
                       "note": inside.mask_model_note(mask) if mask is not None else None},
         "report": service.report_dir is not None,
@@ -59,7 +59,7 @@ def mask_encoder(service: Service):
     """The encoder behind /fill-mask: `serve --mask-model`'s, else the served one when it has the head."""
     if service.mask_encoder is not None:
         return service.mask_encoder
-    return service.encoder if service.encoder.model.has_mlm else None
+    return service.encoder if service.encoder.has_head("mlm") else None
 
 
 async def one_input(service: Service, text: str, pair: str | None, max_tokens: int | None) -> int:

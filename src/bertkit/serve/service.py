@@ -96,7 +96,7 @@ class Service:
 
     def check_layers(self, layers: list[int] | None) -> None:
         """Each layer once, one the model has, at most max_layers of them (serve/costs.py)."""
-        check_layers(layers, self.encoder.model.config.num_hidden_layers + 1, self.limits)
+        check_layers(layers, self.encoder.num_hidden_layers + 1, self.limits)
 
     def check_pooling(self, pooling: str, layers: list[int] | None) -> None:
         try:
@@ -104,7 +104,7 @@ class Service:
         except OptionError as e:
             raise ServeError(str(e), 400, "invalid_value", "layers" if pooling in POOLING_MODES else "pooling") from None
         if pooling == "pooler":
-            self.encoder.model.require("pooler", "pooling='pooler'")
+            self.encoder.require("pooler", "pooling='pooler'")
         self.check_layers(layers)
 
     async def count_tokens(self, texts: list[str], truncate: bool) -> tuple[list[int], list[int]]:
@@ -331,17 +331,23 @@ class Service:
         return await self.batcher.run(self.tagger.entities, texts)
 
     def info(self) -> dict:
-        enc, model = self.encoder, self.encoder.model
+        from bertkit.verdicts import all_verdicts
+
+        enc = self.encoder
         return {
             "model": enc.name,
             "id": self.model_id,
             "dimensions": enc.hidden_size,
             "max_length": enc.max_length,
-            "layers": model.config.num_hidden_layers,
+            "layers": enc.num_hidden_layers,
+            # The precision asked for, the one running (fp32 when this CPU's verdict said the other is slower),
+            # and every mode's verdict here (bertkit.verdicts).
+            "precision": {"backend": enc.backend, "requested": getattr(enc, "requested_precision", enc.precision),
+                          "running": enc.precision, "verdicts": all_verdicts()},
             "heads": {
-                "pooler": model.has_pooler,
-                "mlm": model.has_mlm,
-                "nsp": model.has_nsp,
+                "pooler": enc.has_head("pooler"),
+                "mlm": enc.has_head("mlm"),
+                "nsp": enc.has_head("nsp"),
                 "classification": self.classifier is not None,
                 "ner": self.tagger is not None,
                 "rerank": self.reranker is not None,
@@ -354,7 +360,7 @@ class Service:
                 "path": self.whitening.meta.get("path"), "k": self.whitening.k, "pooling": self.whitening.pooling,
                 "layers": self.whitening.layers,
             },
-            "poolings": [p for p in POOLING_MODES if p != "pooler" or model.has_pooler],
+            "poolings": [p for p in POOLING_MODES if p != "pooler" or enc.has_head("pooler")],
             "default_prompt": DEFAULT_PROMPT,
             "limits": asdict(self.limits),
             # How a request's cost is bounded besides the limits (serve/costs.py, serve/bodylimit.py).
@@ -374,6 +380,10 @@ def short_model_id(encoder: Encoder) -> str:
 def load_task_heads(encoder: Encoder) -> tuple[Any, Any]:
     """(classifier, tagger): the predictors when the served folder is a fine-tuned classifier or token
     classifier (config.json `architectures`), else None. They hold their own copy of the weights."""
+    from bertkit.model.locate import architecture
+
+    if architecture(encoder.path) not in ("BertForSequenceClassification", "BertForTokenClassification"):
+        return None, None  # a plain encoder: bertkit.predict (and torch) stay unloaded
     from bertkit.predict import Classifier, Tagger, load_predictor
 
     predictor = load_predictor(encoder.path, device=str(encoder.device))
