@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,serve,scale,fast,torch
+EXTRAS ?= test,serve,scale,fast,torch,openvino
 
 .PHONY: install demo test fuzz bench clean
 

@@ -127,7 +127,7 @@ class Encoder:
         """None = the packaged default model; else a local folder or a Hugging Face hub id.
 
         precision: "fp32" (exact, default), "bf16" (autocast), "int8" (dynamic quantization) or "int8-static"
-        (onnx, calibrated); one slower than fp32 on this CPU runs as fp32 (bertkit.verdicts). backend: "torch"
+        (onnx, calibrated by NNCF, run by OpenVINO: the `openvino` extra); one slower than fp32 on this CPU runs as fp32 (bertkit.verdicts). backend: "torch"
         (default) or "onnx" (ONNX Runtime, exported and cached next to the model; once cached, loaded and run
         without importing torch: bertkit.onnx_encoder). See backends.py.
         """

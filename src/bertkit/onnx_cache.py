@@ -5,6 +5,7 @@ weight files (their full contents) and of ONNX_FORMAT. A retrained model, an edi
 format therefore never reuses an old graph. Next to each graph lies its record (`<graph>.json`): the key, the
 model folder, the graph's own sha256 (checked on load: a corrupt file is never run), the model facts the
 encoder needs without torch (hidden size, layers, which heads exist) and, for int8-static, the calibration.
+int8-static is not an ONNX graph but an OpenVINO IR (`.xml` + `.bin`, bertkit.onnx_int8), checked the same way.
 
 Where: `<model folder>/onnx`, or, when that folder cannot be written, `$XDG_CACHE_HOME/bertkit/onnx`
 (default ~/.cache/bertkit/onnx); both are searched. bertkit.backends writes graphs (it needs torch);
@@ -85,11 +86,12 @@ def writable_cache_dir(model_dir: Path) -> Path:
 # ---- what a graph was made from -------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
+def _sha256(*paths: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -113,8 +115,28 @@ def source_key(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# int8-static is an OpenVINO IR (bertkit.onnx_int8): the .xml named here and its weights in the .bin beside it.
+SUFFIX = {"int8-static": ".xml"}
+
+
 def graph_path(folder: Path, key: str, precision: str) -> Path:
-    return Path(folder) / f"bertkit-{key}-{precision}.onnx"
+    return Path(folder) / f"bertkit-{key}-{precision}{SUFFIX.get(precision, '.onnx')}"
+
+
+def graph_files(graph: Path) -> list[Path]:
+    """The files a cached graph is made of: the graph, and for an OpenVINO IR (.xml) its weights (.bin)."""
+    return [graph, graph.with_suffix(".bin")] if graph.suffix == ".xml" else [graph]
+
+
+def replace_graph(tmp: Path, graph: Path) -> None:
+    """Move a graph written under a temporary name (and its .bin) into place; the named file last."""
+    for src, dst in reversed(list(zip(graph_files(tmp), graph_files(graph)))):
+        os.replace(src, dst)
+
+
+def remove_graph(graph: Path) -> None:
+    for f in graph_files(graph):
+        f.unlink(missing_ok=True)
 
 
 def record_path(graph: Path) -> Path:
@@ -131,7 +153,9 @@ class Graph:
 
 def write_record(graph: Path, record: dict[str, Any]) -> None:
     """The record next to the graph, with the graph's sha256 (temporary file, then rename)."""
-    record = {**record, "format": ONNX_FORMAT, "graph_sha256": _sha256(graph), "graph_bytes": graph.stat().st_size}
+    files = graph_files(graph)  # sha256 and size over the graph and, for an IR, its .bin
+    record = {**record, "format": ONNX_FORMAT, "graph_sha256": _sha256(*files),
+              "graph_bytes": sum(f.stat().st_size for f in files)}
     target = record_path(graph)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -153,7 +177,9 @@ def check_graph(graph: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{graph} has no readable record ({record_path(graph).name})"
     if record.get("format") != ONNX_FORMAT:
         return None, f"{graph} was written by another bertkit export format ({record.get('format')} != {ONNX_FORMAT})"
-    if not graph.is_file() or graph.stat().st_size != record.get("graph_bytes") or _sha256(graph) != record.get("graph_sha256"):
+    files = graph_files(graph)
+    if (not all(f.is_file() for f in files) or sum(f.stat().st_size for f in files) != record.get("graph_bytes")
+            or _sha256(*files) != record.get("graph_sha256")):
         return None, f"{graph} is corrupt (its size or sha256 differs from the one recorded at export)"
     return record, None
 
@@ -182,7 +208,8 @@ def _stale_note(model_dir: Path, precision: str) -> str | None:
     here = str(Path(model_dir).resolve())
     beside, user = cache_dirs(model_dir)
     for folder in (beside, user):
-        for p in sorted(folder.glob(f"bertkit-*-{precision}.onnx")) if folder.is_dir() else []:
+        pattern = graph_path(folder, "*", precision).name
+        for p in sorted(folder.glob(pattern)) if folder.is_dir() else []:
             record = _read_record(p) or {}
             # A graph beside the model was made from it (the folder may have been copied since); in the user
             # cache, the record says which folder it came from.
@@ -212,6 +239,15 @@ def threads_here() -> int:
     if "torch" in sys.modules:
         return sys.modules["torch"].get_num_threads()
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def open_runner(graph: Path):
+    """The runner of a cached graph: ONNX Runtime for .onnx, OpenVINO for an int8-static IR (.xml)."""
+    if Path(graph).suffix == ".xml":
+        from bertkit.onnx_int8 import OpenVinoRunner
+
+        return OpenVinoRunner(graph)
+    return OnnxRunner(graph)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """`Encoder.load(..., backend="onnx")`: an Encoder whose vectors come from a cached ONNX graph, without torch.
 
 Loading finds the model folder, its tokenizer and the cached graph of its current contents (bertkit.onnx_cache)
-and imports neither torch nor bertkit's torch model: tokenizers + onnxruntime + numpy, every pooling and the
-normalisation included (bertkit.pooling takes numpy arrays). Only when no graph is cached yet is the torch model
+and imports neither torch nor bertkit's torch model: tokenizers + onnxruntime (+ openvino for int8-static) +
+numpy, every pooling and the normalisation included (bertkit.pooling takes numpy arrays). Only when no graph is cached yet is the torch model
 loaded, once, to export one (bertkit.backends.export_graph; `bertkit export` does it ahead of time).
 
 What the graph does not hold (the masked-LM / NSP heads, attention probabilities) is still there: the first
@@ -23,8 +23,8 @@ from bertkit.errors import MissingHeadError, OptionError
 from bertkit.onnx_cache import (
     BackendError,
     Graph,
-    OnnxRunner,
     find_graph,
+    open_runner,
     require_onnxruntime,
     set_threads,
     threads_here,
@@ -64,7 +64,7 @@ class OnnxEncoder(Encoder):
         self.graph = graph
         self.facts = graph.record
         self._int8 = None
-        self._onnx = OnnxRunner(graph.path)
+        self._onnx = open_runner(graph.path)  # ONNX Runtime, or OpenVINO for int8-static
         self._model = model  # the fp32 torch model, loaded only when needed
         self._model_lock = threading.Lock()
         self._pools: dict = {}
@@ -86,6 +86,10 @@ class OnnxEncoder(Encoder):
         tokenizer = BertTokenizer.from_dir(transformer_dir(root), root=root)
         requested = precision
         precision = verdicts.choose(precision, "onnx", root)
+        if precision == "int8-static":
+            from bertkit.onnx_int8 import require_openvino
+
+            require_openvino()
         graph, why = find_graph(root, precision)
         model = None
         if graph is None:

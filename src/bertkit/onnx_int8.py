@@ -1,41 +1,45 @@
-"""Static (calibrated) int8 graphs: `precision="int8-static"` on the onnx backend.
+"""Static (calibrated) int8: `precision="int8-static"` on the onnx backend, run by OpenVINO.
 
-ONNX Runtime's `quantize_static` in QDQ format: int8 weights with one scale per output channel, uint8
-activations whose ranges are fixed once, from the fp32 graph run over calibration texts (min / max), instead
-of being measured on every batch as dynamic int8 does. Quantized: the MatMuls of the Linear layers (query, key,
-value, attention output, feed-forward up), except those the `SKIP` rule keeps in fp32 (`skipped_matmuls`):
-- the two attention products (activation x activation: fixed ranges for scores fit badly), always;
-- with `keep_ffn_down=True` (the default), the feed-forward down projections (input wider than output): the GELU
-  outputs they read have rare large values that one fixed range per tensor clips or coarsens; keeping them
-  fp32 took the worst cosine to exact fp32 on STS-B dev from 0.86 to 0.98 (Spearman 86.67 -> 86.71; exact 86.72).
-LayerNorm, softmax and GELU stay fp32.
+The exported fp32 ONNX graph is converted to an OpenVINO model (`openvino.convert_model`) and quantized by
+NNCF's post-training quantization (`nncf.quantize`, model type TRANSFORMER, preset MIXED: int8 weights with a
+scale per output channel, activations with ranges fixed once from the fp32 model run over calibration texts,
+asymmetric where their values are). The quantized model is cached as OpenVINO IR (`.xml` + `.bin`) beside the
+fp32 graph, with the same record, checks and user-cache fallback as every graph (bertkit.onnx_cache).
+Inference: OpenVINO's CPU plugin, INFERENCE_NUM_THREADS = the encoder's thread count, the parts left in float
+in f32 (INFERENCE_PRECISION_HINT; OpenVINO would otherwise run them in bf16 on a CPU with AVX512-BF16) and
+PERFORMANCE_HINT LATENCY. No torch: openvino + numpy only; nncf is needed only to quantize (at export).
 
-Speed, measured on a Zen 4 CPU (AVX512-VNNI, no AMX; docs/RESULTS.md, issue 22): faster than fp32, but not
-faster than dynamic int8. ONNX Runtime runs the QDQ graph as QLinearMatMul with a QuantizeLinear /
-DequantizeLinear pass over the activations around each, where dynamic int8 is one fused DynamicQuantizeMatMul
-(ONNX Runtime's own quantization guide recommends dynamic quantization for transformer models).
+Why OpenVINO and not ONNX Runtime's `quantize_static`: its QDQ graph ran as QLinearMatMul with a quantize /
+dequantize pass around each, and was slower than ONNX Runtime's dynamic int8 (docs/RESULTS.md, issue 22).
 
 Calibration texts: the user's (`bertkit export --calibration FILE`, or `export_graph(..., calibration=[...])`),
 else the default set shipped with bertkit (calibration_texts.txt: 300 plain English sentences written for
-this purpose, 2 to 60 words). What was used is recorded next to the graph: count, sha256 of the texts, source,
+this purpose, 2 to 60 words). What was used is recorded next to the model: count, sha256 of the texts, source,
 method.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import sys
+import threading
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bertkit.errors import InputError
+from bertkit.errors import InputError, OptionError
+from bertkit.onnx_cache import ArrayOutput, BackendError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE = "bertkit default (calibration_texts.txt)"
-BATCH = 16
+METHOD = ("nncf.quantize (OpenVINO post-training quantization), model type TRANSFORMER, preset MIXED: int8 "
+          "per-channel weights, activation ranges fixed from the calibration texts (one text per sample)")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def default_texts() -> list[str]:
@@ -47,46 +51,43 @@ def texts_sha256(texts: list[str]) -> str:
     return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
 
 
-class _Feeds:
-    """ONNX Runtime's CalibrationDataReader protocol over padded batches of the calibration texts."""
-
-    def __init__(self, tokenizer, texts: list[str]):
-        encodings = tokenizer.encode(texts)
-        self.batches = [tokenizer.pad(encodings[i : i + BATCH], numpy=True) for i in range(0, len(encodings), BATCH)]
-        self.i = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i >= len(self.batches):
-            return None
-        b = self.batches[self.i]
-        self.i += 1
-        return {"input_ids": b.input_ids, "attention_mask": b.attention_mask, "token_type_ids": b.token_type_ids}
-
-    def rewind(self) -> None:
-        self.i = 0
+def require_openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise OptionError("precision int8-static needs OpenVINO: pip install 'bertkit[openvino]' "
+                          "(or use --precision int8)") from e
+    return openvino
 
 
-def skipped_matmuls(fp32: Path, keep_ffn_down: bool = True) -> list[str]:
-    """Names of the MatMul nodes left in fp32: no weight input (attention products), or (keep_ffn_down) a weight
-    of shape (in, out) with in > out."""
-    import onnx
+# ---- quantizing (at export) -------------------------------------------------------------------------------------
 
-    graph = onnx.load(str(fp32), load_external_data=False).graph
-    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
-    skip = []
-    for node in graph.node:
-        if node.op_type != "MatMul":
-            continue
-        weights = [shapes[i] for i in node.input if i in shapes]
-        if not weights or (keep_ffn_down and len(weights[0]) == 2 and weights[0][0] > weights[0][1]):
-            skip.append(node.name)
-    return skip
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """NNCF logs and draws its progress bars on stdout, which is for results (`bertkit export` prints JSON lines
+    there): send both to stderr while it runs."""
+    from nncf.common.logging.logger import nncf_logger
+
+    handlers = [h for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout]
+    for h in handlers:
+        h.setStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for h in handlers:
+            h.setStream(sys.stdout)
 
 
 def quantize_static_graph(fp32: Path, out: Path, tokenizer, texts: list[str] | None, source: str | None) -> dict:
-    """Write the static int8 graph of `fp32` to `out`; returns the calibration record."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    """Write the int8 OpenVINO IR of the fp32 ONNX graph `fp32` to `out` (.xml, its .bin beside); returns the
+    calibration record."""
+    ov = require_openvino()
+    try:
+        import nncf
+    except ImportError as e:
+        raise OptionError("quantizing int8-static needs NNCF: pip install 'bertkit[openvino]'") from e
     if texts is None:
         texts, source = default_texts(), DEFAULT_SOURCE
     texts = [t for t in texts if t.strip()]
@@ -94,15 +95,80 @@ def quantize_static_graph(fp32: Path, out: Path, tokenizer, texts: list[str] | N
         raise InputError(f"int8-static calibration needs at least 10 non-empty texts, got {len(texts)}; "
                          "pass a file with a few hundred typical texts (one a line)")
     log.info("calibrating int8-static on %d texts (%s)", len(texts), source or "user texts")
-    skip = skipped_matmuls(fp32)
-    options = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                   weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], nodes_to_exclude=skip,
-                   calibrate_method=CalibrationMethod.MinMax,
-                   extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    quantize_static(str(fp32), str(out), _Feeds(tokenizer, texts), **options)
+    samples = []
+    for encoding in tokenizer.encode(texts):
+        b = tokenizer.pad([encoding], numpy=True)
+        samples.append({name: np.asarray(getattr(b, name), dtype=np.int64) for name in INPUTS})
+    model = ov.convert_model(str(fp32))
+    with _stdout_to_stderr():
+        quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                                  preset=nncf.QuantizationPreset.MIXED, subset_size=len(samples))
+    ov.save_model(quantized, str(out), compress_to_fp16=False)  # float parts stay f32
     return {"texts": len(texts), "texts_sha256": texts_sha256(texts), "source": source or "user texts",
-            "method": "onnxruntime quantize_static, QDQ, MinMax activation ranges (uint8, asymmetric), "
-                      "int8 per-channel symmetric weights; Linear MatMuls only, attention products and "
-                      "feed-forward down projections kept fp32",
-            "fp32_matmuls": len(skip),
-            "batch": BATCH}
+            "method": METHOD, "nncf": nncf.__version__, "openvino": ov.get_version()}
+
+
+# ---- running (no torch, no nncf) -------------------------------------------------------------------------------
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def _ov_core():
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = require_openvino().Core()
+        return _core
+
+
+class OpenVinoRunner:
+    """A cached int8 OpenVINO model that answers like onnx_cache.OnnxRunner (numpy in, ArrayOutput out).
+
+    One compiled model per thread count (threads_here(), as for ONNX Runtime sessions) and per output set (the
+    stacked hidden states are computed only when asked for); one infer request per compiled model and OS thread.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.model = _ov_core().read_model(str(self.path))
+        except RuntimeError as e:
+            raise BackendError(f"OpenVINO cannot read {self.path} ({e.__class__.__name__}); delete it and run "
+                               "`bertkit export --precision int8-static` again") from e
+        self.outputs = [o.get_any_name() for o in self.model.outputs]
+        self._compiled: dict[tuple[int, bool], Any] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def compiled(self, threads: int, hidden: bool):
+        key = (threads, hidden and "hidden_states" in self.outputs)
+        with self._lock:
+            if key not in self._compiled:
+                ov = require_openvino()
+                model = self.model
+                if not key[1]:  # drop the stacked hidden states: not computed when not returned
+                    keep = [r for r in model.get_results() if r.output(0).get_any_name() != "hidden_states"]
+                    model = ov.Model(keep, model.get_parameters(), "bertkit-int8-static")
+                config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+                          "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+                self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
+            return self._compiled[key]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
+            output_hidden_states: bool = False) -> ArrayOutput:
+        from bertkit.onnx_cache import threads_here
+
+        compiled = self.compiled(threads_here(), output_hidden_states)
+        requests = self._local.__dict__.setdefault("requests", {})
+        request = requests.get(id(compiled))
+        if request is None:
+            request = requests[id(compiled)] = compiled.create_infer_request()
+        feed = {name: np.ascontiguousarray(a, dtype=np.int64)
+                for name, a in zip(INPUTS, (input_ids, attention_mask, token_type_ids))}
+        got = {k.get_any_name(): v for k, v in request.infer(feed).items()}
+        hidden = got.get("hidden_states") if output_hidden_states else None
+        return ArrayOutput(got["last_hidden_state"], got.get("pooler_output"),
+                           tuple(hidden) if hidden is not None else None)
+
+    __call__ = run

@@ -4,11 +4,11 @@ Reduced precision is only fast where the CPU has the instructions for it. Measur
 issue 22): on an AMD EPYC Zen 4 (AVX512-BF16 and VNNI, no AMX) torch bf16 ran at 0.14x of our own fp32, while
 int8 ran 1.5-1.8x faster; on an Intel CPU with AMX, bf16 was 2x and int8 2.5x faster than fp32. So:
 
-| mode               | fast when the CPU has                          | else                          |
-|--------------------|------------------------------------------------|-------------------------------|
-| bf16 (torch, CPU)  | amx_bf16                                       | slow: falls back to fp32      |
-| int8 (torch, onnx) | avx512_vnni, avx_vnni or amx_int8              | unknown: runs as asked        |
-| int8-static (onnx) | avx512_vnni, avx_vnni or amx_int8              | unknown: runs as asked        |
+| mode                         | fast when the CPU has             | else                     |
+|------------------------------|-----------------------------------|--------------------------|
+| bf16 (torch, CPU)            | amx_bf16                          | slow: falls back to fp32 |
+| int8 (torch, onnx)           | avx512_vnni, avx_vnni or amx_int8 | unknown: runs as asked   |
+| int8-static (onnx, OpenVINO) | avx512_vnni, avx_vnni or amx_int8 | unknown: runs as asked   |
 
 A verdict measured on this machine (or set by hand) overrides the table: the verdict file
 `$XDG_CACHE_HOME/bertkit/verdicts.json` (or the file named by BERTKIT_VERDICTS) holds, per machine id (a hash

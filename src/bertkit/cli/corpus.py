@@ -43,7 +43,7 @@ def embed_corpus(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output of a different job in OUTPUT_DIR."),
     actors: int | None = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
     cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
-    precision: str | None = typer.Option(None, "--precision", metavar="[fp32|bf16|int8]", callback=one_of("precision", PRECISIONS),
+    precision: str | None = typer.Option(None, "--precision", metavar="[fp32|bf16|int8|int8-static]", callback=one_of("precision", PRECISIONS),
                                          help="fp32 (exact, default) | bf16 | int8."),
     backend: str | None = typer.Option(None, "--backend", metavar="[torch|onnx]", callback=one_of("backend", BACKENDS),
                                        help="torch (default) | onnx (ONNX Runtime)."),

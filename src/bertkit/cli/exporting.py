@@ -22,8 +22,9 @@ def export(
     calibration: Path | None = typer.Option(None, "--calibration", help="int8-static: calibrate on this file's texts "
                                             "(one a line; default: bertkit's 300 plain sentences)."),
 ):
-    """Export the model to ONNX (fp32, dynamic int8, calibrated int8-static), cached beside the model (or in
-    ~/.cache/bertkit/onnx when its folder is read-only). Prints one JSON line per graph: precision, path, record."""
+    """Export the model to ONNX (fp32, dynamic int8) and calibrated int8-static (OpenVINO IR quantized by NNCF,
+    needs bertkit's openvino extra), cached beside the model (or in ~/.cache/bertkit/onnx when its folder
+    is read-only). Prints one JSON line per graph: precision, path, record."""
     for p in precision:
         if p not in GRAPH_PRECISIONS:
             raise OptionError(f"unknown --precision {p!r} for export; choose one of: {', '.join(GRAPH_PRECISIONS)}")
