@@ -34,42 +34,66 @@ def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float,
 
 
 def train_sbert(
-    train: str = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl)."),
-    dev: str | None = typer.Option(None, "--dev", help="Scored dev pairs; Spearman each epoch picks the best."),
+    train: list[str] = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl); repeat for several datasets."),
+    dev: list[str] | None = typer.Option(None, "--dev", help="Scored dev pairs; repeat: the mean Spearman picks the best."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
     format: str | None = FormatOpt,
     dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev (inferred when omitted)."),
-    loss: str = typer.Option("cosine", "--loss", help="cosine | mnrl | softmax"),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training set."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1),
+    loss: list[str] | None = typer.Option(None, "--loss", help="cosine (default) | cosent | angle | mnrl | softmax; one for all --train files or one per file."),
+    recipe: str | None = typer.Option(None, "--recipe", help="best: each file's loss from its kind, tuned settings (see README)."),
+    sampling: str | None = typer.Option(None, "--sampling", help="Several --train: proportional (default) | round-robin; each batch from one dataset."),
+    matryoshka: str | None = typer.Option(None, "--matryoshka", help="Also train truncated vectors, e.g. 384,256,128,64."),
+    minutes: float | None = typer.Option(None, "--minutes", help="Stop after M minutes of training (then evaluate and save)."),
+    epochs: float | None = typer.Option(None, "--epochs", help="Passes over the training set (default 1; recipe: its own)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1, help="Pairs per batch (default 16; recipe: its own)."),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
     model: str | None = ModelOpt,
-    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up then decay)."),
-    warmup: float = typer.Option(0.1, "--warmup", help="Warm-up fraction of the steps."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-5; recipe: its own)."),
+    warmup: float | None = typer.Option(None, "--warmup", help="Warm-up fraction of the steps (default 0.1)."),
     seed: int = typer.Option(42, "--seed"),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after N steps (overrides --epochs)."),
     eval_every: int | None = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
     normalize: bool = typer.Option(False, "--normalize", help="Add a Normalize module to the saved model."),
+    silver_from: Path | None = typer.Option(None, "--silver-from", help="Augmented SBERT: a cross-encoder folder that scores nearest-neighbour re-pairings of the training sentences (one more CoSENT dataset)."),
+    silver_k: int = typer.Option(1, "--silver-k", min=1, help="Neighbours per sentence for --silver-from."),
     skip_bad_rows: bool = SkipRowsOpt,
 ):
     """Fine-tune a siamese bi-encoder (Sentence-BERT) and save a bertkit / sentence-transformers / transformers folder."""
-    from bertkit.data import read_dataset, read_scored_pairs
-    from bertkit.train.sbert import LOSSES, ST_POOLINGS, train_sentence_model
+    from bertkit.train.sbert import ST_POOLINGS, train_sentence_tasks
+    from bertkit.train.sbert_data import SAMPLINGS
+    from bertkit.train.sbert_recipe import RECIPES, parse_dims, plan_tasks, read_devs
 
-    if loss not in LOSSES:
-        raise OptionError(f"--loss {loss}: choose one of {', '.join(LOSSES)}")
     if pooling not in ST_POOLINGS:
         raise OptionError(f"--pooling {pooling}: Sentence-BERT training uses one of {', '.join(ST_POOLINGS)}")
-    pairs = read_dataset(train, format, skip_bad=skip_bad_rows)
-    if not pairs or not hasattr(pairs[0], "b"):
-        raise OptionError(f"--train {train} holds no sentence pairs; give STS-B, SICK, MRPC or a pair file")
-    dev_pairs = read_scored_pairs(dev, dev_format, skip_bad=skip_bad_rows) if dev else None
+    if minutes is not None and minutes <= 0:
+        raise OptionError(f"--minutes {minutes:g}: give a training budget above 0 minutes, e.g. --minutes 10")
+    if sampling is not None and sampling not in SAMPLINGS:
+        raise OptionError(f"--sampling {sampling}: choose one of {', '.join(SAMPLINGS)}")
+    dims = parse_dims(matryoshka)
+    tasks = plan_tasks(train, loss, recipe, format, skip_bad_rows)
+    devs = read_devs(dev, dev_format, skip_bad_rows) if dev else None
+    r = RECIPES[recipe] if recipe else None
     enc = load_encoder(model)
-    config = sbert_train_config(epochs, batch_size, lr, warmup, seed, max_steps, eval_every)
-    result = train_sentence_model(enc.model, enc.tokenizer, pairs, dev_pairs, output, loss=loss, pooling=pooling,
-                                  config=config, normalize=normalize)
+    if silver_from is not None:
+        from bertkit.train.sbert import TrainTask
+        from bertkit.train.sbert_silver import silver_pairs
+
+        every = list({(p.a, p.b): p for t in tasks for p in t.pairs}.values())
+        silver = silver_pairs(enc.model, enc.tokenizer, every, silver_from, pooling=pooling, k=silver_k)
+        tasks.append(TrainTask(f"silver pairs scored by {silver_from}", silver, "cosent"))
+    config = sbert_train_config(epochs or (r.epochs if r else 1.0), batch_size or (r.batch_size if r else 16),
+                                lr or (r.lr if r else 2e-5), warmup if warmup is not None else (r.warmup if r else 0.1),
+                                seed, max_steps, eval_every)
+    config.minutes, config.decay_by_time = minutes, minutes is not None  # the schedule fits the budget
+    result = train_sentence_tasks(enc.model, enc.tokenizer, tasks, devs, output, pooling=pooling, config=config,
+                                  normalize=normalize, matryoshka=dims,
+                                  sampling=sampling or (r.sampling if r else "proportional"))
     best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
-    sys.stderr.write(f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s{best}; saved to {output}\n")
+    sys.stderr.write(f"trained {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s, stopped by "
+                     f"{result.stopped_by}{best}; saved to {output}\n")
+    if result.best:
+        sys.stdout.write(json.dumps({**result.best, "steps": result.steps, "seconds": round(result.seconds, 1),
+                                     "stopped_by": result.stopped_by, "output": str(output)}) + "\n")
 
 
 def train_simcse_cmd(

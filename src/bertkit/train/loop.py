@@ -70,6 +70,7 @@ class TrainConfig:
     device: str | None = None  # None = cuda when available
     progress: bool | None = None  # None = when stderr is a terminal
     shuffle: bool = True
+    decay_by_time: bool = False  # with minutes: warm-up and decay follow the spent share of the budget too
 
     def validate(self) -> None:
         if self.epochs <= 0 and self.max_steps is None:
@@ -82,6 +83,8 @@ class TrainConfig:
             raise OptionError(f"mixed_precision must be auto|bf16|fp16|no, got {self.mixed_precision!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise OptionError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise OptionError(f"--minutes {self.minutes:g}: give a training budget above 0 minutes, e.g. --minutes 10")
 
 
 @dataclass
@@ -133,6 +136,20 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -
         if step < warmup:
             return (step + 1) / warmup
         return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def budget_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, total: int, seconds: float,
+                    started: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up and decay over the progress max(steps done / total, seconds spent / budget): a run that
+    the clock will stop still ends at a learning rate near 0 instead of being cut mid-schedule."""
+
+    def factor(step: int) -> float:
+        p = min(1.0, max(step / total, (time.monotonic() - started) / seconds))
+        if p < warmup_ratio:
+            return max(p, 1.0 / total) / warmup_ratio
+        return max(0.0, (1.0 - p) / max(1e-9, 1.0 - warmup_ratio))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -231,13 +248,15 @@ def train(
     eval_fn: EvalFn | None = None,
     save_fn: SaveFn | None = None,
     lengths: Sequence[int] | None = None,
+    batcher: Callable[[int], list[torch.Tensor]] | None = None,
 ) -> TrainResult:
     """Train `model` in place on `train_data` (any sequence of examples; `collate` turns a list of them into
     a batch). With eval_fn, the best evaluated model is kept: save_fn writes it to output_dir (and the model
     is left holding the best weights at the end). Without eval_fn, save_fn writes the final model.
 
     `lengths` (tokens per example) groups examples of similar length into batches (see epoch_batches), which
-    on a CPU can halve the time spent on padding."""
+    on a CPU can halve the time spent on padding. `batcher(epoch)` replaces the loop's own batching: the index
+    batches of that epoch (the same number every epoch), e.g. each drawn from one of several datasets."""
     config.validate()
     if len(train_data) == 0:
         raise InputError("the training set is empty; give a file with at least one example")
@@ -246,7 +265,7 @@ def train(
     started = time.monotonic()
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device)
-    run = _Run(model, config, len(train_data), device, eval_fn, save_fn)
+    run = _Run(model, config, len(train_data), device, eval_fn, save_fn, batcher)
     resumed_from = run.resume()
     show = config.progress if config.progress is not None else sys.stderr.isatty()
     bar = Progress(show, run.total_steps, run.step)
@@ -283,18 +302,23 @@ class _Run:
     best metric so far), which is exactly what a checkpoint saves and a resumed run restores."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, n: int, device: torch.device,
-                 eval_fn: EvalFn | None, save_fn: SaveFn | None):
+                 eval_fn: EvalFn | None, save_fn: SaveFn | None,
+                 batcher: Callable[[int], list[torch.Tensor]] | None = None):
         self.model, self.config, self.n, self.device = model, config, n, device
-        self.eval_fn, self.save_fn = eval_fn, save_fn
+        self.eval_fn, self.save_fn, self.batcher = eval_fn, save_fn, batcher
         self.amp_dtype = autocast_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
-        self.batches_per_epoch = math.ceil(n / config.batch_size)
+        self.batches_per_epoch = len(batcher(0)) if batcher is not None else math.ceil(n / config.batch_size)
         steps_per_epoch = math.ceil(self.batches_per_epoch / config.grad_accum)
         self.total_steps = (config.max_steps if config.max_steps is not None
                             else max(1, math.ceil(config.epochs * steps_per_epoch)))
         seed_everything(config.seed)
         self.optimizer = make_optimizer(model, config)
-        self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * self.total_steps), self.total_steps)
+        if config.decay_by_time and config.minutes is not None:
+            self.scheduler = budget_schedule(self.optimizer, config.warmup_ratio, self.total_steps,
+                                             config.minutes * 60, time.monotonic())
+        else:
+            self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * self.total_steps), self.total_steps)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.best_value: float | None = None
         self.best_metrics: dict[str, float] | None = None
@@ -375,7 +399,8 @@ class _Run:
         """Epochs of micro-batches until the planned steps or the time budget are spent; why it stopped."""
         config, total = self.config, self.total_steps
         while self.step < total:
-            batches = epoch_batches(self.n, config, self.epoch, lengths)
+            batches = (self.batcher(self.epoch) if self.batcher is not None
+                       else epoch_batches(self.n, config, self.epoch, lengths))
             micro = 0  # micro-batches accumulated into the current step
             while self.batch_pos < self.batches_per_epoch and self.step < total:
                 idx = batches[self.batch_pos].tolist()

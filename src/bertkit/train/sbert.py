@@ -2,13 +2,9 @@
 pooled vectors means semantic similarity.
 
 Both sentences go through the same BERT and the same pooling; a loss (a small module over the two batches of
-embeddings) compares them:
-
-| loss     | data                                   | what it optimises                                            |
-|----------|----------------------------------------|--------------------------------------------------------------|
-| cosine   | pairs with a similarity score (STS-B)  | MSE between cos(u, v) and the score scaled to [0, 1]         |
-| mnrl     | positive pairs (paraphrases, entailed) | in-batch negatives: softmax over cos(u_i, v_j) * scale, target j = i |
-| softmax  | pairs with a class label (SICK, NLI)   | cross-entropy of a linear layer over (u, v, |u - v|)          |
+embeddings, bertkit.train.losses: cosine, cosent, angle, mnrl with hard negatives, softmax, any of them at
+Matryoshka dims) compares them. Several datasets can train one model (train_sentence_tasks): each batch comes
+from one dataset and is scored with that dataset's loss; several dev sets pick the best checkpoint by their mean.
 
 Training runs in the shared loop (bertkit.train.loop: AdamW, warm-up + linear decay, clipping, seed,
 progress, per-epoch dev evaluation, best checkpoint kept, resume). The output folder is a transformers BERT
@@ -20,12 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bertkit.data import SentencePair
@@ -34,50 +29,20 @@ from bertkit.model import Bert, save_model
 from bertkit.pooling import pool
 from bertkit.tokenizer import Batch, BertTokenizer
 from bertkit.train.loop import TrainConfig, TrainResult, train
+from bertkit.train.losses import (  # noqa: F401  (re-exported: the losses used to live here)
+    LOSSES,
+    CosineSimilarityLoss,
+    MultipleNegativesRankingLoss,
+    SoftmaxLoss,
+    make_loss,
+)
+from bertkit.train.sbert_data import POSITIVE_LABELS, Prepared, make_batcher, make_collate, prepare, rows_of  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("cosine", "mnrl", "softmax")
 # Poolings a sentence-transformers Pooling module can express (so the saved folder means the same thing there).
 ST_POOLINGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
                "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
-POSITIVE_LABELS = {"1", "entailment", "positive", "paraphrase", "true"}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Losses: small modules over two (B, H) embedding batches
-
-
-class CosineSimilarityLoss(nn.Module):
-    """MSE between cos(u, v) and a target in [0, 1] (the gold score rescaled)."""
-
-    def forward(self, u: torch.Tensor, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(F.cosine_similarity(u, v), target.to(u.dtype))
-
-
-class MultipleNegativesRankingLoss(nn.Module):
-    """Each u_i must pick its own v_i among every v_j of the batch (the other pairs are the negatives).
-    scale = 1 / temperature: 20 as in sentence-transformers (SimCSE's 0.05 temperature is the same)."""
-
-    def __init__(self, scale: float = 20.0):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, u: torch.Tensor, v: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        sims = F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T * self.scale  # (B, B)
-        return F.cross_entropy(sims, torch.arange(len(u), device=u.device))
-
-
-class SoftmaxLoss(nn.Module):
-    """A linear classifier over (u, v, |u - v|), trained with cross-entropy; discarded after training."""
-
-    def __init__(self, hidden: int, num_labels: int):
-        super().__init__()
-        self.classifier = nn.Linear(3 * hidden, num_labels)
-
-    def forward(self, u: torch.Tensor, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(torch.cat([u, v, (u - v).abs()], dim=-1))
-        return F.cross_entropy(logits, target.long())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -85,13 +50,14 @@ class SoftmaxLoss(nn.Module):
 
 
 class SiameseModel(nn.Module):
-    """BERT + pooling + a loss head. `self.bert` is the checkpoint's BertModel, so parameter names match the
-    saved model.safetensors ("bert.embeddings...") and the shared loop can reload the best weights."""
+    """BERT + pooling + one loss head per training dataset. `self.bert` is the checkpoint's BertModel, so
+    parameter names match the saved model.safetensors ("bert.embeddings...") and the shared loop can reload the
+    best weights. A batch names its dataset (`task`), whose loss it is scored with."""
 
-    def __init__(self, model: Bert, pooling: str, loss: nn.Module):
+    def __init__(self, model: Bert, pooling: str, loss: nn.Module | Sequence[nn.Module]):
         super().__init__()
         self.bert = model.bert
-        self.loss = loss
+        self.losses = nn.ModuleList([loss] if isinstance(loss, nn.Module) else list(loss))
         self.pooling = pooling
         self.full = [model]  # the Bert (its forward and its config), kept out of the module tree
 
@@ -104,72 +70,9 @@ class SiameseModel(nn.Module):
         return pool(out, batch.attention_mask, self.pooling)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.loss(self.embed(batch["a"]), self.embed(batch["b"]), batch.get("target"))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Data preparation per loss
-
-
-@dataclass
-class Prepared:
-    examples: list[tuple[str, str, float]]  # (a, b, target)
-    labels: list[str] | None = None  # softmax: class names, index = target
-
-
-def prepare(pairs: Sequence[SentencePair], loss: str, labels: list[str] | None = None) -> Prepared:
-    """Turn pairs into (a, b, target) for the loss: scaled scores, class indices, or positive pairs only."""
-    if loss == "cosine":
-        scores = [p.score for p in pairs]
-        if any(s is None for s in scores):
-            raise InputError("the cosine loss needs a similarity score on every pair (e.g. STS-B or SICK relatedness)")
-        lo, hi = min(scores), max(scores)
-        if hi == lo:
-            raise InputError("all training scores are equal; the cosine loss needs graded scores")
-        # Scale the file's own range to [0, 1]: STS-B 0-5 and SICK 1-5 both become 0-1.
-        return Prepared([(p.a, p.b, (p.score - lo) / (hi - lo)) for p in pairs])
-    if loss == "softmax":
-        if any(p.label is None for p in pairs):
-            raise InputError("the softmax loss needs a class label on every pair (e.g. SICK's entailment column)")
-        names = labels or sorted({p.label for p in pairs})
-        index = {n: i for i, n in enumerate(names)}
-        unknown = sorted({p.label for p in pairs} - set(index))
-        if unknown:
-            raise InputError(f"labels {unknown} do not occur in the training set ({names})")
-        if len(names) < 2:
-            raise InputError(f"the softmax loss needs at least 2 classes; the training set has {names}")
-        return Prepared([(p.a, p.b, float(index[p.label])) for p in pairs], names)
-    if loss == "mnrl":
-        # Positive pairs only: labelled positives, or scores in the top fifth of the scale, or every pair of
-        # an unlabelled (anchor, positive) file.
-        if all(p.label is not None for p in pairs):
-            kept = [p for p in pairs if p.label.lower() in POSITIVE_LABELS]
-        elif all(p.score is not None for p in pairs):
-            lo, hi = min(p.score for p in pairs), max(p.score for p in pairs)
-            kept = [p for p in pairs if hi > lo and (p.score - lo) / (hi - lo) >= 0.8]
-        else:
-            kept = list(pairs)
-        if len(kept) < 2:
-            raise InputError("the mnrl loss needs at least 2 positive pairs (label 1/ENTAILMENT or a high score)")
-        log.info("mnrl: training on %d positive pairs of %d", len(kept), len(pairs))
-        return Prepared([(p.a, p.b, 1.0) for p in kept])
-    raise InputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-
-
-def make_collate(tokenizer: BertTokenizer, max_length: int | None) -> Callable[[list], dict]:
-    """Tokenize both sides of each batch; a shorter training max_length uses its own tokenizer copy, so the
-    saved model keeps its full limit."""
-    if max_length is not None and max_length < tokenizer.max_length:
-        from tokenizers import Tokenizer
-
-        tokenizer = BertTokenizer(Tokenizer.from_str(tokenizer.tokenizer.to_str()), max_length, tokenizer.mask_token)
-
-    def collate(rows: list[tuple[str, str, float]]) -> dict:
-        a = tokenizer([r[0] for r in rows])
-        b = tokenizer([r[1] for r in rows])
-        return {"a": a, "b": b, "target": torch.tensor([r[2] for r in rows], dtype=torch.float32)}
-
-    return collate
+        neg = self.embed(batch["neg"]) if batch.get("neg") is not None else None
+        loss = self.losses[batch.get("task", 0)]
+        return loss(self.embed(batch["a"]), self.embed(batch["b"]), batch.get("target"), neg)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,23 +112,40 @@ def write_json(path: Path, obj) -> None:
 # Training
 
 
-def sts_eval_fn(tokenizer: BertTokenizer, dev: Sequence[SentencePair], pooling: str, batch_size: int):
-    """Dev Spearman x100 of cosine similarity: the metric that picks the best checkpoint."""
+def sts_eval_fn(tokenizer: BertTokenizer, dev: Sequence[SentencePair] | dict[str, Sequence[SentencePair]],
+                pooling: str, batch_size: int):
+    """Dev Spearman x100 of cosine similarity: the metric that picks the best checkpoint. With several dev sets
+    (a dict name -> pairs) "spearman" is their mean and each set's own is reported as "spearman:NAME"."""
     from bertkit.encoder import Encoder
     from bertkit.evaluate import evaluate_sts
 
-    if any(p.score is None for p in dev):
-        raise InputError("the dev set needs a similarity score on every pair (e.g. STS-B dev or SICK trial)")
+    devs = dict(dev) if isinstance(dev, dict) else {"dev": dev}
+    for name, pairs in devs.items():
+        if not pairs or any(p.score is None for p in pairs):
+            raise InputError(f"dev set {name} needs a similarity score on every pair (e.g. STS-B dev or SICK trial)")
 
     def eval_fn(siamese: nn.Module) -> dict[str, float]:
         model = siamese.model
         device = next(model.parameters()).device
         enc = Encoder(model, tokenizer, Path("."), device)
         enc.name = "training"
-        (score,) = evaluate_sts(enc, dev, [pooling], batch_size=batch_size)
-        return {"spearman": score.spearman, "pearson": score.pearson}
+        scores = {name: evaluate_sts(enc, pairs, [pooling], batch_size=batch_size)[0] for name, pairs in devs.items()}
+        if len(scores) == 1:
+            (score,) = scores.values()
+            return {"spearman": score.spearman, "pearson": score.pearson}
+        mean = sum(s.spearman for s in scores.values()) / len(scores)
+        return {"spearman": mean, **{f"spearman:{name}": s.spearman for name, s in scores.items()}}
 
     return eval_fn
+
+
+@dataclass
+class TrainTask:
+    """One training dataset of a Sentence-BERT run: its pairs and the loss they are trained with."""
+
+    name: str  # shown in messages (the file name)
+    pairs: Sequence[SentencePair]
+    loss: str = "cosine"
 
 
 def train_sentence_model(
@@ -240,30 +160,70 @@ def train_sentence_model(
     max_length: int | None = None,
     normalize: bool = False,
     mnrl_scale: float = 20.0,
+    matryoshka: Sequence[int] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` in place as a bi-encoder and save the best (by dev Spearman) folder to `output`."""
+    return train_sentence_tasks(model, tokenizer, [TrainTask("training set", train_pairs, loss)],
+                                {"dev": dev_pairs} if dev_pairs else None, output, pooling=pooling, config=config,
+                                max_length=max_length, normalize=normalize, scale=mnrl_scale, matryoshka=matryoshka)
+
+
+def train_sentence_tasks(
+    model: Bert,
+    tokenizer: BertTokenizer,
+    tasks: Sequence[TrainTask],
+    devs: dict[str, Sequence[SentencePair]] | None,
+    output: str | Path,
+    pooling: str = "mean",
+    config: TrainConfig | None = None,
+    max_length: int | None = None,
+    normalize: bool = False,
+    scale: float = 20.0,
+    matryoshka: Sequence[int] | None = None,
+    sampling: str = "proportional",
+) -> TrainResult:
+    """Fine-tune `model` in place on several datasets at once, each batch drawn from one of them and scored with
+    its loss (`sampling`: proportional or round-robin); the best checkpoint by the mean dev Spearman of `devs`
+    is saved to `output`. `matryoshka` dims wrap every loss in MatryoshkaLoss."""
     if pooling not in ST_POOLINGS:
         raise InputError(f"Sentence-BERT training pools with one of {', '.join(ST_POOLINGS)}; got {pooling!r}")
+    if not tasks:
+        raise InputError("no training set given")
+    hidden = model.config.hidden_size
+    if matryoshka and any(not 0 < d <= hidden for d in matryoshka):
+        raise InputError(f"Matryoshka dims {list(matryoshka)} must lie in 1..{hidden} (the model's width)")
     config = config or TrainConfig()
     config.output_dir = Path(output)
-    prepared = prepare(train_pairs, loss)
-    head: nn.Module
-    if loss == "cosine":
-        head = CosineSimilarityLoss()
-    elif loss == "mnrl":
-        head = MultipleNegativesRankingLoss(mnrl_scale)
-    else:
-        head = SoftmaxLoss(model.config.hidden_size, len(prepared.labels))
-    siamese = SiameseModel(model, pooling, head)
-    collate = make_collate(tokenizer, max_length)
+    rows: list[tuple] = []
+    heads: list[nn.Module] = []
+    sizes: list[int] = []
+    labels = None
+    for k, task in enumerate(tasks):
+        if not task.pairs:
+            raise InputError(f"{task.name} holds no pairs (after filtering); give a file with at least one")
+        try:
+            prepared = prepare(task.pairs, task.loss)
+        except InputError as e:
+            raise InputError(f"{task.name}: {e}") from None
+        if task.loss == "softmax" and matryoshka:
+            raise InputError("the softmax loss cannot be trained at Matryoshka dims; use cosent, angle or mnrl")
+        labels = labels or prepared.labels
+        heads.append(make_loss(task.loss, hidden, len(prepared.labels or []), scale, matryoshka))
+        part = rows_of(k, prepared)
+        rows += part
+        sizes.append(len(part))
+        log.info("dataset %d: %s, %d rows, loss %s", k, task.name, len(part), task.loss)
+    siamese = SiameseModel(model, pooling, heads)
+    batcher = make_batcher(sizes, config.batch_size, config.seed, sampling) if len(tasks) > 1 else None
 
     def save_fn(m: nn.Module, folder: Path) -> None:
         save_sentence_model(m.model, tokenizer, folder, pooling, normalize)
-        if prepared.labels is not None:
-            write_json(folder / "sbert_labels.json", prepared.labels)
+        if labels is not None:
+            write_json(folder / "sbert_labels.json", labels)
 
-    eval_fn = sts_eval_fn(tokenizer, dev_pairs, pooling, config.batch_size * 2) if dev_pairs else None
-    result = train(siamese, prepared.examples, collate, lambda m, batch: m(batch), config, eval_fn, save_fn)
+    eval_fn = sts_eval_fn(tokenizer, devs, pooling, config.batch_size * 2) if devs else None
+    result = train(siamese, rows, make_collate(tokenizer, max_length), lambda m, batch: m(batch), config, eval_fn,
+                   save_fn, batcher=batcher)
     if eval_fn is not None and (Path(output) / "model.safetensors").is_file():
         # The loop reloads the best weights itself unless the loss head has parameters (softmax), which the
         # saved folder deliberately omits; so load the kept BERT weights here in every case.
