@@ -33,6 +33,15 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def s3_env() -> Iterator[str]:
+    """moto_s3() with the AWS_* variables of a client of it set while it runs (for a module-scoped fixture)."""
+    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as mp:
+        for k, v in {**KEYS, "AWS_ENDPOINT_URL": endpoint}.items():
+            mp.setenv(k, v)
+        yield endpoint
+
+
 def listing(endpoint: str, prefix: str) -> list[str]:
     """Every object key under BUCKET/prefix (relative to it)."""
     from pyarrow import fs as pafs

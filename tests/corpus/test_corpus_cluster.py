@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from s3_support import BUCKET, KEYS, listing, moto_s3, put
+from s3_support import BUCKET, listing, put, s3_env
 
 from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus, read_embeddings, read_manifest
 
@@ -25,9 +25,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine needs the 'scale' extra"
 
 @pytest.fixture(scope="module")
 def s3c():
-    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as mp:
-        for k, v in {**KEYS, "AWS_ENDPOINT_URL": endpoint}.items():
-            mp.setenv(k, v)
+    with s3_env() as endpoint:
         yield endpoint
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from s3_support import BUCKET, KEYS, FreezingProxy, listing, moto_s3, put
+from s3_support import BUCKET, FreezingProxy, listing, put, s3_env
 
 from bertkit.corpus import CorpusError, CorpusJob, embed_corpus, read_embeddings, read_manifest
 
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def s3():
     """The server's endpoint, with the AWS_* variables of a client of it set for the module."""
-    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as mp:
-        for k, v in {**KEYS, "AWS_ENDPOINT_URL": endpoint}.items():
-            mp.setenv(k, v)
+    with s3_env() as endpoint:
         yield endpoint
 
 

@@ -18,7 +18,7 @@ _EXPORTS = {
                    "read_state_dict", "save_model"),
     "config": ("ACTIVATIONS", "CONFIG_VERSION", "BertConfig", "activation"),
     "describe": ("Part", "describe"),
-    "locate": ("HUB_FILES", "HUB_ID", "architecture", "default_model_dir", "download_from_hub", "read_json",
+    "locate": ("HUB_FILES", "HUB_ID", "architecture", "default_model_dir", "display_name", "download_from_hub", "read_json",
                "resolve_model_dir", "transformer_dir"),
     "network": ("AddNorm", "Attention", "Bert", "BertModel", "BertOutput", "Embeddings", "EncoderStack",
                 "Intermediate", "Layer", "MaskedLMHead", "Pooler", "PredictionTransform", "PreTrainingHeads",
@@ -32,7 +32,8 @@ __all__ = [
     "AddNorm", "Attention", "Bert", "BertConfig", "BertModel", "BertOutput", "Embeddings", "EncoderStack",
     "Intermediate", "Layer", "MaskedLMHead", "Part", "Pooler", "PreTrainingHeads", "PredictionTransform",
     "SelfAttention",
-    "activation", "architecture", "checkpoint_key_map", "default_model_dir", "describe", "download_from_hub",
+    "activation", "architecture", "checkpoint_key_map", "default_model_dir", "describe", "display_name",
+    "download_from_hub",
     "forward_packed", "load_model", "model_from_state_dict", "normalize_key", "read_json", "read_state_dict",
     "resolve_model_dir", "save_model", "transformer_dir",
 ]

