@@ -282,12 +282,12 @@ def test_sighup_reloads_keys_without_dropping_requests(keyed_server, keys_file):
 
 
 def test_page_asks_for_the_key(encoder):
-    from test_playground import CHROMIUM_FLAGS, find_chromium
+    from test_playground import CHROMIUM_FLAGS, find_chromium, install_chromium
 
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
-    chromium = find_chromium()
+    chromium = find_chromium() or install_chromium()  # this file runs before test_playground.py
     if chromium is None:
-        pytest.skip("no chromium (test_playground.py installs it when it may)")
+        pytest.skip("no chromium: install Debian's chromium (apt-get install -y chromium) to run the page test")
     key = "sk-page-9f8e7d6c"
     with thread_server(keyed_app(encoder, [key])) as srv, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
