@@ -5,9 +5,10 @@ NNCF's post-training quantization (`nncf.quantize`, model type TRANSFORMER, pres
 scale per output channel, activations with ranges fixed once from the fp32 model run over calibration texts,
 asymmetric where their values are). The quantized model is cached as OpenVINO IR (`.xml` + `.bin`) beside the
 fp32 graph, with the same record, checks and user-cache fallback as every graph (bertkit.onnx_cache).
-Inference: OpenVINO's CPU plugin, INFERENCE_NUM_THREADS = the encoder's thread count, the parts left in float
-in f32 (INFERENCE_PRECISION_HINT; OpenVINO would otherwise run them in bf16 on a CPU with AVX512-BF16) and
-PERFORMANCE_HINT LATENCY. No torch: openvino + numpy only; nncf is needed only to quantize (at export).
+Inference: OpenVINO's CPU plugin, streams of the caller's thread count (one stream per concurrent caller
+that the CPUs allow: the encoder's workers call from several OS threads at once, and requests on one stream
+would wait for each other), the parts left in float in f32 (INFERENCE_PRECISION_HINT; OpenVINO would
+otherwise run them in bf16 on a CPU with AVX512-BF16). No torch: openvino + numpy only; nncf is needed only to quantize (at export).
 
 Why OpenVINO and not ONNX Runtime's `quantize_static`: its QDQ graph ran as QLinearMatMul with a quantize /
 dequantize pass around each, and was slower than ONNX Runtime's dynamic int8 (docs/RESULTS.md, issue 22).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import sys
 import threading
 from importlib import resources
@@ -122,6 +124,14 @@ def _ov_core():
         return _core
 
 
+def _cpu_budget() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class OpenVinoRunner:
     """A cached int8 OpenVINO model that answers like onnx_cache.OnnxRunner (numpy in, ArrayOutput out).
 
@@ -150,8 +160,11 @@ class OpenVinoRunner:
                 if not key[1]:  # drop the stacked hidden states: not computed when not returned
                     keep = [r for r in model.get_results() if r.output(0).get_any_name() != "hidden_states"]
                     model = ov.Model(keep, model.get_parameters(), "bertkit-int8-static")
-                config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
-                          "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+                # Requests on one stream run one after another, so the encoder's workers (each a 1-thread
+                # caller) would share a single stream: give each possible caller a stream of `threads` threads.
+                streams = max(1, _cpu_budget() // threads)
+                config = {"INFERENCE_NUM_THREADS": streams * threads, "NUM_STREAMS": streams,
+                          "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
                 self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
             return self._compiled[key]
 

@@ -1,12 +1,13 @@
 """Which precision modes are faster than exact fp32 on this CPU, and the fallback when one is not.
 
 Reduced precision is only fast where the CPU has the instructions for it. Measured side by side (docs/RESULTS.md,
-issue 22): on an AMD EPYC Zen 4 (AVX512-BF16 and VNNI, no AMX) torch bf16 ran at 0.14x of our own fp32, while
-int8 ran 1.5-1.8x faster; on an Intel CPU with AMX, bf16 was 2x and int8 2.5x faster than fp32. So:
+issue 22, torch 2.13): on an AMD EPYC with AVX512-BF16 and VNNI, no AMX, torch bf16 ran 1.5-1.7x faster than our
+own fp32 (STS-B and long texts, batch 32, 2 threads; the issue had reported 0.14x on such a CPU, which this
+machine did not reproduce) and int8 2.4-2.6x; on an Intel CPU with AMX, bf16 was 2x and int8 2.5x faster. So:
 
 | mode                         | fast when the CPU has             | else                     |
 |------------------------------|-----------------------------------|--------------------------|
-| bf16 (torch, CPU)            | amx_bf16                          | slow: falls back to fp32 |
+| bf16 (torch, CPU)            | amx_bf16 or avx512_bf16           | slow: falls back to fp32 |
 | int8 (torch, onnx)           | avx512_vnni, avx_vnni or amx_int8 | unknown: runs as asked   |
 | int8-static (onnx, OpenVINO) | avx512_vnni, avx_vnni or amx_int8 | unknown: runs as asked   |
 
@@ -104,10 +105,10 @@ def _by_flags(precision: str, flags: frozenset[str]) -> Verdict:
     if not flags:
         return Verdict(None, "CPU flags unknown (no /proc/cpuinfo)", "cpu flags")
     if precision == "bf16":
-        if "amx_bf16" in flags:
-            return Verdict(True, "AMX-BF16 present", "cpu flags")
-        have = "AVX512-BF16 but no AMX" if "avx512_bf16" in flags else "no AMX-BF16"
-        return Verdict(False, f"{have}: bf16 runs several times slower than fp32 here", "cpu flags")
+        have = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+        if have:
+            return Verdict(True, f"{', '.join(have)} present", "cpu flags")
+        return Verdict(False, "no AMX-BF16 / AVX512-BF16: bf16 is emulated and slower than fp32 here", "cpu flags")
     have = [f for f in INT8_FLAGS if f in flags]
     if have:
         return Verdict(True, f"{', '.join(have)} present", "cpu flags")
