@@ -91,7 +91,6 @@ def test_int8_static_is_within_tolerance_of_exact_and_records_its_calibration(st
 
 def test_inference_runs_f32_on_the_encoders_threads_and_layers_match(static, encoder):
     from bertkit.onnx_cache import set_threads
-
     from bertkit.onnx_int8 import _cpu_budget
 
     # 1-thread callers (the encoder's workers): one stream of one thread per CPU, so that they run side by side
