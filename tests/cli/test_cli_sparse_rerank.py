@@ -82,6 +82,21 @@ def test_train_rerank_and_search_with_rerank(run, tmp_path):
     assert_user_error(run("index", "build", tmp_path / "emb", "-o", tmp_path / "dense"), "--kind sparse")
 
 
+def test_train_cross_encoder_with_silver_pairs_in_both_orders(run, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.tsv")  # 16 gold pairs, 12 distinct sentences
+    packaged = Encoder.load(device="cpu").path
+    r = run("train", "cross-encoder", "--train", pairs, "--dev", pairs, "--output", tmp_path / "ce", "-m", "splade-tiny",
+            "--max-steps", "1", "--batch-size", "8", "--checkpoint-every", "1000", "--symmetric",
+            "--silver-from", packaged, "--silver-k", "1", "--silver-random", "3")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.decode().splitlines()[-1])
+    assert summary["train_examples"] == 16 and 3 < summary["silver_examples"] <= 12 + 3
+    assert (tmp_path / "ce" / "config.json").is_file()
+    assert_user_error(run("train", "cross-encoder", "--train", pairs, "-o", tmp_path / "ce2", "-m", "splade-tiny",
+                          "--silver-from", tmp_path / "no-such-model"), "no-such-model")
+    assert not (tmp_path / "ce2").exists()
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [
@@ -92,6 +107,8 @@ def test_train_rerank_and_search_with_rerank(run, tmp_path):
         (["rerank", "splade-tiny", "q", "d"], ["is not a cross-encoder (architectures=BertForMaskedLM)"]),
         (["rerank", "splade-tiny", "q"], ["no documents to rank"]),
         (["train", "cross-encoder", "--train", "t.tsv", "-o", "out", "--score-range", "5"], ["--score-range '5'"]),
+        (["train", "cross-encoder", "--train", "t.tsv", "-o", "out", "--silver-from", "x", "--silver-k", "0"],
+         ["--silver-k 0 --silver-random 0: give"]),
     ],
 )
 def test_user_errors_exit_2_with_one_line(run, args, fragments, tmp_path):

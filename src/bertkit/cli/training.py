@@ -265,6 +265,10 @@ def train_cross_encoder_cmd(
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1), lr: float = typer.Option(2e-5, "--lr"),
     grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: int | None = EvalEveryOpt,
     checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+    symmetric: bool = typer.Option(False, "--symmetric", help="Train on each pair in both orders (for symmetric scores such as STS)."),
+    silver_from: str | None = typer.Option(None, "--silver-from", help="A bi-encoder (e.g. `bertkit train sbert` output) that scores re-pairings of the training sentences: more pairs to learn from."),
+    silver_k: int = typer.Option(2, "--silver-k", help="With --silver-from: nearest neighbours per sentence."),
+    silver_random: int = typer.Option(0, "--silver-random", help="With --silver-from: random pairs added (unrelated texts)."),
 ):
     """Fine-tune a cross-encoder: each pair encoded together, [CLS]/pooler -> one logit, binary cross-entropy."""
     from bertkit.train.cross_encoder import train_cross_encoder
@@ -277,10 +281,13 @@ def train_cross_encoder_cmd(
             raise OptionError(f"--score-range {score_range!r}: give LO,HI, e.g. 0,5") from None
         bounds = (lo, hi)
     config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config.decay_by_time = minutes is not None  # as for sbert: warm-up and decay fit the budget when it binds
     r = train_cross_encoder(train, dev, output, fmt=format, dev_format=dev_format, model=model, score_range=bounds,
-                            max_length=max_length, freeze_embeddings=freeze_embeddings, config=config)
+                            max_length=max_length, freeze_embeddings=freeze_embeddings, config=config,
+                            symmetric=symmetric, silver_from=silver_from, silver_k=silver_k, silver_random=silver_random)
     report("cross-encoder", {**r.dev_metrics, "score_range": f"{r.score_range[0]:g},{r.score_range[1]:g}",
-                             "train_examples": r.train_examples, "dev_examples": r.dev_examples, **run_facts(r)})
+                             "train_examples": r.train_examples, "silver_examples": r.silver_examples,
+                             "dev_examples": r.dev_examples, **run_facts(r)})
 
 
 def rerank(

@@ -44,8 +44,9 @@ LABEL = "LABEL_0"  # sentence-transformers' name for a cross-encoder's one outpu
 @dataclass
 class CrossEncoderResult:
     output: Path
-    train_examples: int
+    train_examples: int  # gold pairs
     dev_examples: int
+    silver_examples: int  # pairs labelled by the --silver-from bi-encoder
     score_range: tuple[float, float]  # gold scores mapped to [0, 1] from this range
     truncated: dict[str, int]  # per split, pairs cut to max_length
     dev_metrics: dict[str, float]  # of the kept (best) model
@@ -104,16 +105,29 @@ def train_cross_encoder(
     max_length: int = 128,
     freeze_embeddings: bool = False,
     config: TrainConfig | None = None,
+    symmetric: bool = False,
+    silver_from: str | Path | None = None,
+    silver_k: int = 2,
+    silver_random: int = 0,
 ) -> CrossEncoderResult:
-    """Fine-tune a one-output pair classifier with BCE and save the best (by dev Spearman) to `output`."""
-    from bertkit.metrics import score_metrics
+    """Fine-tune a one-output pair classifier with BCE and save the best (by dev Spearman) to `output`.
 
+    symmetric: train on each pair in both orders. silver_from: a bi-encoder that labels re-pairings of the
+    training sentences (`silver_k` nearest neighbours each, `silver_random` random pairs; ce_silver.py)."""
+    from bertkit.metrics import score_metrics
+    from bertkit.train.ce_silver import bi_encoder_silver, both_orders, check_silver
+
+    if silver_from is not None:
+        check_silver(silver_k, silver_random)
     config = config or TrainConfig(epochs=1, lr=2e-5, batch_size=16)
     config.output_dir = Path(output)
     config.best_metric = "spearman"
     train_ex = read_pairs(train_path, fmt)
     dev_ex = read_pairs(dev_path, dev_format or fmt) if dev_path is not None else []
     lo, hi = scaler([e.label for e in train_ex], score_range)
+    silver = bi_encoder_silver(train_ex, silver_from, silver_k, silver_random, config.seed) if silver_from else []
+    gold_count, train_ex = len(train_ex), train_ex + silver
+    train_ex = both_orders(train_ex) if symmetric else train_ex
 
     def targets(examples: list[Example]) -> list[float]:
         return [min(1.0, max(0.0, (e.label - lo) / (hi - lo))) for e in examples]
@@ -151,5 +165,5 @@ def train_cross_encoder(
     result = train(clf, data, collate, step, config, eval_fn=evaluate if enc_dev else None,
                    lengths=[len(e.ids) for e in enc_train],
                    save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config))
-    return CrossEncoderResult(Path(output), len(train_ex), len(dev_ex), (lo, hi), {"train": cut_train, "dev": cut_dev},
+    return CrossEncoderResult(Path(output), gold_count, len(dev_ex), len(silver), (lo, hi), {"train": cut_train, "dev": cut_dev},
                               result.best or {}, result)
