@@ -90,13 +90,12 @@ def test_int8_static_is_within_tolerance_of_exact_and_records_its_calibration(st
 
 
 def test_inference_runs_f32_on_the_encoders_threads_and_layers_match(static, encoder):
-    from bertkit.onnx_cache import set_threads
-    from bertkit.onnx_int8 import _cpu_budget
+    from bertkit.onnx_cache import cpu_budget, set_threads
 
     # 1-thread callers (the encoder's workers): one stream of one thread per CPU, so that they run side by side
     compiled = static._onnx.compiled(1, False)
-    assert compiled.get_property("NUM_STREAMS") == _cpu_budget()
-    assert compiled.get_property("INFERENCE_NUM_THREADS") == _cpu_budget()
+    assert compiled.get_property("NUM_STREAMS") == cpu_budget()
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == cpu_budget()
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
     set_threads(1)
     try:

@@ -238,6 +238,11 @@ def threads_here() -> int:
 
     if "torch" in sys.modules:
         return sys.modules["torch"].get_num_threads()
+    return cpu_budget()
+
+
+def cpu_budget() -> int:
+    """The CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

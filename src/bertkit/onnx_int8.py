@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import sys
 import threading
 from importlib import resources
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import InputError, OptionError
-from bertkit.onnx_cache import ArrayOutput, BackendError
+from bertkit.onnx_cache import ArrayOutput, BackendError, cpu_budget
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +123,6 @@ def _ov_core():
         return _core
 
 
-def _cpu_budget() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class OpenVinoRunner:
     """A cached int8 OpenVINO model that answers like onnx_cache.OnnxRunner (numpy in, ArrayOutput out).
 
@@ -162,7 +153,7 @@ class OpenVinoRunner:
                     model = ov.Model(keep, model.get_parameters(), "bertkit-int8-static")
                 # Requests on one stream run one after another, so the encoder's workers (each a 1-thread
                 # caller) would share a single stream: give each possible caller a stream of `threads` threads.
-                streams = max(1, _cpu_budget() // threads)
+                streams = max(1, cpu_budget() // threads)
                 config = {"INFERENCE_NUM_THREADS": streams * threads, "NUM_STREAMS": streams,
                           "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
                 self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
