@@ -91,7 +91,7 @@ def embed(enc, texts: list[str], work: Path, name: str) -> Path:
 
 
 def measure_corpus(enc, name: str, texts: list[str], args, work: Path) -> list[dict]:
-    from bertkit.index import Index, build_index, recall_at_k
+    from bertkit.index.folder import Index, build_index, recall_at_k
 
     rng = np.random.default_rng(0)
     held = set(rng.choice(len(texts), size=min(args.queries, len(texts) // 10), replace=False).tolist())
@@ -121,7 +121,7 @@ def sts_scores(enc, data: Path, calibration_texts: int) -> dict[str, float]:
     from scipy.stats import spearmanr
 
     from bertkit.data import read_stsb
-    from bertkit.quantize import calibrate, dequantize, quantize, truncate
+    from bertkit.vectors.compact import calibrate, dequantize, quantize, truncate
 
     pairs = read_stsb(data / "stsb" / "dev.tsv")
     gold = np.array([p.score for p in pairs])

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SYSTEMS = ("st", "hf", "bertkit", "bertkit-bf16", "bertkit-int8", "bertkit-onnx", "bertkit-onnx-int8",
            "bertkit-onnx-int8-static")
-# Every mode runs as asked, even one this CPU's verdict calls slow (bertkit.verdicts): measuring them is the point.
+# Every mode runs as asked, even one this CPU's verdict calls slow (bertkit.runtime.verdicts): measuring them is the point.
 os.environ["BERTKIT_VERDICTS"] = "off"
 
 

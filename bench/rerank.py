@@ -73,7 +73,7 @@ def sparse(model: str, queries: list[str], corpus: list[str], k: int) -> np.ndar
 
 
 def rerank(reranker: str, queries: list[str], corpus: list[str], candidates: np.ndarray) -> np.ndarray:
-    from bertkit.rerank import CrossEncoder
+    from bertkit.heads.rerank import CrossEncoder
 
     ce = CrossEncoder.load(reranker)
     out = np.zeros_like(candidates)

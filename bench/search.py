@@ -32,7 +32,7 @@ def latency_ms(fn, queries: np.ndarray) -> tuple[float, float]:
 
 def measure(emb_dir: Path, work: Path, n_queries: int, efs: list[int], label: str) -> list[dict]:
     from bertkit.corpus import read_embeddings
-    from bertkit.index import Index, build_index, recall_at_k
+    from bertkit.index.folder import Index, build_index, recall_at_k
 
     _, vectors = read_embeddings(emb_dir)
     rng = np.random.default_rng(0)
@@ -86,7 +86,7 @@ def grow(emb_dir: Path, out: Path, n: int) -> Path:
 
 def text_latency(idx_dir: Path, texts: list[str]) -> tuple[float, float]:
     from bertkit.encoder import Encoder
-    from bertkit.index import Index
+    from bertkit.index.folder import Index
 
     idx = Index.load(idx_dir)
     enc = Encoder.load(idx.info["embedding"]["model"], device="cpu")

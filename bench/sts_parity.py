@@ -10,7 +10,7 @@ import json
 import time
 
 from bertkit.data import read_scored_pairs
-from bertkit.evaluate import correlations, cosine, evaluate_sts
+from bertkit.which.evaluate import correlations, cosine, evaluate_sts
 
 
 def main() -> None:

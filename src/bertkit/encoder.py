@@ -103,7 +103,8 @@ class Encoder:
 
     def set_mode(self, precision: str = "fp32", backend: str = "torch") -> None:
         """Switch precision / backend on a loaded encoder (the fp32 torch model always stays loaded)."""
-        from bertkit import backends, verdicts
+        from bertkit.runtime import export as backends
+        from bertkit.runtime import verdicts
 
         backends.check_options(precision, backend, self.device)
         self.requested_precision = precision  # differs when this CPU's verdict made it fall back to fp32
@@ -127,12 +128,12 @@ class Encoder:
         """None = the packaged default model; else a local folder or a Hugging Face hub id.
 
         precision: "fp32" (exact, default), "bf16" (autocast), "int8" (dynamic quantization) or "int8-static"
-        (onnx, calibrated by NNCF, run by OpenVINO: the `openvino` extra); one slower than fp32 on this CPU runs as fp32 (bertkit.verdicts). backend: "torch"
+        (onnx, calibrated by NNCF, run by OpenVINO: the `openvino` extra); one slower than fp32 on this CPU runs as fp32 (bertkit.runtime.verdicts). backend: "torch"
         (default) or "onnx" (ONNX Runtime, exported and cached next to the model; once cached, loaded and run
-        without importing torch: bertkit.onnx_encoder). See backends.py.
+        without importing torch: bertkit.runtime.onnx_encoder). See backends.py.
         """
         if backend == "onnx":
-            from bertkit.onnx_encoder import OnnxEncoder
+            from bertkit.runtime.onnx_encoder import OnnxEncoder
 
             return OnnxEncoder.load_graph(name_or_path, device, precision=precision)
         import torch
@@ -194,7 +195,7 @@ class Encoder:
         Vectors only (no heads, no attention probabilities) take the fast path: ONNX Runtime, or the packed
         forward that computes nothing on padding. Everything else runs the padded reference forward.
         """
-        from bertkit.backends import autocast
+        from bertkit.runtime.export import autocast
 
         batch = batch.to(self.device)
         fast = not heads and not attentions
@@ -337,12 +338,12 @@ class Encoder:
         Texts are sorted by length and batched by batch_size texts and max_tokens padded tokens (None: no
         token cap); neither changes the vectors beyond float rounding. workers: how many batches run at once
         on CPU, each on one thread (None: torch.get_num_threads(); 1: one batch at a time on all threads).
-        Compact vectors (bertkit.quantize): dimensions=N keeps the first N and re-normalises; dtype int8 /
+        Compact vectors (bertkit.vectors.compact): dimensions=N keeps the first N and re-normalises; dtype int8 /
         uint8 (needs calibration=, a Calibration or its file) or binary / ubinary (packed sign bits).
         """
         cal = None
         if dtype != "float32" or dimensions is not None:  # checked before any work; float32 skips it all
-            from bertkit.quantize import check_compact
+            from bertkit.vectors.compact import check_compact
 
             cal = check_compact(dtype, dimensions, calibration, self.hidden_size, pooling, normalize)
         encoded = self.encode_poolings(
@@ -351,7 +352,7 @@ class Encoder:
         )
         if dtype == "float32" and dimensions is None:
             return encoded.vectors[0]
-        from bertkit.quantize import compact
+        from bertkit.vectors.compact import compact
 
         return compact(encoded.vectors[0], dtype, dimensions, cal)
 
@@ -449,8 +450,8 @@ class Encoder:
     def encode_sparse(self, texts: str | Sequence[str], top_k: int | None = None, batch_size: int = 32,
                       truncate: bool = True, workers: int | None = None):
         """SPLADE vectors from the masked-LM head: a scipy.sparse.csr_matrix (n, vocab) of max over tokens of
-        log(1 + ReLU(logit)); top_k keeps each row's k largest weights. See bertkit.sparse."""
-        from bertkit.sparse import encode_sparse
+        log(1 + ReLU(logit)); top_k keeps each row's k largest weights. See bertkit.vectors.sparse."""
+        from bertkit.vectors.sparse import encode_sparse
 
         return encode_sparse(self, texts, top_k, batch_size=batch_size, truncate=truncate, workers=workers).matrix
 

@@ -10,7 +10,7 @@
 | first_last_avg  | mean over tokens of (first transformer layer + last layer) / 2              |
 | mask_prompt     | PromptBERT: the [MASK] vector of a template wrapped around the text         |
 
-`pool` takes torch tensors (the torch backends) or numpy arrays (the torch-free ONNX path, bertkit.onnx_encoder)
+`pool` takes torch tensors (the torch backends) or numpy arrays (the torch-free ONNX path, bertkit.runtime.onnx_encoder)
 and answers in the same kind; the few operations that differ are in `_ops` below. torch is never imported
 for numpy input.
 """

@@ -16,12 +16,34 @@ from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_t
 from bertkit.batching import truncated_positions
 from bertkit.errors import InputError, ModelNotFoundError
 from bertkit.model.locate import read_json
-from bertkit.textcheck import is_visible, lone_surrogate
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+# -- what makes a text embeddable (the CLI's readers and the corpus check rows with these too) --
+
+def is_visible(text: str) -> bool:
+    """Whether the text has a character the tokenizer keeps: not whitespace, not a control, format (zero-width),
+    private-use or unassigned character (what BERT's normalizer removes), not U+FFFD."""
+    return any(c.isprintable() and not c.isspace() and c != "\ufffd" for c in text)
+
+
+def lone_surrogate(text: str) -> int | None:
+    """The position of the first lone surrogate (a str that is not valid Unicode, e.g. from undecodable bytes
+    through surrogateescape, or "\\ud800" in JSON), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return e.start
+    return None
+
+
+def embeddable(value: object) -> bool:
+    """A string that is valid Unicode and has something to embed."""
+    return isinstance(value, str) and lone_surrogate(value) is None and is_visible(value)
 
 
 def as_text_list(texts: str | Sequence[str], what: str = "text") -> list[str]:

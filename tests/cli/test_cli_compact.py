@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from support import assert_user_error
 
-from bertkit.quantize import load_vectors
+from bertkit.vectors.compact import load_vectors
 
 TEXTS = ["A man is playing a guitar.", "Someone is playing an instrument.", "The stock market fell sharply today.",
          "OPEC agreed to cut oil production to lift crude prices.", "The cat sat on the mat in the sun.",

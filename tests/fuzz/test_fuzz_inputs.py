@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertkit.errors import InputError
-from bertkit.textcheck import embeddable
+from bertkit.tokenizer import embeddable
 
 EXAMPLES = int(os.environ.get("BERTKIT_FUZZ_EXAMPLES", "4"))
 COUNTS: Counter = Counter()

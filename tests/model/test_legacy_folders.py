@@ -168,7 +168,7 @@ def test_legacy_pretraining_folder_matches_transformers(legacy):
 
 
 def test_legacy_mean_pooled_classifier_gives_the_same_logits(legacy):
-    from bertkit.predict import Classifier, load_predictor
+    from bertkit.heads.predict import Classifier, load_predictor
 
     clf = load_predictor(legacy["classifier"], device="cpu")
     assert isinstance(clf, Classifier) and clf.labels == ["negative", "positive"] and clf.model.pooling == "mean"
@@ -183,7 +183,7 @@ def test_legacy_mean_pooled_classifier_gives_the_same_logits(legacy):
 
 
 def test_legacy_token_classifier_matches_transformers(legacy):
-    from bertkit.predict import Tagger, load_predictor
+    from bertkit.heads.predict import Tagger, load_predictor
 
     tagger = load_predictor(legacy["tagger"], device="cpu")
     assert isinstance(tagger, Tagger) and tagger.labels == ["O", "B-PER", "I-PER"]
@@ -210,7 +210,7 @@ def test_resaving_a_legacy_folder_writes_the_same_names_and_config(legacy, name,
     """Loaded and saved again by the current code: the same tensor names and values, the same config.json."""
     from safetensors.torch import load_file
 
-    from bertkit.predict import load_predictor
+    from bertkit.heads.predict import load_predictor
 
     predictor = load_predictor(legacy[name], device="cpu")
     model = predictor.model if predictor is not None else load_model(legacy[name])[0]

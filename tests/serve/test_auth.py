@@ -86,7 +86,7 @@ def keyed_app(encoder, keys: list[str], **kw):
 @pytest.fixture(scope="module")
 def search_index(encoder, tmp_path_factory):
     from bertkit.corpus import CorpusJob, embed_corpus
-    from bertkit.index import Index, build_index
+    from bertkit.index.folder import Index, build_index
 
     folder = tmp_path_factory.mktemp("auth-index")
     (folder / "corpus.txt").write_text("A man plays guitar.\nStocks fell sharply.\nA cat sat on a mat.\n")

@@ -27,7 +27,7 @@ BODY_TIMEOUT = 1.0
 @pytest.fixture(scope="module")
 def index_dir(tmp_path_factory, encoder):
     from bertkit.corpus import CorpusJob, embed_corpus
-    from bertkit.index import build_index
+    from bertkit.index.folder import build_index
 
     root = tmp_path_factory.mktemp("hardening-index")
     (root / "docs.txt").write_text("A man plays guitar.\nStocks fell.\nThe cat sat on the mat.\n", encoding="utf-8")
@@ -37,7 +37,7 @@ def index_dir(tmp_path_factory, encoder):
 
 @pytest.fixture(scope="module")
 def server(encoder, index_dir):
-    from bertkit.index import Index
+    from bertkit.index.folder import Index
     from bertkit.serve import Limits, create_app
 
     app = create_app(encoder, Limits(body_timeout_s=BODY_TIMEOUT), index=Index.load(index_dir))

@@ -33,7 +33,7 @@ SENTENCES = ["A man is playing a guitar.", "Someone is playing an instrument.", 
 def whitening_file(tmp_path_factory) -> Path:
     """A whitening (issue 3) for 384-d mean-pooled vectors, cut to 16 dimensions. Fit on random vectors: the
     test checks the server applies it exactly, and not needing the model lets the server start sooner."""
-    from bertkit.whitening import fit
+    from bertkit.vectors.whitening import fit
 
     vectors = np.random.default_rng(0).normal(size=(500, 384))
     return fit(vectors, k=16, pooling="mean", layers=None).save(tmp_path_factory.mktemp("white") / "w.npz")
@@ -136,7 +136,7 @@ def test_embed_reports_truncation_or_refuses(server, encoder):
 
 
 def test_embed_whiten(server, encoder, whitening_file):
-    from bertkit.whitening import Whitening
+    from bertkit.vectors.whitening import Whitening
 
     w = Whitening.load(whitening_file)
     body = server.post("/embed", {"texts": SENTENCES, "whiten": True, "normalize": True}).json()

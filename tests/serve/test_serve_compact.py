@@ -19,7 +19,7 @@ CALIBRATION_TEXTS = SENTENCES + ["The cat sat on the mat.", "Oil prices rose aga
 
 @pytest.fixture(scope="module")
 def cal(encoder):
-    from bertkit.quantize import calibrate
+    from bertkit.vectors.compact import calibrate
 
     return calibrate(encoder, CALIBRATION_TEXTS, normalize=True)
 
@@ -35,7 +35,7 @@ def server(encoder, cal):
 
 
 def test_embed_dtypes_and_dimensions(server, encoder, cal):
-    from bertkit.quantize import quantize, truncate
+    from bertkit.vectors.compact import quantize, truncate
 
     floats = encoder.encode(SENTENCES, normalize=True)
     for dtype in ("int8", "uint8", "binary", "ubinary"):
@@ -52,7 +52,7 @@ def test_embed_dtypes_and_dimensions(server, encoder, cal):
 
 def test_openai_client_answers_are_unchanged_and_the_extension_is_opt_in(server, encoder, cal):
     openai = pytest.importorskip("openai", reason="the test extra is not installed (openai)")
-    from bertkit.quantize import quantize
+    from bertkit.vectors.compact import quantize
 
     expected = encoder.encode(SENTENCES, normalize=True)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)

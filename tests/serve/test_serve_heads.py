@@ -77,7 +77,7 @@ def test_embed_whiten_without_a_whitening_file_says_so(heads_server):
 
 def test_classify_and_ner_with_task_heads(tmp_path, packaged_dir):
     from bertkit import Encoder
-    from bertkit.predict import Classifier, Tagger
+    from bertkit.heads.predict import Classifier, Tagger
     from bertkit.serve import create_app
 
     texts = ["Angela Merkel visited Paris.", "A great film."]

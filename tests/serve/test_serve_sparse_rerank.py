@@ -33,8 +33,8 @@ def splade():
 def server(splade, ce_dir, tmp_path_factory):
     """splade-tiny with a sparse index of TEXTS (POST /search) and a cross-encoder (as `serve --reranker`)."""
     from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus
-    from bertkit.index import Index, build_index
-    from bertkit.rerank import CrossEncoder
+    from bertkit.index.folder import Index, build_index
+    from bertkit.heads.rerank import CrossEncoder
     from bertkit.serve import create_app
 
     root = tmp_path_factory.mktemp("sparse-serve")
@@ -86,7 +86,7 @@ def test_embed_sparse_truncation_is_reported_or_refused(server):
 
 
 def test_rerank_accepts_the_body_a_tei_client_sends(server, ce_dir):
-    from bertkit.rerank import CrossEncoder
+    from bertkit.heads.rerank import CrossEncoder
 
     query = "What is a guitar?"
     body = {"query": query, "texts": TEXTS, "raw_scores": False, "return_text": False, "truncate": False,

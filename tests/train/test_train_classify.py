@@ -12,7 +12,7 @@ import torch
 
 from bertkit.data import read_examples
 from bertkit.errors import InputError
-from bertkit.predict import Classifier
+from bertkit.heads.predict import Classifier
 from bertkit.train.classify import class_weight_tensor, train_classifier
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig
@@ -77,7 +77,7 @@ def test_learns_saves_and_matches_transformers(tmp_path, tiny_model):
     assert theirs.config.id2label == {0: "negative", 1: "positive"}
 
     # --model pointing at this folder continues with its head (same labels) instead of a fresh one
-    from bertkit.heads import BertSequenceClassifier
+    from bertkit.heads.task import BertSequenceClassifier
     from bertkit.train.common import load_base, task_model
 
     again = task_model(load_base(out)[0], BertSequenceClassifier, ["negative", "positive"])

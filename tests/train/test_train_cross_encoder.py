@@ -11,7 +11,7 @@ import torch
 from ce_support import PAIRS, train_tiny_cross_encoder, write_pairs
 
 from bertkit.errors import InputError, OptionError
-from bertkit.rerank import CrossEncoder
+from bertkit.heads.rerank import CrossEncoder
 from bertkit.train.cross_encoder import read_pairs, scaler
 
 LONG = ("a very long passage about many different things " * 80).strip()

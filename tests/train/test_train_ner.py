@@ -11,8 +11,8 @@ import torch
 
 from bertkit.data import DataError, TaggedSentence
 from bertkit.errors import InputError
-from bertkit.metrics import bio_spans, entity_prf
-from bertkit.predict import Tagger, encode_sentences, word_spans
+from bertkit.data.metrics import bio_spans, entity_prf
+from bertkit.heads.predict import Tagger, encode_sentences, word_spans
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import save_folder
 from bertkit.train.loop import TrainConfig

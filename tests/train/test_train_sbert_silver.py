@@ -11,7 +11,7 @@ from ce_support import PAIRS, train_tiny_cross_encoder
 from bertkit.data import SentencePair
 from bertkit.errors import InputError
 from bertkit.model import Bert, BertConfig
-from bertkit.rerank import CrossEncoder
+from bertkit.heads.rerank import CrossEncoder
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.sbert_silver import nearest_partners, silver_pairs
 

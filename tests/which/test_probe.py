@@ -89,8 +89,8 @@ def test_retrieval_positives_pool_and_self_match():
 
 
 def test_ner_probe_counts_entities_as_train_ner(encoder, tmp_path):
-    from bertkit.metrics import entity_prf
-    from bertkit.predict import encode_sentences
+    from bertkit.data.metrics import entity_prf
+    from bertkit.heads.predict import encode_sentences
     from bertkit.which.probe_ner import first_pieces, ner_task
 
     sentences = ner_sentences(40)

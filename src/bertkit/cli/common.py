@@ -59,7 +59,7 @@ def load_encoder(model: str | None, precision: str | None = None, backend: str |
 def load_cross_encoder(folder):
     """The one way the CLI loads a cross-encoder (`rerank`, `search --rerank`, `serve --reranker`): a folder that
     is not a one-output pair model is refused with a NotACrossEncoderError."""
-    from bertkit.rerank import CrossEncoder
+    from bertkit.heads.rerank import CrossEncoder
 
     return CrossEncoder.load(folder)
 
@@ -90,7 +90,7 @@ def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_B
 
 def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list[str]:
     from bertkit.errors import InputError
-    from bertkit.textcheck import is_visible
+    from bertkit.tokenizer import is_visible
 
     texts, skipped = [], []
     n = 0

@@ -88,7 +88,7 @@ def index_build(
     calibration: Path | None = typer.Option(None, "--calibration", help="int8: ranges (default: fit on the corpus)."),
 ):
     """Build an exact, HNSW, sparse, binary or int8 index over embed-corpus output, persisted to a folder."""
-    from bertkit.index import build_index
+    from bertkit.index.folder import build_index
 
     out = build_index(embeddings_dir, output, kind=kind, metric=metric, m=m, ef_construction=ef_construction,
                       ef_search=ef_search, overwrite=overwrite, dimensions=dimensions, rescore=rescore,
@@ -108,7 +108,7 @@ def search(
     candidates: int | None = typer.Option(None, "--candidates", help="With --rerank: candidates recalled (default 50)."),
 ):
     """The K nearest corpus items to QUERY: rank, score, id, chunk offsets and text."""
-    from bertkit.index import Index
+    from bertkit.index.folder import Index
 
     if candidates is not None and candidates < 1:
         raise OptionError(f"--candidates {candidates}: give at least 1 (how many hits the cross-encoder reorders)")
@@ -122,7 +122,7 @@ def search(
     encoder = load_encoder(model or e["model"], e.get("precision"), e.get("backend"))
     (hits,) = idx.search_text(encoder, query, k=k if ce is None else max(k, candidates or 50))
     if ce is not None:
-        from bertkit.rerank import rerank_hits
+        from bertkit.heads.rerank import rerank_hits
 
         hits = rerank_hits(ce, query, idx.fill_texts(hits), k)
     if show_text:

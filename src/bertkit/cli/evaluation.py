@@ -57,7 +57,7 @@ def evaluate_sts_cmd(
     backend: str = BackendOpt,
 ):
     """Spearman and Pearson (x100) of cosine similarity against the gold scores, per model and pooling."""
-    from bertkit.evaluate import evaluate_sts
+    from bertkit.which.evaluate import evaluate_sts
     from bertkit.pooling import check_pooling
 
     for p in pooling or []:
@@ -65,7 +65,7 @@ def evaluate_sts_cmd(
     pairs = read_similarity_set(data, format, skip_bad_rows)
     whitening = None
     if whiten is not None:
-        from bertkit.whitening import Whitening
+        from bertkit.vectors.whitening import Whitening
 
         full = Whitening.load(whiten)
         pooling = pooling or [full.pooling]
@@ -154,7 +154,7 @@ def task_plots(results, plot: Path | None, layers: bool) -> list[Path]:
     """The bar chart at --plot and, with --layers, the heat map representation x hidden state beside it."""
     if plot is None:
         return []
-    from bertkit.evaluate import layers_path
+    from bertkit.which.evaluate import layers_path
     from bertkit.which.charts import plot_bars, plot_layer_heatmap
 
     paths = [plot_bars(results, plot)]
@@ -189,8 +189,8 @@ def print_task_results(results) -> None:
 def compare_sts(data: str, model: str | None, layers: bool, plot: Path | None, format: str | None, batch_size: int,
                 as_json: bool, skip_bad_rows: bool, precision: str, backend: str) -> None:
     """`compare` on a similarity set, one model: its table, reading, bar and line charts, JSON document."""
-    from bertkit.evaluate import compare as run_compare
-    from bertkit.evaluate import layers_path, plot_layers, plot_poolings, reading
+    from bertkit.which.evaluate import compare as run_compare
+    from bertkit.which.evaluate import layers_path, plot_layers, plot_poolings, reading
 
     plot = plot or Path(f"compare-{Path(data).stem}.png")
     check_plot(plot)
@@ -231,7 +231,7 @@ def whiten(
     """Fit BERT-whitening (mean + whitening matrix) on unlabelled texts; apply it with `encode --whiten`."""
     from bertkit.data import read_dataset, sentences_of
     from bertkit.pooling import check_pooling
-    from bertkit.whitening import default_path, fit_texts
+    from bertkit.vectors.whitening import default_path, fit_texts
 
     check_pooling(pooling, layers or None)
     if output is None:
@@ -265,7 +265,7 @@ def calibrate(
     """Fit int8 / uint8 ranges (min and max per dimension) on texts; use them with `--dtype int8 --calibration`."""
     from bertkit.data import read_dataset, sentences_of
     from bertkit.pooling import check_pooling
-    from bertkit.quantize import calibrate as fit_ranges
+    from bertkit.vectors.compact import calibrate as fit_ranges
 
     check_pooling(pooling, layers or None)
     if not output.parent.exists():

@@ -31,7 +31,7 @@ def export(
     if calibration is not None and "int8-static" not in precision:
         raise OptionError("--calibration is for --precision int8-static")
     texts = read_lines(str(calibration), skip_bad_lines=False) if calibration is not None else None
-    from bertkit.backends import export_folder
+    from bertkit.runtime.export import export_folder
 
     for graph in export_folder(model, list(dict.fromkeys(precision)), texts, str(calibration) if calibration else None):
         rec = graph.record

@@ -59,7 +59,7 @@ def encode(
     suffixes = SPARSE_SUFFIXES if sparse else OUTPUT_SUFFIXES
     if sparse and (whiten is not None or layers):
         raise OptionError("--sparse vectors come from the masked-LM head over the last layer; drop --whiten / --layers")
-    from bertkit.quantize import apply_compact, check_dtype, is_default, save_vectors
+    from bertkit.vectors.compact import apply_compact, check_dtype, is_default, save_vectors
 
     if sparse and not is_default(check_dtype(dtype), dimensions):
         raise OptionError("--dtype / --dimensions are for dense vectors, not --sparse")
@@ -141,7 +141,7 @@ def expand(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per term."),
 ):
     """What the [MASK] head reads into a text: its top SPLADE expansion terms with weights (needs the head)."""
-    from bertkit.sparse import expansion_terms
+    from bertkit.vectors.sparse import expansion_terms
 
     enc = load_encoder(model)
     terms = expansion_terms(enc, text, top_k=top_k)
@@ -154,7 +154,7 @@ def expand(
 
 def load_whitening(path: Path, pooling: str, layers: list[int] | None):
     """A whitening file, checked against the pooling it will be applied to."""
-    from bertkit.whitening import Whitening
+    from bertkit.vectors.whitening import Whitening
 
     w = Whitening.load(path)
     w.check_compatible(pooling, layers)
@@ -224,7 +224,7 @@ def inspect(model: str | None = ModelOpt,
     from rich.tree import Tree
 
     from bertkit.model import describe
-    from bertkit.verdicts import all_verdicts
+    from bertkit.runtime.verdicts import all_verdicts
 
     if verdicts:
         sys.stdout.write(json.dumps(all_verdicts(), indent=2) + "\n")

@@ -95,7 +95,7 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
     search_index = open_search_index(index, model) if index is not None else None
     white = None
     if whitening is not None:
-        from bertkit.whitening import Whitening
+        from bertkit.vectors.whitening import Whitening
 
         white = Whitening.load(whitening)
     ce = load_cross_encoder(reranker) if reranker is not None else None  # a wrong folder fails before the model
@@ -103,7 +103,7 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
         from bertkit.which.saved import load_results
 
         load_results(report)  # a folder that is not a report fails before the model too
-    from bertkit.quantize import as_calibration
+    from bertkit.vectors.compact import as_calibration
 
     cal = as_calibration(calibration)  # a bad file fails before the model loads
     app = create_app(load_encoder(model, precision, backend), limits, index=search_index, whitening=white,
@@ -129,7 +129,7 @@ def access_policy(keys: list[str] | None, keys_file: Path | None, window: float,
 
 def open_search_index(path: Path, model: str | None):
     """The index behind `serve --index`: its corpus must have been embedded with the model being served."""
-    from bertkit.index import Index
+    from bertkit.index.folder import Index
 
     idx = Index.load(path)
     built_with = idx.info["embedding"]["model"]

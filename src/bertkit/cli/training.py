@@ -231,7 +231,7 @@ def predict(
 ):
     """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
     from bertkit.model import architecture
-    from bertkit.predict import CLASSIFIER, TAGGER, predict_classifier, predict_tagger
+    from bertkit.heads.predict import CLASSIFIER, TAGGER, predict_classifier, predict_tagger
 
     arch = architecture(folder)
     is_file = Path(data).is_file()

@@ -26,7 +26,7 @@ CALIBRATION_FILE = "calibration.npz"
 
 def pin_calibration(job: CorpusJob) -> CorpusJob:
     """The job with its compact options checked and its calibration pinned (absolute path and digest)."""
-    from bertkit.quantize import CALIBRATED, Calibration, check_dtype
+    from bertkit.vectors.compact import CALIBRATED, Calibration, check_dtype
 
     o = job.options
     check_dtype(o.dtype)
@@ -47,7 +47,7 @@ def pin_calibration(job: CorpusJob) -> CorpusJob:
 def shard_calibration(options: EmbedOptions, encoder):
     """The calibration the shards are encoded with (None without int8 / uint8), checked against the model and
     the options; refused if the file changed since the job was pinned."""
-    from bertkit.quantize import Calibration, check_compact
+    from bertkit.vectors.compact import Calibration, check_compact
 
     cal = Calibration.load(options.calibration) if options.calibration is not None else None
     if cal is not None and options.calibration_digest not in (None, cal.digest):
@@ -61,7 +61,7 @@ def compact_columns(encoder, o: EmbedOptions, calibration, columns: dict[str, An
     """The shard table with an `embedding` column of codes (or truncated floats) and the schema metadata."""
     import numpy as np
 
-    from bertkit.quantize import NUMPY_DTYPES, PACKED
+    from bertkit.vectors.compact import NUMPY_DTYPES, PACKED
 
     dims = o.dimensions or encoder.hidden_size
     width = (dims + 7) // 8 if o.dtype in PACKED else dims
@@ -80,7 +80,7 @@ def compact_columns(encoder, o: EmbedOptions, calibration, columns: dict[str, An
 
 def read_calibration(output_dir: str | Path, embedding: dict[str, Any]):
     """The calibration of an int8 / uint8 corpus, from its folder; None for other dtypes."""
-    from bertkit.quantize import CALIBRATED, Calibration, CalibrationError
+    from bertkit.vectors.compact import CALIBRATED, Calibration, CalibrationError
 
     if embedding.get("dtype", "float32") not in CALIBRATED:
         return None

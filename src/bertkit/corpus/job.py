@@ -187,7 +187,7 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
     make_source(job)
     out = open_output(job.output_dir)
     if address is not None:
-        from bertkit.raycluster import check_address
+        from bertkit.corpus.cluster import check_address
 
         check_address(address)
     embedder = None
@@ -202,7 +202,7 @@ def embed_corpus(job: CorpusJob, engine: str = "local", address: str | None = No
         if embedder is not None:
             written = run_local(source, shards, job, embedder, progress=progress)
         else:
-            from bertkit.corpus_ray import run_ray
+            from bertkit.corpus.ray import run_ray
 
             written = run_ray(source, shards, job, address=address, **ray_options)
     except BaseException:
@@ -221,7 +221,7 @@ def read_embeddings(output_dir: str | Path, columns: list[str] | None = None) ->
         raise CorpusError(f"{output_dir} is an unfinished embed-corpus job; run the same embed-corpus command again")
     if manifest["embedding"].get("sparse"):
         raise CorpusError(f"{output_dir} holds sparse (SPLADE) vectors: build an index of them with --kind sparse "
-                          "(bertkit.index_sparse.read_sparse_embeddings reads them)")
+                          "(bertkit.index.sparse.read_sparse_embeddings reads them)")
     tables = [out.read(Shard(**s), columns=columns) for s in manifest["shards"]]
     if not tables:  # an empty input: no shards, no vectors
         return pa.table({}), np.zeros((0, 0), np.float32)

@@ -270,7 +270,7 @@ class ObjectOutput:
 def save_calibration(output: LocalOutput | ObjectOutput, options) -> None:
     """Copy the job's calibration next to its shards (once per run; the digest is already pinned)."""
     from bertkit.corpus.compact import CALIBRATION_FILE
-    from bertkit.quantize import Calibration
+    from bertkit.vectors.compact import Calibration
 
     if options.calibration is None:
         return

@@ -113,8 +113,8 @@ class ShardEmbedder:
 
 def sparse_columns(encoder, o: EmbedOptions, columns: dict[str, Any], texts: list[str]) -> pa.Table:
     """The shard table of `embed-corpus --sparse`: SPLADE vectors as `indices` / `values` list columns, the
-    vocabulary size in the schema metadata (bertkit.index_sparse reads them back)."""
-    from bertkit.sparse import encode_sparse
+    vocabulary size in the schema metadata (bertkit.index.sparse reads them back)."""
+    from bertkit.vectors.sparse import encode_sparse
 
     m = encode_sparse(encoder, texts, top_k=o.sparse_top_k, batch_size=o.batch_size).matrix if texts else None
     offsets = pa.array(m.indptr if m is not None else [0], pa.int32())

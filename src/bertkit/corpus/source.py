@@ -10,7 +10,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from bertkit.errors import InputError, OptionError
-from bertkit.textcheck import embeddable
+from bertkit.tokenizer import embeddable
 
 log = logging.getLogger(__name__)
 from bertkit.corpus.spec import FORMATS, SUFFIX_FORMATS, CorpusError, CorpusJob, Shard, Source

@@ -60,9 +60,9 @@ class EmbedOptions:
     keep_text: bool = False
     precision: str | None = None  # None: Encoder.load's default (fp32 / torch); kept None in manifests
     backend: str | None = None
-    sparse: bool = False  # SPLADE vectors (bertkit.sparse) in `indices` / `values` columns, not `embedding`
+    sparse: bool = False  # SPLADE vectors (bertkit.vectors.sparse) in `indices` / `values` columns, not `embedding`
     sparse_top_k: int | None = None  # with sparse: keep each row's k largest weights
-    dtype: str = "float32"  # compact vectors (bertkit.quantize): int8 / uint8 codes, binary / ubinary sign bits
+    dtype: str = "float32"  # compact vectors (bertkit.vectors.compact): int8 / uint8 codes, binary / ubinary sign bits
     dimensions: int | None = None  # keep the first N dimensions, re-normalised
     calibration: str | None = None  # int8 / uint8: the calibration file, copied to the output as calibration.npz
     calibration_digest: str | None = None  # its ranges' digest, filled in by embed_corpus: part of the job's key

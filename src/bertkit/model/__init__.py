@@ -3,10 +3,10 @@
 Reading order: config.py (BertConfig) -> network.py (the blocks, the one layer loop, `Bert`) -> packed.py
 (the packed inference forward) -> locate.py (finding a model folder) -> checkpoint.py (the key map, loading
 and saving) -> describe.py (what `bertkit inspect` prints). This file only re-exports; task heads over the
-body live in bertkit.heads.
+body live in bertkit.heads.task.
 
 The re-exports are lazy (PEP 562): `from bertkit.model import read_json` (locate.py) must not import torch,
-because the ONNX inference path (bertkit.onnx_encoder) finds model folders without it.
+because the ONNX inference path (bertkit.runtime.onnx_encoder) finds model folders without it.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
                heads: tuple[Any, Any] | None = None, access: AccessPolicy | None = None) -> FastAPI:
-    """The FastAPI app. `index` is a bertkit.index search index (POST /search), None when not served;
-    `whitening` a bertkit.whitening.Whitening for `/embed {"whiten": true}`; `heads` the (classifier, tagger)
+    """The FastAPI app. `index` is a bertkit.index.folder search index (POST /search), None when not served;
+    `whitening` a bertkit.vectors.whitening.Whitening for `/embed {"whiten": true}`; `heads` the (classifier, tagger)
     pair, found from the model folder's config.json when not given; `access` the API keys, CORS origins and
     text logging (default: no keys, CORS closed, texts not logged)."""
     access = access or AccessPolicy()
@@ -95,9 +95,9 @@ def set_threads(threads: int | None) -> None:
         import os
         import sys
 
-        from bertkit import onnx_cache
+        from bertkit.runtime import cache
 
-        onnx_cache.set_threads(threads)  # the ONNX backend, in this thread (the batcher's model thread copies it)
+        cache.set_threads(threads)  # the ONNX backend, in this thread (the batcher's model thread copies it)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
         else:  # torch, should it load later, starts with this many (the torch-free ONNX path never loads it)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bertkit.errors import BertkitError
-from bertkit.quantize import CALIBRATED, DTYPES, check_dimensions, compact
+from bertkit.vectors.compact import CALIBRATED, DTYPES, check_dimensions, compact
 from bertkit.serve.errors import ServeError
 
 if TYPE_CHECKING:

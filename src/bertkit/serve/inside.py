@@ -1,6 +1,6 @@
 """The playground's look inside the model: attention maps, per-layer similarities, the model tree, the output
 shapes, the which-vector report. Request types and the work of each route (validation, limits, then one
-`bertkit.inside` call on the model thread); the handlers are in inside_routes.py.
+`bertkit.which.inside` call on the model thread); the handlers are in inside_routes.py.
 
 Limits (stated in /info under "inside"): an attention request is one text (or pair) of at most
 ATTENTION_MAX_TOKENS tokens, since its answer grows with layers x heads x tokens^2; a layers request at most
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from bertkit import inside
+from bertkit.which import inside
 from bertkit.serve.errors import ServeError
 from bertkit.serve.quota import charge_tokens
 from bertkit.serve.schemas import Strict

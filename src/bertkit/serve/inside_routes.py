@@ -15,7 +15,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
-from bertkit import inside as library
+from bertkit.which import inside as library
 from bertkit.serve import inside
 from bertkit.serve.bodylimit import JsonRoute
 from bertkit.serve.inside import AttentionRequest, LayersRequest, TextRequest

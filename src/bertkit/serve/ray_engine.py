@@ -69,14 +69,14 @@ def check_files(build: functools.partial) -> None:
     kw = build.keywords
     resolve_model_dir(kw.get("model"))
     if kw.get("whitening") is not None:
-        from bertkit.whitening import Whitening
+        from bertkit.vectors.whitening import Whitening
 
         Whitening.load(kw["whitening"])
     if kw.get("report") is not None:
         from bertkit.which.saved import load_results
 
         load_results(kw["report"])
-    from bertkit.quantize import as_calibration
+    from bertkit.vectors.compact import as_calibration
 
     as_calibration(kw.get("calibration"))
     for option in ("index", "reranker"):
@@ -99,7 +99,7 @@ def serve_on_ray(build: functools.partial, engine: str, address: str | None, rep
     """Deploy `build`'s app with `replicas` replicas on the cluster at `address` (None: a local Ray) and serve
     it on host:port until SIGINT / SIGTERM; then delete the application (and stop the local Ray it started)."""
     check_options(engine, replicas, tls)
-    from bertkit.raycluster import check_address
+    from bertkit.corpus.cluster import check_address
 
     if address:
         check_address(address)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from bertkit.batching import truncated_positions
 from bertkit.errors import BertkitError, InputError, OptionError
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
-from bertkit.rerank import reranker_of
+from bertkit.heads.rerank import reranker_of
 from bertkit.serve.batcher import Batcher
 from bertkit.serve.compact import compact_request
 from bertkit.serve.costs import check_layers, gather_or_cancel, pieces, unique_poolings
@@ -46,12 +46,12 @@ class Embedded(NamedTuple):
 class Service:
     """What the routes share: the encoder, limits, batcher, metrics and optional extras (whitening, index)."""
 
-    calibration: Any = None  # bertkit.quantize.Calibration for dtype int8 / uint8 (`serve --calibration`)
+    calibration: Any = None  # bertkit.vectors.compact.Calibration for dtype int8 / uint8 (`serve --calibration`)
 
     def __init__(self, encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
                  heads: tuple[Any, Any] = (None, None)):
         self.encoder, self.limits, self.index, self.whitening = encoder, limits or Limits(), index, whitening
-        self.classifier, self.tagger = heads  # bertkit.predict's Classifier / Tagger when the folder is fine-tuned
+        self.classifier, self.tagger = heads  # bertkit.heads.predict's Classifier / Tagger when the folder is fine-tuned
         self.reranker = reranker_of(self.classifier)  # POST /rerank; `serve --reranker DIR` may set another
         self.metrics = Metrics()
         self.batcher = Batcher(encoder, self.limits, self.metrics)
@@ -331,7 +331,7 @@ class Service:
         return await self.batcher.run(self.tagger.entities, texts)
 
     def info(self) -> dict:
-        from bertkit.verdicts import all_verdicts
+        from bertkit.runtime.verdicts import all_verdicts
 
         enc = self.encoder
         return {
@@ -341,7 +341,7 @@ class Service:
             "max_length": enc.max_length,
             "layers": enc.num_hidden_layers,
             # The precision asked for, the one running (fp32 when this CPU's verdict said the other is slower),
-            # and every mode's verdict here (bertkit.verdicts).
+            # and every mode's verdict here (bertkit.runtime.verdicts).
             "precision": {"backend": enc.backend, "requested": getattr(enc, "requested_precision", enc.precision),
                           "running": enc.precision, "verdicts": all_verdicts()},
             "heads": {
@@ -383,8 +383,8 @@ def load_task_heads(encoder: Encoder) -> tuple[Any, Any]:
     from bertkit.model.locate import architecture
 
     if architecture(encoder.path) not in ("BertForSequenceClassification", "BertForTokenClassification"):
-        return None, None  # a plain encoder: bertkit.predict (and torch) stay unloaded
-    from bertkit.predict import Classifier, Tagger, load_predictor
+        return None, None  # a plain encoder: bertkit.heads.predict (and torch) stay unloaded
+    from bertkit.heads.predict import Classifier, Tagger, load_predictor
 
     predictor = load_predictor(encoder.path, device=str(encoder.device))
     return (predictor if isinstance(predictor, Classifier) else None,

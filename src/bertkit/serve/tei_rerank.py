@@ -53,7 +53,7 @@ def truncated_header(positions: list[int]) -> dict[str, str] | None:
 @retrieval_router.post("/embed_sparse")
 async def embed_sparse(body: JsonBody, service: ServiceDep) -> Response:
     """Per input, its non-zero SPLADE weights: [{"index": vocabulary id, "value": weight}], by index."""
-    from bertkit.sparse import encode_sparse, sparse_json
+    from bertkit.vectors.sparse import encode_sparse, sparse_json
 
     req = tei_request(TeiEmbedSparseRequest, body)
     if not service.encoder.model.has_mlm:  # 424, as TEI answers for a model that is not a SPLADE model

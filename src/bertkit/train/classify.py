@@ -2,7 +2,7 @@
 pooling) on single texts or sentence pairs; cross-entropy (optionally class-weighted) or MSE for scores.
 
     from bertkit.train.classify import train_classifier
-    from bertkit.predict import Classifier
+    from bertkit.heads.predict import Classifier
     result = train_classifier("../shared/data/sst2/train.tsv", "../shared/data/sst2/dev.tsv", "out/sst2",
                               config=TrainConfig(epochs=1))
     Classifier.load("out/sst2").predict(["a gorgeous film"])     # [("1", 0.98)]
@@ -28,8 +28,8 @@ from bertkit.data import (
     read_examples,
 )
 from bertkit.errors import InputError, OptionError
-from bertkit.heads import BertSequenceClassifier
-from bertkit.predict import batched_logits
+from bertkit.heads.task import BertSequenceClassifier
+from bertkit.heads.predict import batched_logits
 from bertkit.train.common import (
     freeze_word_embeddings,
     load_base,
@@ -132,7 +132,7 @@ def train_classifier(
     config: TrainConfig | None = None,
 ) -> ClassifyResult:
     """Fine-tune and save the best model (by dev accuracy, or Spearman for regression) to `output`."""
-    from bertkit.metrics import accuracy, macro_f1, score_metrics
+    from bertkit.data.metrics import accuracy, macro_f1, score_metrics
 
     config = config or TrainConfig(epochs=3, lr=5e-5)
     config.output_dir = Path(output)

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from bertkit.errors import InputError, OptionError
-from bertkit.heads import TaskHead, load_task_head
+from bertkit.heads.task import TaskHead, load_task_head
 from bertkit.model import Bert, load_model, resolve_model_dir, save_model
 from bertkit.tokenizer import BertTokenizer
 

@@ -3,7 +3,7 @@ cross-entropy against the pair's score scaled to [0, 1] (or its 0/1 label), on t
 
     from bertkit.train.cross_encoder import train_cross_encoder
     train_cross_encoder("../shared/data/stsb/train.tsv", "../shared/data/stsb/dev.tsv", "out/ce")
-    CrossEncoder.load("out/ce").rank("a query", ["passage 1", "passage 2"])      # bertkit.rerank
+    CrossEncoder.load("out/ce").rank("a query", ["passage 1", "passage 2"])      # bertkit.heads.rerank
 
 Scores: a pair set's score (STS-B 0-5, SICK relatedness 1-5) or numeric label (MRPC 0/1, a file's `label` /
 `score` column). Scores already in [0, 1] are used as they are; otherwise they are mapped linearly from the
@@ -12,7 +12,7 @@ dev Spearman of the predicted probability is kept.
 
 The saved folder is a transformers BertForSequenceClassification with one label, plus the config entry that
 sentence-transformers reads (`sentence_transformers.activation_fn` = Sigmoid): `CrossEncoder(DIR).predict`
-gives the probability, as `bertkit.rerank.CrossEncoder` does. A body without a pooler (e.g. splade-tiny) gets
+gives the probability, as `bertkit.heads.rerank.CrossEncoder` does. A body without a pooler (e.g. splade-tiny) gets
 a freshly initialised one, since transformers' classifier reads the pooler.
 """
 
@@ -29,10 +29,10 @@ from torch import nn
 from bertkit.batching import truncation_note
 from bertkit.data import Example, read_examples
 from bertkit.errors import InputError, OptionError
-from bertkit.heads import BertSequenceClassifier
+from bertkit.heads.task import BertSequenceClassifier
 from bertkit.model import Bert, Pooler
-from bertkit.predict import batched_logits
-from bertkit.rerank import ST_SIGMOID
+from bertkit.heads.predict import batched_logits
+from bertkit.heads.rerank import ST_SIGMOID
 from bertkit.train.common import freeze_word_embeddings, load_base, save_folder, task_model
 from bertkit.train.loop import TrainConfig, TrainResult, train
 
@@ -114,7 +114,7 @@ def train_cross_encoder(
 
     symmetric: train on each pair in both orders. silver_from: a bi-encoder that labels re-pairings of the
     training sentences (`silver_k` nearest neighbours each, `silver_random` random pairs; ce_silver.py)."""
-    from bertkit.metrics import score_metrics
+    from bertkit.data.metrics import score_metrics
     from bertkit.train.ce_silver import bi_encoder_silver, both_orders, check_silver
 
     if silver_from is not None:

@@ -8,7 +8,7 @@ wordpieces are predicted "O" and counted (so evaluation still covers every gold 
     from bertkit.train.ner import train_ner
     train_ner("../shared/data/conll2003/train.txt", "../shared/data/conll2003/valid.txt", "out/ner")
 
-Prediction with the saved folder is `bertkit.predict.Tagger`.
+Prediction with the saved folder is `bertkit.heads.predict.Tagger`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 from bertkit.batching import truncation_note
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
-from bertkit.heads import BertTokenClassifier
-from bertkit.predict import batched_logits, encode_sentences, word_predictions
+from bertkit.heads.task import BertTokenClassifier
+from bertkit.heads.predict import batched_logits, encode_sentences, word_predictions
 from bertkit.train.common import (
     freeze_word_embeddings,
     load_base,
@@ -83,7 +83,7 @@ def train_ner(
     config: TrainConfig | None = None,
 ) -> NerResult:
     """Fine-tune a token classifier and keep the best model by dev entity F1."""
-    from bertkit.metrics import entity_prf
+    from bertkit.data.metrics import entity_prf
 
     config = config or TrainConfig(epochs=3, lr=5e-5)
     config.output_dir = Path(output)

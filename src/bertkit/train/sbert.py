@@ -117,7 +117,7 @@ def sts_eval_fn(tokenizer: BertTokenizer, dev: Sequence[SentencePair] | dict[str
     """Dev Spearman x100 of cosine similarity: the metric that picks the best checkpoint. With several dev sets
     (a dict name -> pairs) "spearman" is their mean and each set's own is reported as "spearman:NAME"."""
     from bertkit.encoder import Encoder
-    from bertkit.evaluate import evaluate_sts
+    from bertkit.which.evaluate import evaluate_sts
 
     devs = dict(dev) if isinstance(dev, dict) else {"dev": dev}
     for name, pairs in devs.items():

@@ -51,7 +51,7 @@ def silver_pairs(model: Bert, tokenizer: BertTokenizer, pairs: Sequence[Sentence
     """New pairs of the training sentences (k nearest neighbours each under `model`), scored in [0, 1] by the
     cross-encoder folder."""
     from bertkit.encoder import Encoder
-    from bertkit.rerank import CrossEncoder
+    from bertkit.heads.rerank import CrossEncoder
 
     if k < 1:
         raise InputError(f"--silver-k {k}: give at least 1 neighbour per sentence")

@@ -5,5 +5,5 @@
 task a file fits, splits, caps, `run_task`), `probe` (linear probes for classify and pair), `probe_ner` (the
 per-layer NER probe), `retrieval` (recall@k, MRR@10), `results` (result types, JSON lines, the reading),
 `charts` (bars and heat maps), `report` (report.md + summary.png) and `finetuned` (fine-tuned models as rows).
-STS (`sts`) is `bertkit.evaluate`, which these modules reuse.
+STS (`sts`) is `bertkit.which.evaluate`, which these modules reuse.
 """

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertkit.evaluate import save_fig, short
+from bertkit.which.evaluate import save_fig, short
 from bertkit.which.results import TaskResult
 
 COLORS = {"text": "#2b6cb0", "pair": "#dd6b20", "tokens": "#2f855a", "fine-tuned": "#805ad5"}

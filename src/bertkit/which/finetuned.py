@@ -54,8 +54,8 @@ def finetuned_score(task: str, folder: str, test: list, data: str = "") -> Score
 
 
 def classifier_metrics(task: str, folder: str, test: list) -> dict[str, float] | None:
-    from bertkit.metrics import accuracy, macro_f1
-    from bertkit.predict import Classifier
+    from bertkit.data.metrics import accuracy, macro_f1
+    from bertkit.heads.predict import Classifier
 
     clf = Classifier.load(folder)
     if clf.regression:
@@ -73,8 +73,8 @@ def classifier_metrics(task: str, folder: str, test: list) -> dict[str, float] |
 
 
 def tagger_metrics(folder: str, test: list) -> dict[str, float] | None:
-    from bertkit.metrics import entity_prf
-    from bertkit.predict import Tagger
+    from bertkit.data.metrics import entity_prf
+    from bertkit.heads.predict import Tagger
 
     tagger = Tagger.load(folder)
     if not {t for s in test for t in s.tags} <= set(tagger.labels):
@@ -100,7 +100,7 @@ def st_pooling(folder: str) -> str:
 def encoder_metrics(task: str, folder: str, test: list) -> dict[str, float]:
     """STS Spearman / Pearson or retrieval recall and MRR of a fine-tuned sentence encoder."""
     from bertkit.encoder import Encoder
-    from bertkit.evaluate import correlations, cosine, unique_texts
+    from bertkit.which.evaluate import correlations, cosine, unique_texts
     from bertkit.which.retrieval import build_set, score_set
 
     enc = Encoder.load(folder)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertkit.errors import InputError
-from bertkit.evaluate import Spec
+from bertkit.which.evaluate import Spec
 from bertkit.which.represent import Representations, label
 from bertkit.which.results import METRIC, Score, TaskResult
 
@@ -122,7 +122,7 @@ def split_rows(items: list, test_items: list | None, caps: tuple[int | None, int
 def probe_score(x_train: np.ndarray, y_train: Sequence[str], x_test: np.ndarray, y_test: Sequence[str],
                 settings: ProbeSettings) -> dict[str, float]:
     """Accuracy and macro-F1 (x100) of a probe fit on the training part, on the test part; and its C."""
-    from bertkit.metrics import accuracy, macro_f1
+    from bertkit.data.metrics import accuracy, macro_f1
 
     probe = fit_probe(x_train, y_train, settings)
     with one_blas_thread():

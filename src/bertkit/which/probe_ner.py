@@ -1,11 +1,11 @@
 """A linear NER probe per hidden state: how much of the entity tagging each layer's token vectors already hold.
 
 Sentences are tokenized as `bertkit train ner` does (words joined by spaces; the first wordpiece of each word
-stands for the word: `bertkit.predict.encode_sentences`). One forward pass per sentence, with every hidden
+stands for the word: `bertkit.heads.predict.encode_sentences`). One forward pass per sentence, with every hidden
 state, streams batch by batch; only the first-wordpiece rows are kept, in float16, so memory is
 words x states x hidden x 2 bytes (stated in the notes) plus one batch. Per hidden state, the probe of
 `bertkit.which.probe` is fit on the training words' vectors and tags; the test sentences' predicted tags are scored
-with `bertkit.metrics.entity_prf`, the entity-level counting of the CoNLL script that `bertkit train ner` uses.
+with `bertkit.data.metrics.entity_prf`, the entity-level counting of the CoNLL script that `bertkit train ner` uses.
 Words cut off by truncation have no vector: they are predicted "O" (so every gold entity still counts), as in
 `train ner`.
 """
@@ -36,7 +36,7 @@ def first_pieces(words: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
 def word_states(encoder, sentences: Sequence, progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Every hidden state at the first wordpiece of each word: (words, states, H) float16, and per sentence the
     indices of its words that have a row (in row order)."""
-    from bertkit.predict import encode_sentences
+    from bertkit.heads.predict import encode_sentences
 
     encodings, words = encode_sentences(encoder.tokenizer, list(sentences))
     picked = [first_pieces(w) for w in words]
@@ -65,7 +65,7 @@ def ner_task(encoder, train: Sequence, test: Sequence, settings: ProbeSettings, 
              predictions: dict[int, list[list[str]]] | None = None) -> TaskResult:
     """Entity F1 (x100) of a tag probe on each hidden state's token vectors. `predictions`, when given, receives
     the test sentences' predicted tags per hidden state."""
-    from bertkit.metrics import entity_prf
+    from bertkit.data.metrics import entity_prf
 
     started = time.perf_counter()
     states, word_idx = word_states(encoder, list(train) + list(test), progress)
@@ -89,6 +89,6 @@ def ner_task(encoder, train: Sequence, test: Sequence, settings: ProbeSettings, 
     mb = states.nbytes / 2**20
     notes = [*notes, settings.describe(), (f"token vectors: first wordpiece of each word, every hidden state, kept in "
              f"float16 ({states.shape[0]} words x {states.shape[1]} states x {states.shape[2]} = {mb:.0f} MB); "
-             "entity-level F1 as the CoNLL script counts (bertkit.metrics.entity_prf, as `bertkit train ner`)")]
+             "entity-level F1 as the CoNLL script counts (bertkit.data.metrics.entity_prf, as `bertkit train ner`)")]
     return TaskResult("ner", data, encoder.name, scores, notes, len(train), len(test),
                       time.perf_counter() - started).rank()

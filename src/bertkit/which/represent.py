@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bertkit.batching import by_length, truncation_note
-from bertkit.evaluate import LAYER_POOLINGS, Spec, default_specs
+from bertkit.which.evaluate import LAYER_POOLINGS, Spec, default_specs
 from bertkit.pooling import pool
 
 log = logging.getLogger(__name__)

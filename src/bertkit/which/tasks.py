@@ -190,7 +190,7 @@ def measure(task: str, reps: Representations, train: list, test: list, notes: li
 
 def sts_task(reps: Representations, pairs: list, data: str = "", notes: list[str] | None = None) -> TaskResult:
     """Spearman (x100) of cosine similarity against the gold scores, per representation (as evaluate_sts)."""
-    from bertkit.evaluate import correlations, cosine, unique_texts
+    from bertkit.which.evaluate import correlations, cosine, unique_texts
 
     started = time.perf_counter()
     texts, ia, ib = unique_texts(pairs)

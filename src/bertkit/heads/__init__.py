@@ -1,0 +1,1 @@
+"""Task heads on the body: sequence and token classifiers, their predictors and the cross-encoder reranker."""

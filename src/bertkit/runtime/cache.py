@@ -1,0 +1,310 @@
+"""Exported ONNX graphs on disk, found and run without torch: onnxruntime + numpy only.
+
+A graph exported from a model folder is named by the folder's *source key*: a hash of config.json and the
+weight files (their full contents) and of ONNX_FORMAT. A retrained model, an edited config or a new export
+format therefore never reuses an old graph. Next to each graph lies its record (`<graph>.json`): the key, the
+model folder, the graph's own sha256 (checked on load: a corrupt file is never run), the model facts the
+encoder needs without torch (hidden size, layers, which heads exist) and, for int8-static, the calibration.
+int8-static is not an ONNX graph but an OpenVINO IR (`.xml` + `.bin`, bertkit.runtime.openvino), checked the same way.
+
+Where: `<model folder>/onnx`, or, when that folder cannot be written, `$XDG_CACHE_HOME/bertkit/onnx`
+(default ~/.cache/bertkit/onnx); both are searched. bertkit.runtime.export writes graphs (it needs torch);
+`bertkit export` writes them explicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertkit.errors import BertkitError
+
+log = logging.getLogger(__name__)
+
+ONNX_FORMAT = 2  # bumped when the exported graph or its record changes, so stale cached exports are not reused
+WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+GRAPH_PRECISIONS = ("fp32", "int8", "int8-static")
+
+
+class BackendError(BertkitError):
+    """A precision / backend combination that cannot run here (missing package, unsupported pair, no graph)."""
+
+
+def require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise BackendError("backend onnx needs onnxruntime: pip install 'bertkit[onnx]' (or use --backend torch)") from e
+    return onnxruntime
+
+
+# ---- where graphs live ----------------------------------------------------------------------------------------
+
+
+def user_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bertkit" / "onnx"
+
+
+def _can_write(folder: Path) -> bool:
+    """Really try (os.access says yes to root on a read-only mount)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def cache_dirs(model_dir: Path) -> list[Path]:
+    """Where to look for a graph, in order."""
+    return [Path(model_dir) / "onnx", user_cache_dir()]
+
+
+def writable_cache_dir(model_dir: Path) -> Path:
+    """`<model folder>/onnx`, else the per-user cache (logged, so the user knows where the graph went)."""
+    here, fallback = cache_dirs(model_dir)
+    if _can_write(here):
+        return here
+    if not _can_write(fallback):
+        raise BackendError(f"cannot write the ONNX graph to {here} nor to {fallback}; make one of them writable "
+                           "or set XDG_CACHE_HOME to a writable folder")
+    log.warning("model folder %s is not writable; caching the ONNX graph in %s", model_dir, fallback)
+    return fallback
+
+
+# ---- what a graph was made from -------------------------------------------------------------------------------
+
+
+def _sha256(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def source_files(model_dir: Path) -> list[Path]:
+    """The files a graph depends on: the transformer folder's config.json and weights (shards included)."""
+    from bertkit.model.locate import read_json, transformer_dir
+
+    folder = transformer_dir(Path(model_dir))
+    files = [folder / n for n in WEIGHT_FILES if (folder / n).is_file()]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files += sorted({folder / f for f in read_json(index).get("weight_map", {}).values()})
+    return files
+
+
+def source_key(model_dir: Path) -> str:
+    """Hash of the export format and of every file the graph depends on (names and full contents)."""
+    h = hashlib.sha256(f"format={ONNX_FORMAT}".encode())
+    for f in source_files(model_dir):
+        h.update(f"{f.name}={_sha256(f)};".encode())
+    return h.hexdigest()[:16]
+
+
+# int8-static is an OpenVINO IR (bertkit.runtime.openvino): the .xml named here and its weights in the .bin beside it.
+SUFFIX = {"int8-static": ".xml"}
+
+
+def graph_path(folder: Path, key: str, precision: str) -> Path:
+    return Path(folder) / f"bertkit-{key}-{precision}{SUFFIX.get(precision, '.onnx')}"
+
+
+def graph_files(graph: Path) -> list[Path]:
+    """The files a cached graph is made of: the graph, and for an OpenVINO IR (.xml) its weights (.bin)."""
+    return [graph, graph.with_suffix(".bin")] if graph.suffix == ".xml" else [graph]
+
+
+def replace_graph(tmp: Path, graph: Path) -> None:
+    """Move a graph written under a temporary name (and its .bin) into place; the named file last."""
+    for src, dst in reversed(list(zip(graph_files(tmp), graph_files(graph)))):
+        os.replace(src, dst)
+
+
+def remove_graph(graph: Path) -> None:
+    for f in graph_files(graph):
+        f.unlink(missing_ok=True)
+
+
+def record_path(graph: Path) -> Path:
+    return graph.with_name(graph.name + ".json")
+
+
+@dataclass
+class Graph:
+    """A cached graph and its record."""
+
+    path: Path
+    record: dict[str, Any]
+
+
+def write_record(graph: Path, record: dict[str, Any]) -> None:
+    """The record next to the graph, with the graph's sha256 (temporary file, then rename)."""
+    files = graph_files(graph)  # sha256 and size over the graph and, for an IR, its .bin
+    record = {**record, "format": ONNX_FORMAT, "graph_sha256": _sha256(*files),
+              "graph_bytes": sum(f.stat().st_size for f in files)}
+    target = record_path(graph)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def _read_record(graph: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(record_path(graph).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def check_graph(graph: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) for a sound graph; (None, why) for a missing record or a graph that is not the one recorded."""
+    record = _read_record(graph)
+    if record is None:
+        return None, f"{graph} has no readable record ({record_path(graph).name})"
+    if record.get("format") != ONNX_FORMAT:
+        return None, f"{graph} was written by another bertkit export format ({record.get('format')} != {ONNX_FORMAT})"
+    files = graph_files(graph)
+    if (not all(f.is_file() for f in files) or sum(f.stat().st_size for f in files) != record.get("graph_bytes")
+            or _sha256(*files) != record.get("graph_sha256")):
+        return None, f"{graph} is corrupt (its size or sha256 differs from the one recorded at export)"
+    return record, None
+
+
+def find_graph(model_dir: Path, precision: str, key: str | None = None) -> tuple[Graph | None, str | None]:
+    """The cached graph of this model folder (as it is now) and precision: (Graph, None), or (None, why not).
+
+    why is None when nothing was ever exported; else it names a corrupt graph, or a graph exported from an
+    earlier state of the model folder (weights or config changed since), so the caller can say so."""
+    key = key or source_key(model_dir)
+    why = None
+    for folder in cache_dirs(model_dir):
+        path = graph_path(folder, key, precision)
+        if path.exists():
+            record, problem = check_graph(path)
+            if record is not None:
+                return Graph(path, record), None
+            why = problem
+    if why is None:
+        why = _stale_note(model_dir, precision)
+    return None, why
+
+
+def _stale_note(model_dir: Path, precision: str) -> str | None:
+    """A note when graphs of this precision exist for this folder but for other contents of it."""
+    here = str(Path(model_dir).resolve())
+    beside, user = cache_dirs(model_dir)
+    for folder in (beside, user):
+        pattern = graph_path(folder, "*", precision).name
+        for p in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            record = _read_record(p) or {}
+            # A graph beside the model was made from it (the folder may have been copied since); in the user
+            # cache, the record says which folder it came from.
+            if record.get("source") == "files" and (folder == beside or record.get("model_dir") == here):
+                return (f"the cached graph {p.name} was exported from an earlier version of {model_dir} "
+                        "(its weights or config changed since), so it is not used")
+    return None
+
+
+# ---- running a graph --------------------------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def set_threads(n: int) -> None:
+    """ONNX Runtime threads for graphs run from this OS thread (the encoder's workers set 1)."""
+    _local.threads = n
+
+
+def threads_here() -> int:
+    """This thread's setting; else torch's, when torch is loaded anyway; else every CPU this process may use."""
+    n = getattr(_local, "threads", None)
+    if n is not None:
+        return n
+    import sys
+
+    if "torch" in sys.modules:
+        return sys.modules["torch"].get_num_threads()
+    return cpu_budget()
+
+
+def cpu_budget() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def open_runner(graph: Path):
+    """The runner of a cached graph: ONNX Runtime for .onnx, OpenVINO for an int8-static IR (.xml)."""
+    if Path(graph).suffix == ".xml":
+        from bertkit.runtime.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(graph)
+    return OnnxRunner(graph)
+
+
+@dataclass
+class ArrayOutput:
+    """Bert.forward's output fields, as numpy arrays (what the torch-free path pools)."""
+
+    last_hidden_state: np.ndarray  # (B, T, H)
+    pooler_output: np.ndarray | None = None  # (B, H)
+    hidden_states: tuple[np.ndarray, ...] | None = None  # L + 1 of (B, T, H)
+
+
+class OnnxRunner:
+    """An ONNX Runtime session that answers like Bert.forward(..., compute_heads=False), in numpy.
+
+    One session per intra-op thread count, made on first use: a call runs on threads_here() threads, so that
+    the encoder's concurrent batches (one thread each) and a lone batch (all threads) both get the right
+    session. Sessions do not spin-wait between calls: a spinning pool kept burning the cores after run()
+    returned and slowed whatever ran next in the process.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._sessions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        self.outputs = [o.name for o in self.session(threads_here()).get_outputs()]
+
+    def session(self, threads: int):
+        with self._lock:
+            if threads not in self._sessions:
+                ort = require_onnxruntime()
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+                opts.intra_op_num_threads = threads
+                opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                try:
+                    self._sessions[threads] = ort.InferenceSession(str(self.path), opts,
+                                                                   providers=["CPUExecutionProvider"])
+                except Exception as e:  # ORT raises its own Fail / InvalidProtobuf types
+                    raise BackendError(f"ONNX Runtime cannot load {self.path} ({type(e).__name__}); delete it and "
+                                       "run `bertkit export` again") from e
+            return self._sessions[threads]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
+            output_hidden_states: bool = False) -> ArrayOutput:
+        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64),
+                "attention_mask": np.asarray(attention_mask, dtype=np.int64),
+                "token_type_ids": np.asarray(token_type_ids, dtype=np.int64)}
+        wanted = [n for n in self.outputs if n != "hidden_states" or output_hidden_states]
+        got = dict(zip(wanted, self.session(threads_here()).run(wanted, feed)))
+        hidden = got.get("hidden_states")
+        return ArrayOutput(got["last_hidden_state"], got.get("pooler_output"),
+                           tuple(hidden) if hidden is not None else None)
+
+    __call__ = run

@@ -1,0 +1,178 @@
+"""Static (calibrated) int8: `precision="int8-static"` on the onnx backend, run by OpenVINO.
+
+The exported fp32 ONNX graph is converted to an OpenVINO model (`openvino.convert_model`) and quantized by
+NNCF's post-training quantization (`nncf.quantize`, model type TRANSFORMER, preset MIXED: int8 weights with a
+scale per output channel, activations with ranges fixed once from the fp32 model run over calibration texts,
+asymmetric where their values are). The quantized model is cached as OpenVINO IR (`.xml` + `.bin`) beside the
+fp32 graph, with the same record, checks and user-cache fallback as every graph (bertkit.runtime.cache).
+Inference: OpenVINO's CPU plugin, streams of the caller's thread count (one stream per concurrent caller
+that the CPUs allow: the encoder's workers call from several OS threads at once, and requests on one stream
+would wait for each other), the parts left in float in f32 (INFERENCE_PRECISION_HINT; OpenVINO would
+otherwise run them in bf16 on a CPU with AVX512-BF16). No torch: openvino + numpy only; nncf is needed only to quantize (at export).
+
+Why OpenVINO and not ONNX Runtime's `quantize_static`: its QDQ graph ran as QLinearMatMul with a quantize /
+dequantize pass around each, and was slower than ONNX Runtime's dynamic int8 (docs/RESULTS.md, issue 22).
+
+Calibration texts: the user's (`bertkit export --calibration FILE`, or `export_graph(..., calibration=[...])`),
+else the default set shipped with bertkit (calibration_texts.txt: 300 plain English sentences written for
+this purpose, 2 to 60 words). What was used is recorded next to the model: count, sha256 of the texts, source,
+method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sys
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertkit.errors import InputError, OptionError
+from bertkit.runtime.cache import ArrayOutput, BackendError, cpu_budget
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "bertkit default (calibration_texts.txt)"
+METHOD = ("nncf.quantize (OpenVINO post-training quantization), model type TRANSFORMER, preset MIXED: int8 "
+          "per-channel weights, activation ranges fixed from the calibration texts (one text per sample)")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def default_texts() -> list[str]:
+    text = resources.files("bertkit").joinpath("calibration_texts.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def texts_sha256(texts: list[str]) -> str:
+    return hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest()
+
+
+def require_openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise OptionError("precision int8-static needs OpenVINO: pip install 'bertkit[openvino]' "
+                          "(or use --precision int8)") from e
+    return openvino
+
+
+# ---- quantizing (at export) -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """NNCF logs and draws its progress bars on stdout, which is for results (`bertkit export` prints JSON lines
+    there): send both to stderr while it runs."""
+    from nncf.common.logging.logger import nncf_logger
+
+    handlers = [h for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stdout]
+    for h in handlers:
+        h.setStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for h in handlers:
+            h.setStream(sys.stdout)
+
+
+def quantize_static_graph(fp32: Path, out: Path, tokenizer, texts: list[str] | None, source: str | None) -> dict:
+    """Write the int8 OpenVINO IR of the fp32 ONNX graph `fp32` to `out` (.xml, its .bin beside); returns the
+    calibration record."""
+    ov = require_openvino()
+    try:
+        import nncf
+    except ImportError as e:
+        raise OptionError("quantizing int8-static needs NNCF: pip install 'bertkit[openvino]'") from e
+    if texts is None:
+        texts, source = default_texts(), DEFAULT_SOURCE
+    texts = [t for t in texts if t.strip()]
+    if len(texts) < 10:
+        raise InputError(f"int8-static calibration needs at least 10 non-empty texts, got {len(texts)}; "
+                         "pass a file with a few hundred typical texts (one a line)")
+    log.info("calibrating int8-static on %d texts (%s)", len(texts), source or "user texts")
+    samples = []
+    for encoding in tokenizer.encode(texts):
+        b = tokenizer.pad([encoding], numpy=True)
+        samples.append({name: np.asarray(getattr(b, name), dtype=np.int64) for name in INPUTS})
+    model = ov.convert_model(str(fp32))
+    with _stdout_to_stderr():
+        quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                                  preset=nncf.QuantizationPreset.MIXED, subset_size=len(samples))
+    ov.save_model(quantized, str(out), compress_to_fp16=False)  # float parts stay f32
+    return {"texts": len(texts), "texts_sha256": texts_sha256(texts), "source": source or "user texts",
+            "method": METHOD, "nncf": nncf.__version__, "openvino": ov.get_version()}
+
+
+# ---- running (no torch, no nncf) -------------------------------------------------------------------------------
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def _ov_core():
+    global _core
+    with _core_lock:
+        if _core is None:
+            _core = require_openvino().Core()
+        return _core
+
+
+class OpenVinoRunner:
+    """A cached int8 OpenVINO model that answers like onnx_cache.OnnxRunner (numpy in, ArrayOutput out).
+
+    One compiled model per thread count (threads_here(), as for ONNX Runtime sessions) and per output set (the
+    stacked hidden states are computed only when asked for); one infer request per compiled model and OS thread.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.model = _ov_core().read_model(str(self.path))
+        except RuntimeError as e:
+            raise BackendError(f"OpenVINO cannot read {self.path} ({e.__class__.__name__}); delete it and run "
+                               "`bertkit export --precision int8-static` again") from e
+        self.outputs = [o.get_any_name() for o in self.model.outputs]
+        self._compiled: dict[tuple[int, bool], Any] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def compiled(self, threads: int, hidden: bool):
+        key = (threads, hidden and "hidden_states" in self.outputs)
+        with self._lock:
+            if key not in self._compiled:
+                ov = require_openvino()
+                model = self.model
+                if not key[1]:  # drop the stacked hidden states: not computed when not returned
+                    keep = [r for r in model.get_results() if r.output(0).get_any_name() != "hidden_states"]
+                    model = ov.Model(keep, model.get_parameters(), "bertkit-int8-static")
+                # Requests on one stream run one after another, so the encoder's workers (each a 1-thread
+                # caller) would share a single stream: give each possible caller a stream of `threads` threads.
+                streams = max(1, cpu_budget() // threads)
+                config = {"INFERENCE_NUM_THREADS": streams * threads, "NUM_STREAMS": streams,
+                          "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+                self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
+            return self._compiled[key]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
+            output_hidden_states: bool = False) -> ArrayOutput:
+        from bertkit.runtime.cache import threads_here
+
+        compiled = self.compiled(threads_here(), output_hidden_states)
+        requests = self._local.__dict__.setdefault("requests", {})
+        request = requests.get(id(compiled))
+        if request is None:
+            request = requests[id(compiled)] = compiled.create_infer_request()
+        feed = {name: np.ascontiguousarray(a, dtype=np.int64)
+                for name, a in zip(INPUTS, (input_ids, attention_mask, token_type_ids))}
+        got = {k.get_any_name(): v for k, v in request.infer(feed).items()}
+        hidden = got.get("hidden_states") if output_hidden_states else None
+        return ArrayOutput(got["last_hidden_state"], got.get("pooler_output"),
+                           tuple(hidden) if hidden is not None else None)
+
+    __call__ = run
