@@ -43,3 +43,39 @@ class VectorIndexError(BertkitError):
 
 class OutputError(BertkitError):
     """An output that cannot be written: a full disk, a read-only or missing folder (bertkit.outputs)."""
+
+
+class CorpusError(BertkitError):
+    """A corpus job that cannot run as asked: bad input columns, an output folder from another job."""
+
+
+class StorageError(InputError):
+    """An object-store URI that cannot be used: no credentials, a missing bucket, an unreachable endpoint."""
+
+
+class DataError(InputError):
+    """A data file that cannot be read as the format it was given or inferred as."""
+
+
+class NotACrossEncoderError(CheckpointError):
+    """A folder that is a model, but not a one-output pair model (e.g. a plain encoder or a 3-class
+    classifier)."""
+
+
+class CalibrationError(BertkitError):
+    """int8 / uint8 codes without their calibration, or a calibration that does not fit the vectors."""
+
+
+class BackendError(BertkitError):
+    """A precision / backend combination that cannot run here (missing package, unsupported pair, no
+    graph)."""
+
+
+class ServeError(BertkitError):
+    """A request the server refuses; `code` names the limit or rule, `status` is the HTTP status;
+    `retry_after` (seconds) the Retry-After header of a 429 (1 when not given)."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_request",
+                 param: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.param, self.retry_after = status, code, param, retry_after

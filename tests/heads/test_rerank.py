@@ -9,8 +9,9 @@ import torch
 from ce_support import save_classifier
 
 from bertkit.errors import InputError, OptionError
+from bertkit.heads.rerank import CrossEncoder, NotACrossEncoderError
 from bertkit.index.folder import Hit
-from bertkit.heads.rerank import CrossEncoder, NotACrossEncoderError, rerank_hits
+from bertkit.index.rerank import rerank_hits
 
 
 @pytest.fixture(scope="module")

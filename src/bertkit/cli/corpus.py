@@ -122,7 +122,7 @@ def search(
     encoder = load_encoder(model or e["model"], e.get("precision"), e.get("backend"))
     (hits,) = idx.search_text(encoder, query, k=k if ce is None else max(k, candidates or 50))
     if ce is not None:
-        from bertkit.heads.rerank import rerank_hits
+        from bertkit.index.rerank import rerank_hits
 
         hits = rerank_hits(ce, query, idx.fill_texts(hits), k)
     if show_text:

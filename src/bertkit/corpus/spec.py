@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertkit.errors import BertkitError
+from bertkit.errors import CorpusError  # noqa: F401  (defined in bertkit.errors; this path kept)
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +18,6 @@ SUFFIX_FORMATS = {
 }
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "text")
 ENGINES = ("local", "ray")
-
-
-class CorpusError(BertkitError):
-    """A corpus job that cannot run as asked: bad input columns, an output folder from another job."""
 
 
 @dataclass(frozen=True)

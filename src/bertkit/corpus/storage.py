@@ -21,17 +21,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bertkit.errors import InputError
+from bertkit.errors import StorageError
 
 log = logging.getLogger(__name__)
 
 SCHEME = "s3://"
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
                         "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
-
-
-class StorageError(InputError):
-    """An object-store URI that cannot be used: no credentials, a missing bucket, an unreachable endpoint."""
 
 
 def is_remote(location: str | Path) -> bool:

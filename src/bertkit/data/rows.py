@@ -8,13 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertkit.errors import InputError
+from bertkit.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-class DataError(InputError):
-    """A data file that cannot be read as the format it was given or inferred as."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,6 @@ class TaggedSentence:
     tokens: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)  # BIO tags, one per token
     line: int = 0  # line of the first token
-
 
 
 # ----------------------------------------------------------------------------------------------------------

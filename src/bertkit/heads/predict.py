@@ -20,10 +20,10 @@ from tokenizers import Encoding
 from bertkit.batching import by_length, truncation_note
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
+from bertkit.heads.folder import load_base, require_examples
 from bertkit.heads.task import BertSequenceClassifier, BertTokenClassifier, load_task_head
 from bertkit.model import Bert, architecture
 from bertkit.tokenizer import BertTokenizer
-from bertkit.train.common import load_base, require_examples
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.errors import CheckpointError, InputError, OptionError
+from bertkit.errors import CheckpointError, InputError, NotACrossEncoderError, OptionError
 
 if TYPE_CHECKING:
     from bertkit.heads.task import BertSequenceClassifier
-    from bertkit.index.folder import Hit
     from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger(__name__)
@@ -35,10 +33,6 @@ log = logging.getLogger(__name__)
 ARCHITECTURE = "BertForSequenceClassification"
 ACTIVATIONS = {"Sigmoid": "sigmoid", "Identity": None, "Tanh": "tanh"}  # torch functions, looked up when used
 ST_SIGMOID = "torch.nn.modules.activation.Sigmoid"  # how sentence-transformers names its default activation
-
-
-class NotACrossEncoderError(CheckpointError):
-    """A folder that is a model, but not a one-output pair model (e.g. a plain encoder or a 3-class classifier)."""
 
 
 def activation_name(extra: dict) -> str:
@@ -61,9 +55,9 @@ class CrossEncoder:
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> CrossEncoder:
+        from bertkit.heads.folder import load_base
         from bertkit.heads.task import BertSequenceClassifier, load_task_head
         from bertkit.model import architecture
-        from bertkit.train.common import load_base
 
         arch = architecture(folder)
         hint = "give a folder made by `bertkit train cross-encoder` (or a sentence-transformers CrossEncoder)"
@@ -144,19 +138,6 @@ class CrossEncoder:
         order = np.argsort(-logits, kind="stable")[:top_k]
         return [{"index": int(i), "score": float(scores[i]), **({"text": docs[i]} if return_text else {})}
                 for i in order]
-
-
-def rerank_hits(ce: CrossEncoder, query: str, hits: list[Hit], k: int | None = None) -> list[Hit]:
-    """Reorder an index's candidates by the cross-encoder (score = its score); the best k, ranks renumbered.
-    Every hit needs its text (stored with --keep-text, or read back by Index.fill_texts)."""
-    if not hits:
-        return []
-    missing = [h.id for h in hits if h.text is None]
-    if missing:
-        raise InputError(f"{len(missing)} candidate(s) have no text to rerank (first id {missing[0]}); embed the "
-                         "corpus with --keep-text, or keep its input file unchanged")
-    ranked = ce.rank(query, [h.text for h in hits], top_k=k)
-    return [replace(hits[r["index"]], rank=n, score=r["score"]) for n, r in enumerate(ranked, start=1)]
 
 
 def reranker_of(classifier) -> CrossEncoder | None:

@@ -2,13 +2,13 @@
 
     bertkit index build emb --output idx --kind binary --rescore 100     # 48 bytes a vector (384 dims)
     bertkit index build emb --output idx --kind int8                     # 384 bytes; ranges calibrated on emb
-    bertkit index build emb --output idx --kind exact --dimensions 128   # float32, first 128 dims re-normalised
+    bertkit index build emb --output idx --kind exact --dimensions 128   # float32, 128 dims re-normalised
     bertkit search idx "a query"                                         # unchanged: any kind
 
 Kinds (FAISS for all of them):
-- `binary`: `IndexBinaryFlat`, exact Hamming distance over the packed sign bits (bertkit.vectors.compact's `ubinary`);
-  `binary-hnsw`: `IndexBinaryHNSW`, approximate. The score is `1 - 2 * hamming / bits`, the share of signs
-  that agree mapped to [-1, 1].
+- `binary`: `IndexBinaryFlat`, exact Hamming distance over the packed sign bits (bertkit.vectors.compact's
+  `ubinary`); `binary-hnsw`: `IndexBinaryHNSW`, approximate. The score is `1 - 2 * hamming / bits`, the share
+  of signs that agree mapped to [-1, 1].
 - `int8`: `IndexScalarQuantizer` (8 bits per dimension) whose ranges are the calibration's (bertkit's codes
   and FAISS's are the same bytes); the score is the inner product of the float query with the decoded codes.
 - `exact` / `hnsw` with `dimensions` (or over a corpus embedded with --dimensions): `IndexFlatIP` /
@@ -22,7 +22,7 @@ over a corpus embedded with --dtype uses its codes as they are (and, for int8, t
 
 Queries are float vectors of the corpus model's size (what `Index.encode_queries` makes), or already truncated
 to the index's dimensions; anything else is refused, naming the model and dimension the index was built from.
-`bertkit.index.folder.Index` dispatches here for every index whose index.json has a `compact` entry.
+`Index.load` opens every index whose index.json has a `compact` entry as a `CompactIndex`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import VectorIndexError
+from bertkit.index.base import BuildOptions, Index, faiss_module, normalize, write_index
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ STORE_FILE, STORE_INFO = "rescore.float32.npy", "rescore.float32.json"
 
 @dataclass
 class Compact:
-    """The search side of a compact index: a FAISS index and, when rescoring, the memory-mapped float store."""
+    """The search side of a compact index: a FAISS index and, when rescoring, the memory-mapped float
+    store."""
 
     faiss_index: Any
     kind: str
@@ -61,10 +63,6 @@ class Compact:
     model: str
     rescore: int = 0
     store: np.ndarray | None = None
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _corpus_hidden(embeddings_dir: Path, manifest: dict[str, Any], dim: int) -> int:
@@ -79,50 +77,11 @@ def _corpus_hidden(embeddings_dir: Path, manifest: dict[str, Any], dim: int) -> 
     return int(meta.get(b"bertkit.hidden_size", dim))
 
 
-# -- building ----------------------------------------------------------------------------------------------------
+# -- building ------------------------------------------------------------------------------------------------
 
 
-def build_compact(embeddings_dir: str | Path, out: Path, manifest: dict[str, Any], kind: str, metric: str,
-                  write_index, *, dimensions: int | None = None, rescore: int = 0, calibration=None,
-                  m: int = 32, ef_construction: int = 200, ef_search: int = 128) -> None:
-    """Read the corpus, make the codes and write the index folder through `write_index` (index._write_index)."""
-    from bertkit.corpus import read_embeddings
-    from bertkit.vectors.compact import PACKED, check_dimensions
-
-    e = manifest["embedding"]
-    dtype = e.get("dtype", "float32")
-    _check_corpus(embeddings_dir, dtype, kind, dimensions, rescore, calibration)
-    items, vectors = read_embeddings(embeddings_dir)
-    if not len(vectors):
-        raise VectorIndexError(f"{embeddings_dir} holds no vectors; nothing to index")
-    corpus_dims = e.get("dimensions") or (vectors.shape[1] if dtype not in PACKED else vectors.shape[1] * 8)
-    check_dimensions(dimensions, corpus_dims)
-    dims = dimensions or corpus_dims
-    data, cal = _searchable(embeddings_dir, e, vectors, kind, metric, dimensions, calibration)
-    index = _faiss_index(kind, data, dims, cal, m, ef_construction)
-    params: dict[str, Any] = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search} \
-        if kind.endswith("hnsw") else {}
-    spec = {"dtype": {"binary-hnsw": "ubinary", "binary": "ubinary", "int8": "uint8"}.get(kind, "float32"),
-            "dimensions": dims, "hidden": _corpus_hidden(Path(embeddings_dir), manifest, corpus_dims),
-            "store_dims": corpus_dims, "rescore": int(rescore), "bytes_per_vector": _bytes_per_vector(kind, dims),
-            "calibration": cal.digest if cal else None}
-    if rescore:
-        spec["store"] = _write_store(Path(embeddings_dir), vectors)
-
-    def write_data(folder: Path) -> None:
-        faiss = _faiss()
-        if kind.startswith("binary"):
-            faiss.write_index_binary(index, str(folder / FAISS_FILE))
-        else:
-            faiss.write_index(index, str(folder / FAISS_FILE))
-        if cal is not None:
-            cal.save(folder / CALIBRATION_FILE)
-
-    write_index(out, embeddings_dir, manifest, items, kind, metric, (len(data), dims), {**params, "compact": spec},
-                write_data)
-
-
-def _check_corpus(embeddings_dir, dtype: str, kind: str, dimensions: int | None, rescore: int, calibration) -> None:
+def _check_corpus(embeddings_dir, dtype: str, kind: str, dimensions: int | None, rescore: int,
+                  calibration) -> None:
     """Options that the corpus's dtype rules out, refused before reading it."""
     from bertkit.vectors.compact import PACKED
 
@@ -143,25 +102,27 @@ def _check_corpus(embeddings_dir, dtype: str, kind: str, dimensions: int | None,
 
 def _searchable(embeddings_dir, e: dict[str, Any], vectors: np.ndarray, kind: str, metric: str,
                 dimensions: int | None, calibration):
-    """(what the FAISS index is built from, the int8 calibration or None) for the corpus's vectors or codes."""
+    """(what the FAISS index is built from, the int8 calibration or None) for the corpus's vectors or
+    codes."""
     from bertkit.corpus.compact import read_calibration
     from bertkit.vectors.compact import PACKED, as_calibration, dequantize, fit, to_ubinary, truncate
 
     dtype = e.get("dtype", "float32")
     if dtype in PACKED:
         return to_ubinary(vectors), None
-    if dtype != "float32":  # int8 / uint8 codes: their bin middles, which FAISS encodes back to the same codes
+    if dtype != "float32":  # int8 / uint8 codes: their bin middles, which FAISS encodes back to the codes
         cal = read_calibration(embeddings_dir, e)
         return dequantize(vectors, dtype, cal), cal
     if dimensions is not None:
         data = truncate(vectors, dimensions)
     else:
-        data = _normalize(vectors) if metric == "cosine" else vectors
+        data = normalize(vectors) if metric == "cosine" else vectors
     if kind != "int8":
         return data, None
     unit = True if metric == "cosine" or dimensions is not None else e.get("normalize")
     if calibration is None:
-        return data, fit(data, model=e.get("model"), pooling=e["pooling"], unit=unit, source=str(embeddings_dir))
+        return data, fit(data, model=e.get("model"), pooling=e["pooling"], unit=unit,
+                         source=str(embeddings_dir))
     cal = as_calibration(calibration)
     cal.check(data.shape[1], e["pooling"], unit)
     return data, cal
@@ -172,11 +133,7 @@ def _bytes_per_vector(kind: str, dims: int) -> int:
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError:
-        raise VectorIndexError("binary / int8 / truncated indexes need FAISS: pip install 'bertkit[scale]' (faiss-cpu)") from None
-    return faiss
+    return faiss_module("binary / int8 / truncated indexes")
 
 
 def _faiss_index(kind: str, data: np.ndarray, dims: int, cal, m: int, ef_construction: int):
@@ -221,31 +178,16 @@ def _write_store(embeddings_dir: Path, vectors: np.ndarray) -> dict[str, Any]:
         os.replace(tmp, path)
         info_path.write_text(json.dumps(info) + "\n", encoding="utf-8")
     except OSError as e:
-        raise VectorIndexError(f"--rescore keeps the corpus's float vectors in {path}, which cannot be written "
-                               f"({e.strerror}); make the corpus folder writable, or build without --rescore") from None
+        raise VectorIndexError(f"--rescore keeps the corpus's float vectors in {path}, which cannot be "
+                               f"written ({e.strerror}); make the corpus folder writable, or build without "
+                               "--rescore") from None
     finally:
         tmp.unlink(missing_ok=True)
     log.info("wrote the rescoring store %s (%d x %d float32)", path, len(vectors), vectors.shape[1])
     return {"file": STORE_FILE, **info}
 
 
-# -- loading and searching -----------------------------------------------------------------------------------------
-
-
-def load_compact(path: Path, info: dict[str, Any], ef_search: int | None = None) -> Compact:
-    faiss = _faiss()
-    spec, kind = info["params"]["compact"], info["kind"]
-    if kind.startswith("binary"):
-        index = faiss.read_index_binary(str(path / FAISS_FILE))
-    else:
-        index = faiss.read_index(str(path / FAISS_FILE))
-    if kind.endswith("hnsw"):
-        index.hnsw.efSearch = ef_search or info["params"]["ef_search"]
-    backend = Compact(index, kind, info["metric"], spec["dimensions"], spec["hidden"], spec["store_dims"],
-                      info["embedding"].get("model") or "(the packaged default)", spec["rescore"])
-    if spec["rescore"]:
-        backend.store = open_store(Path(info["source"]), spec["store"])
-    return backend
+# -- loading and searching -----------------------------------------------------------------------------------
 
 
 def open_store(corpus: Path, store: dict[str, Any]) -> np.ndarray:
@@ -268,43 +210,25 @@ def _queries(c: Compact, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | 
         queries = queries[None, :]
     if queries.dtype.kind != "f" or queries.shape[1] not in (c.hidden, c.dims):
         what = f"{queries.dtype} codes" if queries.dtype.kind != "f" else f"dimension {queries.shape[1]}"
-        raise VectorIndexError(f"query vectors have {what}; this {c.kind} index was built from {c.hidden}-dimensional "
-                               f"float vectors of model {c.model} (searched at {c.dims}): encode the queries "
-                               "with that model (`bertkit search` and /search do)")
+        raise VectorIndexError(f"query vectors have {what}; this {c.kind} index was built from "
+                               f"{c.hidden}-dimensional float vectors of model {c.model} (searched at "
+                               f"{c.dims}): encode the queries with that model (`bertkit search` and /search "
+                               "do)")
     queries = queries.astype(np.float32)
     cosine = c.metric == "cosine"
     full = queries.shape[1] == c.hidden
     if c.dims < c.hidden and full:
         searched = truncate(queries, c.dims)
     else:
-        searched = _normalize(queries) if cosine else queries
+        searched = normalize(queries) if cosine else queries
     stored = None
     if c.rescore:
         if not full and c.dims != c.store_dims:
-            raise VectorIndexError(f"rescoring compares {c.store_dims}-dimensional vectors; give {c.hidden}-dimensional "
-                                   "queries")
+            raise VectorIndexError(f"rescoring compares {c.store_dims}-dimensional vectors; give "
+                                   f"{c.hidden}-dimensional queries")
         stored = truncate(queries, c.store_dims) if queries.shape[1] > c.store_dims else queries
-        stored = _normalize(stored) if cosine else stored
+        stored = normalize(stored) if cosine else stored
     return np.ascontiguousarray(searched), stored
-
-
-def search_compact(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, positions), each (q, k'), best first; ties by position."""
-    c: Compact = index._backend
-    searched, stored = _queries(c, queries)
-    n = len(index)
-    k = min(k, n)
-    fetch = min(max(k, c.rescore), n)
-    if c.kind.startswith("binary"):
-        codes = np.packbits(searched > 0, axis=-1)
-        dist, pos = c.faiss_index.search(codes, fetch)
-        scores = 1 - 2 * dist.astype(np.float32) / c.dims
-    else:
-        scores, pos = c.faiss_index.search(searched, fetch)
-    if stored is not None:
-        scores = _rescore(c, stored, pos)
-    order = np.lexsort((np.where(pos < 0, n, pos), -scores), axis=1)[:, :k]
-    return np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(pos, order, 1)
 
 
 def _rescore(c: Compact, queries: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -315,14 +239,107 @@ def _rescore(c: Compact, queries: np.ndarray, pos: np.ndarray) -> np.ndarray:
         rows = np.asarray(c.store[np.sort(p[ok])], dtype=np.float32)
         rows = rows[np.argsort(np.argsort(p[ok]))]  # back to the candidates' order
         if c.metric == "cosine":
-            rows = _normalize(rows)
+            rows = normalize(rows)
         scores[i, ok] = rows @ q
     return scores
 
 
-def set_rescore(index, k: int) -> None:
-    """Change how many candidates a loaded index rescores (0: off); the store must exist (built with --rescore)."""
-    c: Compact = index._backend
-    if k and c.store is None:
-        raise VectorIndexError(f"{index.path} was built without --rescore: it has no float vectors to rescore with")
-    c.rescore = int(k)
+# -- the kind ------------------------------------------------------------------------------------------------
+
+
+class CompactIndex(Index):
+    """binary / binary-hnsw / int8, and exact / hnsw over truncated vectors: FAISS codes, optional
+    rescoring."""
+
+    stored_as = "compact"
+
+    @classmethod
+    def build(cls, embeddings_dir: str | Path, out: Path, manifest: dict[str, Any], kind: str, metric: str,
+              options: BuildOptions) -> None:
+        """Read the corpus, make the codes and write the index folder."""
+        from bertkit.corpus import read_embeddings
+        from bertkit.vectors.compact import PACKED, check_dimensions
+
+        dimensions, rescore, calibration = options.dimensions, options.rescore, options.calibration
+        e = manifest["embedding"]
+        dtype = e.get("dtype", "float32")
+        _check_corpus(embeddings_dir, dtype, kind, dimensions, rescore, calibration)
+        items, vectors = read_embeddings(embeddings_dir)
+        if not len(vectors):
+            raise VectorIndexError(f"{embeddings_dir} holds no vectors; nothing to index")
+        bits = vectors.shape[1] * 8 if dtype in PACKED else vectors.shape[1]
+        corpus_dims = e.get("dimensions") or bits
+        check_dimensions(dimensions, corpus_dims)
+        dims = dimensions or corpus_dims
+        data, cal = _searchable(embeddings_dir, e, vectors, kind, metric, dimensions, calibration)
+        index = _faiss_index(kind, data, dims, cal, options.m, options.ef_construction)
+        params: dict[str, Any] = options.hnsw_params() if kind.endswith("hnsw") else {}
+        codes = {"binary-hnsw": "ubinary", "binary": "ubinary", "int8": "uint8"}.get(kind, "float32")
+        spec = {"dtype": codes,
+                "dimensions": dims, "hidden": _corpus_hidden(Path(embeddings_dir), manifest, corpus_dims),
+                "store_dims": corpus_dims, "rescore": int(rescore),
+                "bytes_per_vector": _bytes_per_vector(kind, dims),
+                "calibration": cal.digest if cal else None}
+        if rescore:
+            spec["store"] = _write_store(Path(embeddings_dir), vectors)
+
+        def write_data(folder: Path) -> None:
+            faiss = _faiss()
+            if kind.startswith("binary"):
+                faiss.write_index_binary(index, str(folder / FAISS_FILE))
+            else:
+                faiss.write_index(index, str(folder / FAISS_FILE))
+            if cal is not None:
+                cal.save(folder / CALIBRATION_FILE)
+
+        write_index(out, embeddings_dir, manifest, items, kind, metric, (len(data), dims),
+                    {**params, "compact": spec}, write_data)
+
+    @classmethod
+    def open(cls, path: Path, info: dict[str, Any], ef_search: int | None) -> Compact:
+        faiss = _faiss()
+        spec, kind = info["params"]["compact"], info["kind"]
+        if kind.startswith("binary"):
+            index = faiss.read_index_binary(str(path / FAISS_FILE))
+        else:
+            index = faiss.read_index(str(path / FAISS_FILE))
+        if kind.endswith("hnsw"):
+            index.hnsw.efSearch = ef_search or info["params"]["ef_search"]
+        backend = Compact(index, kind, info["metric"], spec["dimensions"], spec["hidden"], spec["store_dims"],
+                          info["embedding"].get("model") or "(the packaged default)", spec["rescore"])
+        if spec["rescore"]:
+            backend.store = open_store(Path(info["source"]), spec["store"])
+        return backend
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, positions), each (q, k'), best first; ties by position."""
+        c: Compact = self._backend
+        searched, stored = _queries(c, queries)
+        n = len(self)
+        k = min(k, n)
+        fetch = min(max(k, c.rescore), n)
+        if c.kind.startswith("binary"):
+            codes = np.packbits(searched > 0, axis=-1)
+            dist, pos = c.faiss_index.search(codes, fetch)
+            scores = 1 - 2 * dist.astype(np.float32) / c.dims
+        else:
+            scores, pos = c.faiss_index.search(searched, fetch)
+        if stored is not None:
+            scores = _rescore(c, stored, pos)
+        order = np.lexsort((np.where(pos < 0, n, pos), -scores), axis=1)[:, :k]
+        return np.take_along_axis(scores, order, 1).astype(np.float32), np.take_along_axis(pos, order, 1)
+
+    def set_rescore(self, k: int) -> None:
+        """Change how many candidates this index rescores (0: off); the store must exist (built with
+        --rescore)."""
+        c: Compact = self._backend
+        if k and c.store is None:
+            raise VectorIndexError(f"{self.path} was built without --rescore: it has no float vectors to "
+                                   "rescore with")
+        c.rescore = int(k)
+
+
+def set_rescore(index: CompactIndex, k: int) -> None:
+    """Change how many candidates a loaded index rescores (0: off); the store must exist (built with
+    --rescore)."""
+    index.set_rescore(k)

@@ -2,46 +2,48 @@
 
     bertkit embed-corpus docs.txt emb --sparse --model splade-tiny
     bertkit index build emb --output idx --kind sparse        # metric dot (SPLADE's), or --metric cosine
-    bertkit search idx "a query"                             # the query gets a SPLADE vector from the same model
+    bertkit search idx "a query"              # the query gets a SPLADE vector from the same model
 
 An index folder of this kind holds `index.json` (kind "sparse", dim = the vocabulary size), `items.parquet`
 as for the dense kinds, and `sparse.npz`, the (n, vocab) CSR matrix of the corpus (rows L2-normalised for
 cosine). A query batch is a (q, vocab) CSR matrix; its scores are one sparse product, `corpus @ query.T`,
 which touches only the corpus rows sharing a term with the query (scipy's CSR kernel, no inverted lists of
-our own). `bertkit.index.folder.Index` dispatches here for kind "sparse", so search, hits, texts and the server's
-/search are the same code for every kind.
+our own). `SparseIndex` is the kind's `Index`: search, hits, texts and the server's /search are the same
+code for every kind.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertkit.errors import VectorIndexError
+from bertkit.errors import CorpusError, VectorIndexError
+from bertkit.index.base import BuildOptions, Index, write_index
 
 log = logging.getLogger(__name__)
 
 MATRIX = "sparse.npz"
 
 
-
-
 def read_sparse_embeddings(embeddings_dir: str | Path):
-    """All shards of a finished `embed-corpus --sparse` job: (the other columns, the (n, vocab) CSR matrix)."""
+    """All shards of a finished `embed-corpus --sparse` job: (the other columns, the (n, vocab) CSR
+    matrix)."""
     from scipy.sparse import csr_matrix
 
-    from bertkit.corpus import CorpusError, Shard, read_manifest
+    from bertkit.corpus import Shard, read_manifest
 
     out = Path(embeddings_dir)
     manifest = read_manifest(out)
     if not manifest.get("complete"):
         raise CorpusError(f"{out} is an unfinished embed-corpus job; run the same embed-corpus command again")
     if not manifest["embedding"].get("sparse"):
-        raise VectorIndexError(f"{out} holds dense vectors; build --kind exact or hnsw, or embed the corpus with --sparse")
+        raise VectorIndexError(f"{out} holds dense vectors; build --kind exact or hnsw, or embed the corpus "
+                               "with --sparse")
     tables = [pq.read_table(out / Shard(**s).file) for s in manifest["shards"]]
     table = pa.concat_tables(tables)
     indices = table.column("indices").combine_chunks()
@@ -73,47 +75,63 @@ def sparse_index_data(embeddings_dir: str | Path, metric: str):
     return items, matrix.tocsr()
 
 
-def save_matrix(folder: Path, matrix) -> None:
-    from scipy.sparse import save_npz
+class SparseIndex(Index):
+    """Kind "sparse": the corpus as one (n, vocab) CSR matrix in sparse.npz; queries are SPLADE vectors."""
 
-    save_npz(folder / MATRIX, matrix, compressed=False)
+    stored_as = "sparse"
 
+    @classmethod
+    def build(cls, embeddings_dir: str | Path, out: Path, manifest: dict[str, Any], kind: str, metric: str,
+              options: BuildOptions) -> None:
+        from scipy.sparse import save_npz
 
-def load_matrix(path: Path):
-    from scipy.sparse import load_npz
+        items, matrix = sparse_index_data(embeddings_dir, metric)
+        def write_data(folder: Path) -> None:
+            save_npz(folder / MATRIX, matrix, compressed=False)
 
-    return load_npz(path / MATRIX).tocsr()
+        write_index(out, embeddings_dir, manifest, items, kind, metric, matrix.shape,
+                    {"nnz": int(matrix.nnz)}, write_data)
 
+    @classmethod
+    def open(cls, path: Path, info: dict[str, Any], ef_search: int | None) -> Any:
+        from scipy.sparse import load_npz
 
-def search_sparse(index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, positions), each (q, k), best first (ties by position): one CSR product for the batch."""
-    from scipy.sparse import csr_matrix, issparse
+        return load_npz(path / MATRIX).tocsr()
 
-    dim = index.info["dim"]
-    queries = queries.tocsr() if issparse(queries) else csr_matrix(np.atleast_2d(np.asarray(queries, np.float32)))
-    if queries.shape[1] != dim:
-        raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the sparse index {dim} (its vocabulary); "
-                     "search it with SPLADE vectors of the model the corpus was embedded with")
-    if index.info["metric"] == "cosine":
-        queries = normalize_rows(queries)
-    scores = np.asarray((queries @ index._backend.T).todense(), dtype=np.float32)  # (q, n)
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_s = np.take_along_axis(scores, top, 1)
-    order = np.lexsort((top, -top_s), axis=1)
-    return np.take_along_axis(top_s, order, 1), np.take_along_axis(top, order, 1)
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, positions), each (q, k), best first (ties by position): one CSR product for the batch."""
+        from scipy.sparse import csr_matrix, issparse
 
+        dim = self.info["dim"]
+        if issparse(queries):
+            queries = queries.tocsr()
+        else:
+            queries = csr_matrix(np.atleast_2d(np.asarray(queries, np.float32)))  # (q, vocab)
+        if queries.shape[1] != dim:
+            raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the sparse index "
+                                   f"{dim} (its vocabulary); search it with SPLADE vectors of the model the "
+                                   "corpus was embedded with")
+        if self.info["metric"] == "cosine":
+            queries = normalize_rows(queries)
+        scores = np.asarray((queries @ self._backend.T).todense(), dtype=np.float32)  # (q, n)
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_s = np.take_along_axis(scores, top, 1)
+        order = np.lexsort((top, -top_s), axis=1)
+        return np.take_along_axis(top_s, order, 1), np.take_along_axis(top, order, 1)
 
-def encode_sparse_queries(index, encoder, queries: list[str]):
-    """The queries' SPLADE vectors, from a model that has the masked-LM head and the index's vocabulary."""
-    from bertkit.vectors.sparse import encode_sparse
+    def encode_queries(self, encoder, queries: list[str]):
+        """The queries' SPLADE vectors, from a model with the masked-LM head and the index's vocabulary."""
+        from bertkit.vectors.sparse import encode_sparse
 
-    e = index.info["embedding"]
-    built = e.get("model") or "(the packaged default)"
-    if not encoder.model.has_mlm:
-        raise VectorIndexError(f"{index.path} is a sparse index: queries need SPLADE vectors from a model with the masked-LM "
-                     f"head, and {encoder.name} has none; search with the corpus's model ({built})")
-    if encoder.model.config.vocab_size != index.info["dim"]:
-        raise VectorIndexError(f"{index.path} has a vocabulary of {index.info['dim']}, the query model "
-                     f"{encoder.model.config.vocab_size}; search with the corpus's model ({built})")
-    return encode_sparse(encoder, queries, top_k=e.get("sparse_top_k")).matrix
+        e = self.info["embedding"]
+        built = e.get("model") or "(the packaged default)"
+        if not encoder.model.has_mlm:
+            raise VectorIndexError(f"{self.path} is a sparse index: queries need SPLADE vectors from a model "
+                                   f"with the masked-LM head, and {encoder.name} has none; search with the "
+                                   f"corpus's model ({built})")
+        if encoder.model.config.vocab_size != self.info["dim"]:
+            raise VectorIndexError(f"{self.path} has a vocabulary of {self.info['dim']}, the query model "
+                                   f"{encoder.model.config.vocab_size}; search with the corpus's model "
+                                   f"({built})")
+        return encode_sparse(encoder, queries, top_k=e.get("sparse_top_k")).matrix

@@ -26,17 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from bertkit.errors import BertkitError
+from bertkit.errors import BackendError
 
 log = logging.getLogger(__name__)
 
 ONNX_FORMAT = 2  # bumped when the exported graph or its record changes, so stale cached exports are not reused
 WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 GRAPH_PRECISIONS = ("fp32", "int8", "int8-static")
-
-
-class BackendError(BertkitError):
-    """A precision / backend combination that cannot run here (missing package, unsupported pair, no graph)."""
 
 
 def require_onnxruntime():

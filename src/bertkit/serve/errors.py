@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from bertkit.errors import BertkitError, InputError, OptionError
+from bertkit.errors import BertkitError, InputError, OptionError, ServeError
 from bertkit.serve.schemas import json_response
 
 log = logging.getLogger(__name__)
@@ -28,16 +28,6 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's own id is echoed only when it is short and plain, so it cannot forge log lines or headers.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-
-class ServeError(BertkitError):
-    """A request the server refuses; `code` names the limit or rule, `status` is the HTTP status;
-    `retry_after` (seconds) the Retry-After header of a 429 (1 when not given)."""
-
-    def __init__(self, message: str, status: int = 400, code: str = "invalid_request", param: str | None = None,
-                 retry_after: int | None = None):
-        super().__init__(message)
-        self.status, self.code, self.param, self.retry_after = status, code, param, retry_after
 
 
 def error_response(status: int, message: str, code: str, param: str | None = None, **extra: Any) -> Response:

@@ -35,7 +35,7 @@ def bi_encoder_silver(gold: list[Example], bi_encoder: str | Path, k: int = 2, r
     """New pairs of the gold pairs' sentences scored by `bi_encoder` (a folder or hub id, with its declared
     pooling) on the gold scale; their `line` is negative (-1, -2, ...: not lines of a file)."""
     from bertkit.encoder import Encoder
-    from bertkit.which.finetuned import st_pooling
+    from bertkit.heads.folder import st_pooling
 
     check_silver(k, random_pairs)
     sentences = list(dict.fromkeys(s for e in gold for s in (e.text, e.pair)))

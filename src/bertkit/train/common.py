@@ -5,36 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertkit.errors import InputError, OptionError
+from bertkit.heads.folder import load_base, require_examples  # noqa: F401  (their home is heads/; names kept)
 from bertkit.heads.task import TaskHead, load_task_head
-from bertkit.model import Bert, load_model, resolve_model_dir, save_model
+from bertkit.model import Bert, save_model
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger(__name__)
-
-
-def load_base(model: str | Path | None, max_length: int | None = None) -> tuple[Bert, BertTokenizer, BertTokenizer]:
-    """The model (with its leftover checkpoint entries), a tokenizer cutting at `max_length` for training,
-    and one at the model's own limit, which is the one saved with the result."""
-    root = resolve_model_dir(model)
-    base, folder = load_model(root)
-    full = BertTokenizer.from_dir(folder, root=root)
-    if max_length is not None and max_length < 2:
-        raise OptionError(f"max_length must be >= 2, got {max_length}")
-    short = BertTokenizer.from_dir(folder, root=root, max_length=min(max_length, full.max_length)) if max_length else full
-    return base, short, full
 
 
 def save_folder(model: Bert, tokenizer: BertTokenizer, folder: Path, **config) -> None:
     """config.json + model.safetensors + tokenizer files: what `from_pretrained(folder)` reads."""
     save_model(model, folder, **config)
     tokenizer.save(folder)
-
-
-def require_examples(items: list, path: str | Path, what: str) -> list:
-    if not items:
-        raise InputError(f"{path} holds no {what}; give a file with at least one")
-    return items
 
 
 def freeze_word_embeddings(model: Bert, freeze: bool) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from bertkit.data import SentencePair
 from bertkit.errors import InputError
+from bertkit.heads.folder import ST_POOLINGS
 from bertkit.model import Bert, save_model
 from bertkit.pooling import pool
 from bertkit.tokenizer import Batch, BertTokenizer
@@ -39,10 +40,6 @@ from bertkit.train.losses import (  # noqa: F401  (re-exported: the losses used 
 from bertkit.train.sbert_data import POSITIVE_LABELS, Prepared, make_batcher, make_collate, prepare, rows_of  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-# Poolings a sentence-transformers Pooling module can express (so the saved folder means the same thing there).
-ST_POOLINGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens",
-               "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens"}
 
 
 # ----------------------------------------------------------------------------------------------------------

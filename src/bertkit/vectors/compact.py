@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bertkit.errors import BertkitError, OptionError
+from bertkit.errors import CalibrationError, OptionError
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ DTYPES = ("float32", "int8", "uint8", "binary", "ubinary")
 CALIBRATED = ("int8", "uint8")
 PACKED = ("binary", "ubinary")
 NUMPY_DTYPES = {"float32": np.float32, "int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}
-
-
-class CalibrationError(BertkitError):
-    """int8 / uint8 codes without their calibration, or a calibration that does not fit the vectors."""
 
 
 @dataclass

@@ -12,9 +12,8 @@ A folder of another kind is refused (InputError); a classifier whose labels diff
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bertkit.errors import InputError
+from bertkit.heads.folder import st_pooling
 from bertkit.which.results import METRIC, Score
 
 KINDS = {"BertForSequenceClassification": "a classifier (bertkit train classify)",
@@ -81,20 +80,6 @@ def tagger_metrics(folder: str, test: list) -> dict[str, float] | None:
         return None
     pred = tagger.tag_sentences([s.tokens for s in test])
     return entity_prf([s.tags for s in test], pred)
-
-
-def st_pooling(folder: str) -> str:
-    """The pooling a sentence-transformers folder declares (1_Pooling/config.json), else mean."""
-    from bertkit.model import read_json, resolve_model_dir
-    from bertkit.train.sbert import ST_POOLINGS
-
-    config = Path(resolve_model_dir(folder)) / "1_Pooling" / "config.json"
-    if config.is_file():
-        declared = read_json(config)
-        for name, key in ST_POOLINGS.items():
-            if declared.get(key):
-                return name
-    return "mean"
 
 
 def encoder_metrics(task: str, folder: str, test: list) -> dict[str, float]:
