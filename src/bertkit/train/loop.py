@@ -25,218 +25,35 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from bertkit.batching import by_length
 from bertkit.errors import InputError, OptionError
+from bertkit.train.loop_config import EvalFn, SaveFn, StepFn, TrainConfig, TrainResult
+from bertkit.train.loop_parts import (
+    Progress,
+    autocast_dtype,
+    budget_schedule,
+    linear_schedule,
+    load_checkpoint,
+    make_optimizer,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    to_device,
+)
 
 log = logging.getLogger(__name__)
-
-StepFn = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch on device) -> scalar loss
-EvalFn = Callable[[nn.Module], dict[str, float]]  # model in eval mode, under no_grad -> metrics
-SaveFn = Callable[[nn.Module, Path], None]  # write a loadable model folder
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = 1.0
-    max_steps: int | None = None  # optimizer steps; overrides epochs when given
-    minutes: float | None = None  # wall-clock budget; the run stops (and evaluates) when it is spent
-    batch_size: int = 32
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1  # of the planned optimizer steps
-    max_grad_norm: float | None = 1.0
-    seed: int = 42
-    eval_every: int | None = None  # optimizer steps; None = once per epoch
-    best_metric: str | None = None  # key of eval_fn's dict; None = the first key
-    greater_is_better: bool = True
-    checkpoint_every: int | None = 200  # optimizer steps; None = never (no resume)
-    keep_checkpoint: bool = False
-    output_dir: Path | None = None
-    mixed_precision: str = "auto"  # auto (bf16/fp16 on CUDA, none on CPU) | bf16 | fp16 | no
-    device: str | None = None  # None = cuda when available
-    progress: bool | None = None  # None = when stderr is a terminal
-    shuffle: bool = True
-    decay_by_time: bool = False  # with minutes: warm-up and decay follow the spent share of the budget too
-
-    def validate(self) -> None:
-        if self.epochs <= 0 and self.max_steps is None:
-            raise OptionError(f"epochs must be > 0 (got {self.epochs}), or give max_steps")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise OptionError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise OptionError("batch_size and grad_accum must be >= 1")
-        if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
-            raise OptionError(f"mixed_precision must be auto|bf16|fp16|no, got {self.mixed_precision!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise OptionError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise OptionError(f"--minutes {self.minutes:g}: give a training budget above 0 minutes, e.g. --minutes 10")
-
-
-@dataclass
-class TrainResult:
-    steps: int  # optimizer steps taken in total (including those before a resume)
-    epochs: float  # epochs completed (fractional when stopped mid-epoch)
-    seconds: float  # wall time of this call
-    stopped_by: str  # "epochs" | "max_steps" | "minutes"
-    train_loss: float  # mean loss of the last 50 micro-batches
-    best: dict[str, float] | None  # eval metrics of the kept (best) model
-    history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation, with "step"
-    resumed_from: int | None = None  # step of the checkpoint this run continued from
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move tensors (also inside dicts, lists, tuples and objects with .to) to the device."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    if hasattr(batch, "to"):
-        return batch.to(device)
-    return batch
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    # BERT's recipe: no weight decay on biases and LayerNorm weights.
-    decay, no_decay = [], []
-    seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def budget_schedule(optimizer: torch.optim.Optimizer, warmup_ratio: float, total: int, seconds: float,
-                    started: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up and decay over the progress max(steps done / total, seconds spent / budget): a run that
-    the clock will stop still ends at a learning rate near 0 instead of being cut mid-schedule."""
-
-    def factor(step: int) -> float:
-        p = min(1.0, max(step / total, (time.monotonic() - started) / seconds))
-        if p < warmup_ratio:
-            return max(p, 1.0 / total) / warmup_ratio
-        return max(0.0, (1.0 - p) / max(1e-9, 1.0 - warmup_ratio))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or config.mixed_precision == "no":
-        return None
-    if config.mixed_precision == "fp16":
-        return torch.float16
-    if config.mixed_precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-# -- checkpoints -------------------------------------------------------------------------------------------
-
-
-def rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(folder: Path, state: dict) -> None:
-    """Write to a temporary file and rename, so a kill during the write leaves the previous checkpoint."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / "state.pt")
-
-
-def load_checkpoint(folder: Path) -> dict | None:
-    path = folder / "state.pt"
-    if not path.is_file():
-        return None
-    # weights_only=False: the file is our own checkpoint (it holds python's RNG tuple and plain dicts).
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-# -- the loop ----------------------------------------------------------------------------------------------
-
-
-class Progress:
-    """A rich progress bar showing step, loss and the last evaluation; silent when disabled."""
-
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.bar = None
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
-        self.bar = RichProgress(
-            TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-        )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def update(self, step: int, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def train(
