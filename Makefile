@@ -27,7 +27,9 @@ demo: install
 	$(VENV)/bin/bertkit demo
 	$(VENV)/bin/bertkit expand "A man is playing a guitar." --model splade-tiny --top-k 12
 
+# lint-imports first: the layering contracts in pyproject.toml ([tool.importlinter]) take seconds.
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # The long fuzz run (tests/fuzz: the server from its OpenAPI schema, the CLI readers and encode): about

@@ -22,17 +22,11 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bertkit.corpus import (
-    CorpusError,
-    CorpusJob,
-    EmbedOptions,
-    Shard,
-    ShardEmbedder,
-    Source,
-    load_encoder,
-    read_shard,
-)
 from bertkit.corpus.output import LocalOutput, ObjectOutput, open_output
+from bertkit.corpus.shards import ShardEmbedder, load_encoder
+from bertkit.corpus.source import read_shard
+from bertkit.corpus.spec import CorpusJob, EmbedOptions, Shard, Source
+from bertkit.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
