@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from bertkit.errors import CheckpointError
-from bertkit.model import distilbert, electra, mpnet, roberta
+from bertkit.model import distilbert, electra, modernbert, mpnet, roberta
 from bertkit.model.config import BertConfig
 from bertkit.model.keys import Family, bert_names, renamed
 from bertkit.model.locate import read_json, resolve_model_dir, transformer_dir
@@ -43,7 +43,7 @@ BERT = Family(
     "cls.predictions.decoder.weight",
 )
 IGNORED_KEYS = BERT.ignored
-FAMILIES = {t: f for f in (BERT, *roberta.FAMILIES, distilbert.FAMILY, electra.FAMILY, mpnet.FAMILY)
+FAMILIES = {t: f for f in (BERT, *roberta.FAMILIES, distilbert.FAMILY, electra.FAMILY, mpnet.FAMILY, modernbert.FAMILY)
             for t in f.config.model_types}
 
 
