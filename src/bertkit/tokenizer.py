@@ -1,5 +1,10 @@
-"""WordPiece tokenization with the `tokenizers` library: single texts and sentence pairs, truncation to the
-model's limit (with a count of what was cut), offsets into the original text, and padding to a batch."""
+"""Tokenization with the `tokenizers` library: single texts and sentence pairs, truncation to the model's
+limit (with a count of what was cut), offsets into the original text, and padding to a batch.
+
+Any tokenizer.json runs: WordPiece (BERT, DistilBERT, ELECTRA, MPNet), byte-level BPE (RoBERTa, ModernBERT),
+Unigram / SentencePiece (XLM-R). The special tokens (BERT's [CLS] [SEP] [PAD] [MASK], RoBERTa's <s> </s> <pad>
+<mask>) are read from tokenizer_config.json / special_tokens_map.json, else found among the tokenizer's own.
+"""
 
 from __future__ import annotations
 
@@ -118,26 +123,58 @@ def wordpiece_from_vocab(vocab_file: Path, lowercase: bool) -> Tokenizer:
     return tok
 
 
-class BertTokenizer:
-    """Thin, fast wrapper: the Rust tokenizer does the work, this class pads and reports truncation."""
+# Each special token's role, with the names the families give it: BERT's first, then RoBERTa's.
+SPECIAL_ROLES = {"cls": ("[CLS]", "<s>"), "sep": ("[SEP]", "</s>"), "pad": ("[PAD]", "<pad>"),
+                 "mask": ("[MASK]", "<mask>"), "unk": ("[UNK]", "<unk>")}
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, mask_token: str = "[MASK]"):
+
+def special_tokens(folder: Path, tokenizer: Tokenizer) -> dict[str, str]:
+    """role -> token: tokenizer_config.json's or special_tokens_map.json's `cls_token` etc. where they name
+    one the tokenizer has, else the first of the role's usual names the tokenizer has (as a BERT folder with
+    a bare vocab.txt has them)."""
+    configured = read_json(folder / "special_tokens_map.json") | read_json(folder / "tokenizer_config.json")
+    out = {}
+    for role, usual in SPECIAL_ROLES.items():
+        token = configured.get(f"{role}_token")
+        if isinstance(token, dict):  # saved as an AddedToken
+            token = token.get("content")
+        names = ([token] if isinstance(token, str) else []) + list(usual)
+        out[role] = next((t for t in names if tokenizer.token_to_id(t) is not None), names[0])
+    return out
+
+
+class BertTokenizer:
+    """Thin, fast wrapper: the Rust tokenizer does the work, this class pads and reports truncation.
+
+    `segments=False` for a family with one token type (RoBERTa, DistilBERT, ...): a pair's second text then
+    gets token type 0 too, whatever the tokenizer's post-processor says."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, mask_token: str = "[MASK]", pad_token: str = "[PAD]",
+                 cls_token: str = "[CLS]", sep_token: str = "[SEP]", segments: bool = True):
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.mask_token = mask_token
+        self.mask_token, self.pad_token, self.cls_token, self.sep_token = mask_token, pad_token, cls_token, sep_token
+        self.segments = segments
         tokenizer.no_padding()
         # longest_first trims the longer text of a pair first, as transformers does.
         tokenizer.enable_truncation(max_length, strategy="longest_first")
-        self.pad_id = self._special_id("[PAD]")
-        self.cls_id = self._special_id("[CLS]")
-        self.sep_id = self._special_id("[SEP]")
+        self.pad_id = self._special_id(pad_token)
+        self.cls_id = self._special_id(cls_token)
+        self.sep_id = self._special_id(sep_token)
         self.mask_id = self._special_id(mask_token)
 
     def _special_id(self, token: str) -> int:
         i = self.tokenizer.token_to_id(token)
         if i is None:
-            raise ModelNotFoundError(f"the tokenizer has no {token} token; is it a BERT tokenizer?")
+            raise ModelNotFoundError(f"the tokenizer has no {token} token; name its special tokens in "
+                                     "tokenizer_config.json (cls_token, sep_token, pad_token, mask_token)")
         return i
+
+    def with_max_length(self, max_length: int) -> BertTokenizer:
+        """A copy with another length limit and the same special tokens (the Rust tokenizer is copied too:
+        truncation is its state)."""
+        return BertTokenizer(Tokenizer.from_str(self.tokenizer.to_str()), max_length, self.mask_token,
+                             self.pad_token, self.cls_token, self.sep_token, self.segments)
 
     @classmethod
     def from_dir(cls, folder: Path, max_length: int | None = None, root: Path | None = None) -> BertTokenizer:
@@ -164,28 +201,34 @@ class BertTokenizer:
             elif isinstance(tok_config.get("model_max_length"), int) and tok_config["model_max_length"] < 100_000:
                 limits.append(tok_config["model_max_length"])
             max_length = min(limits)
-        mask_token = tok_config.get("mask_token", "[MASK]")
-        if isinstance(mask_token, dict):  # saved as an AddedToken
-            mask_token = mask_token.get("content", "[MASK]")
-        return cls(tokenizer, max_length, mask_token=mask_token)
+        special = special_tokens(folder, tokenizer)
+        # Segment B exists where the config has two token types; a family whose config has no such key
+        # (DistilBERT, MPNet, ModernBERT) has none, while a BERT config without it means BERT's two.
+        model_type = config.get("model_type", "bert")
+        segments = config.get("type_vocab_size", 2 if model_type == "bert" else 1) > 1
+        return cls(tokenizer, max_length, mask_token=special["mask"], pad_token=special["pad"],
+                   cls_token=special["cls"], sep_token=special["sep"], segments=segments)
 
     def save(self, folder: Path) -> None:
         """Write tokenizer.json, vocab.txt and tokenizer_config.json (what transformers' loaders read)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(str(folder / "tokenizer.json"))
-        vocab = sorted(self.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-        (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
+        wordpiece = isinstance(self.tokenizer.model, models.WordPiece)
+        if wordpiece:  # a vocab.txt means WordPiece to transformers' loaders
+            vocab = sorted(self.tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+            (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
         norm = self.tokenizer.normalizer
         lowercase = bool(norm is not None and getattr(norm, "lowercase", True))
+        unk = next((t for t in SPECIAL_ROLES["unk"] if self.tokenizer.token_to_id(t) is not None), "[UNK]")
         tok_config = {
-            "tokenizer_class": "BertTokenizer",
+            "tokenizer_class": "BertTokenizer" if wordpiece else "PreTrainedTokenizerFast",
             "do_lower_case": lowercase,
             "model_max_length": self.max_length,
-            "cls_token": "[CLS]",
-            "sep_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "unk_token": "[UNK]",
+            "cls_token": self.cls_token,
+            "sep_token": self.sep_token,
+            "pad_token": self.pad_token,
+            "unk_token": unk,
             "mask_token": self.mask_token,
         }
         (folder / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n", encoding="utf-8")
@@ -219,7 +262,8 @@ class BertTokenizer:
         for row, e in enumerate(encodings):
             n = len(e.ids)
             ids[row, :n] = e.ids
-            types[row, :n] = e.type_ids
+            if self.segments:  # else all zero: the family has one token type
+                types[row, :n] = e.type_ids
             mask[row, :n] = 1
         truncated = len(truncated_positions(encodings))
         if numpy:

@@ -80,7 +80,7 @@ def test_found_folder_that_does_not_fit_is_a_checkpoint_error_not_model_not_foun
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("model_type", "roberta", "model_type='roberta'"),
+    ("model_type", "gpt2", "model_type='gpt2'; bertkit loads model_type 'bert', 'roberta'"),
     ("hidden_act", "swish_plus", "hidden_act='swish_plus'"),
     ("position_embedding_type", "relative_key", "position_embedding_type='relative_key'"),
     ("num_attention_heads", 5, "not a multiple of num_attention_heads=5"),

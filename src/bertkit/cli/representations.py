@@ -233,7 +233,7 @@ def inspect(model: str | None = ModelOpt,
     enc = load_encoder(model)
     c = enc.model.config
     title = (
-        f"[bold]{enc.name}[/]  BERT: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
+        f"[bold]{enc.name}[/]  {c.family}: {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
         f"{c.num_attention_heads} heads x {c.head_dim}, feed-forward {c.intermediate_size}, "
         f"vocab {c.vocab_size}, {c.max_position_embeddings} positions (tokenizer limit {enc.max_length})"
     )

@@ -20,9 +20,9 @@ _EXPORTS = {
     "describe": ("Part", "describe"),
     "locate": ("HUB_FILES", "HUB_ID", "architecture", "default_model_dir", "display_name", "download_from_hub", "read_json",
                "resolve_model_dir", "transformer_dir"),
+    "lm_heads": ("MaskedLMHead", "PredictionTransform", "PreTrainingHeads"),
     "network": ("AddNorm", "Attention", "Bert", "BertModel", "BertOutput", "Embeddings", "EncoderStack",
-                "Intermediate", "Layer", "MaskedLMHead", "Pooler", "PredictionTransform", "PreTrainingHeads",
-                "SelfAttention"),
+                "Intermediate", "Layer", "Pooler", "SelfAttention"),
     "packed": ("SMALL_ROWS", "forward_packed"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

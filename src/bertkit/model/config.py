@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,16 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     return ACTIVATIONS[name]
 
 
+# The masked-LM / NSP / pooler heads by name, as `require` and `describe` speak of them.
+HEAD_NAMES = {"pooler": "pooler", "mlm": "masked-LM head", "nsp": "next-sentence-prediction head"}
+
+
 @dataclass
 class BertConfig:
+    """BERT's config; the other BERT-shaped families (roberta.py, distilbert.py, electra.py, mpnet.py) subclass
+    it, translate their config.json keys in `from_dict` / `to_dict`, and override the class attributes and
+    properties below the fields, which is all the shared blocks (network.py) ask of a family."""
+
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -46,14 +55,54 @@ class BertConfig:
     # Keys of config.json we do not interpret (id2label, architectures, ...), kept so a save round-trips.
     extra: dict = field(default_factory=dict, repr=False)
 
+    # -- what a family is (class attributes: not fields, so not written to config.json) --
+    model_types: ClassVar[tuple[str, ...]] = ("bert",)  # config.json model_type values this class reads
+    family: ClassVar[str] = "BERT"  # the name messages and `inspect` use
+    prefix: ClassVar[str] = "bert"  # the body's name in the family's checkpoints (bert., roberta., ...)
+    # Where each head lives in the family's checkpoints, for "this checkpoint does not have it" messages.
+    head_keys: ClassVar[dict[str, str]] = {
+        "pooler": "bert.pooler.dense.*", "mlm": "cls.predictions.*", "nsp": "cls.seq_relationship.*",
+    }
+    # Heads the family never has, with the one line that says so and what to use instead.
+    lacks: ClassVar[dict[str, str]] = {}
+    pooler_note: ClassVar[str] = "dense + tanh over [CLS], trained by next-sentence prediction"
+
+    @property
+    def embedding_dim(self) -> int:
+        """The width of the embedding tables; ELECTRA's are narrower and projected up to hidden_size."""
+        return self.hidden_size
+
+    @property
+    def position_offset(self) -> int:
+        """Position ids count from here: 0 for BERT; RoBERTa and MPNet start after the padding index."""
+        return 0
+
+    @property
+    def mlm_act(self) -> str:
+        """The masked-LM head's activation: BERT's is hidden_act, RoBERTa's and ELECTRA's always exact GELU."""
+        return self.hidden_act
+
+    def missing_head(self, head: str, purpose: str) -> str:
+        """One line for a model without `head`: the family never has it (and what to use instead), or this
+        checkpoint was saved without it (and where to get one with it)."""
+        if head in self.lacks:
+            return f"{purpose}: {self.lacks[head]}"
+        what = f"{HEAD_NAMES[head]} ({self.head_keys[head]})"
+        if self.family != "BERT":
+            return (f"{purpose} needs the {what}, which this {self.family} checkpoint does not have; "
+                    f"load a {self.family} checkpoint saved with it")
+        return (
+            f"{purpose} needs the {what}, which this checkpoint does not have. "
+            "Load a checkpoint saved with its pre-training heads (e.g. a BertForPreTraining model such as "
+            "bert-base-uncased), or add and train them with `bertkit pretrain --init <model> --output DIR`."
+        )
+
     @classmethod
     def from_dict(cls, d: dict) -> BertConfig:
         """A config.json's contents. The folder was found, so a config bertkit cannot run is a CheckpointError."""
-        model_type = d.get("model_type", "bert")
-        if model_type != "bert":
-            raise CheckpointError(
-                f"config.json says model_type={model_type!r}; bertkit loads BERT checkpoints (model_type 'bert') only"
-            )
+        model_type = d.get("model_type", cls.model_types[0])
+        if model_type not in cls.model_types:  # a caller's bug: load_model dispatches on model_type first
+            raise ValueError(f"model_type {model_type!r} is not a {cls.family} config")
         if d.get("position_embedding_type", "absolute") != "absolute":
             raise CheckpointError(
                 f"position_embedding_type={d['position_embedding_type']!r} is not supported; only 'absolute' is"
@@ -81,7 +130,8 @@ class BertConfig:
         """A config.json that transformers' BERT classes read."""
         d = {k: v for k, v in asdict(self).items() if k != "extra"}
         d.update(self.extra)
-        d.update(model_type="bert", position_embedding_type="absolute", bertkit_config_version=CONFIG_VERSION)
+        d.update(model_type=self.model_types[0], position_embedding_type="absolute",
+                 bertkit_config_version=CONFIG_VERSION)
         return d
 
     @property

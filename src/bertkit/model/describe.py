@@ -1,4 +1,5 @@
-"""The model's structure, for `bertkit inspect`: its parts in reading order with their parameters."""
+"""The model's structure, for `bertkit inspect`: its parts in reading order with their parameters and a note
+(e.g. that RoBERTa's pooler was never trained); each family's model lists its own parts (`named_parts`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from bertkit.model.network import Bert
 
 
 @dataclass
@@ -17,19 +17,12 @@ class Part:
     note: str = ""
 
 
-def describe(model: Bert) -> list[Part]:
-    """The model's parts in reading order with their parameters; a tied matrix is counted once."""
-    modules: list[tuple[str, nn.Module, str]] = [("embeddings", model.bert.embeddings, "")]
-    modules += [(f"encoder.layer.{i}", layer, "") for i, layer in enumerate(model.bert.encoder.layer)]
-    if model.has_pooler:
-        modules.append(("pooler", model.bert.pooler, "dense + tanh over [CLS]"))
-    if model.has_mlm:
-        modules.append(("cls.predictions", model.cls.predictions, "decoder tied to word_embeddings, counted once"))
-    if model.has_nsp:
-        modules.append(("cls.seq_relationship", model.cls.seq_relationship, "NSP: pooler_output -> 2"))
+def describe(model: nn.Module) -> list[Part]:
+    """The model's parts in reading order with their parameters (any family: its `named_parts`); a tied
+    matrix is counted once."""
     seen: set[int] = set()
     parts = []
-    for name, module, note in modules:
+    for name, module, note in model.named_parts():
         tensors = []
         for pname, p in module.named_parameters():
             if id(p) in seen:

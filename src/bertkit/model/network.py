@@ -1,10 +1,12 @@
 """The network, in reading order (as in the paper): embeddings -> self-attention -> feed-forward -> layer ->
-the stack (the one layer loop of the padded forward) -> pooler -> the body `BertModel` -> pre-training heads
-(masked LM, next-sentence prediction) -> `Bert`, the body with whichever heads its checkpoint has.
+the stack (the one layer loop of the padded forward) -> pooler -> the body `BertModel` -> `Bert`, the body
+with whichever pre-training heads (lm_heads.py) its checkpoint has.
 
 Attribute names follow Hugging Face's BERT (`bert.encoder.layer.N.attention.self.query`, `LayerNorm`,
 `cls.predictions`) so that loading a checkpoint is one explicit key map (checkpoint.py) and a saved folder
-loads in transformers.
+loads in transformers. The BERT-shaped families (RoBERTa, XLM-R, DistilBERT, ELECTRA, MPNet) run these same
+blocks under these same names, set up by their config (config.py) and, for MPNet, a subclass of the stack;
+their own key maps translate the names of their checkpoints.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 
 from bertkit.errors import MissingHeadError, OptionError
 from bertkit.model.config import BertConfig, activation
+from bertkit.model.lm_heads import PreTrainingHeads
 from bertkit.model.packed import forward_packed
 
 
@@ -29,6 +32,7 @@ class BertOutput:
     attentions: tuple[torch.Tensor, ...] | None = None  # one per layer: (B, heads, T, T)
     mlm_logits: torch.Tensor | None = None  # (B, T, V) when the masked-LM head exists
     nsp_logits: torch.Tensor | None = None  # (B, 2) when the NSP head exists; index 0 = "B follows A"
+    discriminator_logits: torch.Tensor | None = None  # (B, T) ELECTRA: per token, "was this token replaced"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -36,28 +40,44 @@ class BertOutput:
 
 
 class Embeddings(nn.Module):
-    """word + position + token type (segment), then LayerNorm and dropout."""
+    """word + position + token type (segment), then LayerNorm and dropout.
+
+    The families differ only in settings their config gives: no token types (DistilBERT, MPNet:
+    type_vocab_size 0), positions counted from after the padding index (RoBERTa, MPNet: position_offset), and
+    narrower tables projected up to the hidden size (ELECTRA: embedding_dim < hidden_size; HF keeps that
+    projection outside the embeddings, as `electra.embeddings_project`, but every forward applies it right
+    after them, so it lives here and the packed path and ONNX export get it for free).
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        E = config.embedding_dim
+        self.word_embeddings = nn.Embedding(config.vocab_size, E, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, E)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, E) if config.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(E, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.project = nn.Linear(E, config.hidden_size) if E != config.hidden_size else None
+        self.position_offset, self.pad_token_id = config.position_offset, config.pad_token_id
 
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, T), or (N,) real tokens for the packed forward
-        token_type_ids: torch.Tensor,  # same shape as input_ids
-        positions: torch.Tensor | None = None,  # same shape; None = 0..T-1 in every row
+        token_type_ids: torch.Tensor | None,  # same shape as input_ids; ignored by a family without them
+        positions: torch.Tensor | None = None,  # same shape, 0 = each row's first token; None = 0..T-1 per row
     ) -> torch.Tensor:
-        if positions is None:
+        if positions is None and self.position_offset:
+            # RoBERTa's rule, from the ids: real tokens count 0, 1, ... and padding sits at -1, which lands
+            # on the padding index once offset (transformers' create_position_ids_from_input_ids).
+            real = (input_ids != self.pad_token_id).long()  # (B, T)
+            positions = real.cumsum(-1) * real - 1
+        elif positions is None:
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device)  # (T,), broadcast over the batch
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(
-            token_type_ids
-        )
-        return self.dropout(self.LayerNorm(x))  # (B, T, H) or (N, H)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions + self.position_offset)
+        if self.token_type_embeddings is not None:
+            x = x + self.token_type_embeddings(token_type_ids)
+        x = self.dropout(self.LayerNorm(x))  # (B, T, E) or (N, E)
+        return self.project(x) if self.project is not None else x  # (B, T, H) or (N, H)
 
 
 class SelfAttention(nn.Module):
@@ -102,8 +122,10 @@ class SelfAttention(nn.Module):
         if output_attentions:
             # SDPA does not return the probabilities, so compute them explicitly when they are asked for.
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, heads, T, T)
-            if mask is not None:
+            if mask is not None and mask.dtype == torch.bool:
                 scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            elif mask is not None:  # an additive mask: MPNet's relative position bias, padding at -inf
+                scores = scores + mask
             probs = scores.softmax(dim=-1)
             context = F.dropout(probs, dropout_p, self.training) @ v
         else:
@@ -170,6 +192,11 @@ class EncoderStack(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
+    def attention_mask(self, mask: torch.Tensor | None, T: int) -> torch.Tensor | None:
+        """The mask every layer's attention gets, from the padding mask: the same for BERT; MPNet's stack
+        adds its relative position bias here (the packed path asks this method too)."""
+        return mask
+
     def forward(
         self,
         x: torch.Tensor,  # (B, T, H) embeddings
@@ -180,6 +207,7 @@ class EncoderStack(nn.Module):
         """(last hidden state, embeddings + every layer's output or None, every layer's attention or None)."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
+        mask = self.attention_mask(mask, x.shape[1])
         for layer in self.layer:
             x, probs = layer(x, mask, output_attentions)
             if output_hidden_states:
@@ -208,13 +236,16 @@ class BertModel(nn.Module):
     """The body every model shares (HF's `BertModel`, attribute `bert`): embeddings, the stack, the pooler.
 
     Its forward is the padded forward; `Bert` adds the pre-training heads to it, the task heads (heads.py) a
-    classifier. Holding this module as `bert` is what keeps their saved weight names `bert.*`.
+    classifier. Holding this module as `bert` is what keeps their saved weight names `bert.*`; every family
+    holds its body as `bert`, so the runtime and the task heads see one interface.
     """
+
+    encoder_class: type[EncoderStack] = EncoderStack  # MPNet's body swaps in its stack with a position bias
 
     def __init__(self, config: BertConfig, pooler: bool = True):
         super().__init__()
         self.embeddings = Embeddings(config)
-        self.encoder = EncoderStack(config)
+        self.encoder = self.encoder_class(config)
         self.pooler = Pooler(config) if pooler else None
 
     def forward(
@@ -239,63 +270,24 @@ class BertModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Pre-training heads
-
-
-class PredictionTransform(nn.Module):
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = activation(config.hidden_act)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, x):
-        return self.LayerNorm(self.act(self.dense(x)))
-
-
-class MaskedLMHead(nn.Module):
-    """transform (dense + GELU + LayerNorm), then a decoder tied to the word embeddings, plus a bias."""
-
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
-        super().__init__()
-        self.transform = PredictionTransform(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.decoder.weight = word_embeddings.weight  # tied: one matrix reads and writes the vocabulary
-        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(hidden)) + self.bias  # (..., V)
-
-
-class PreTrainingHeads(nn.Module):
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding, mlm: bool, nsp: bool):
-        super().__init__()
-        self.predictions = MaskedLMHead(config, word_embeddings) if mlm else None
-        self.seq_relationship = nn.Linear(config.hidden_size, 2) if nsp else None
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The full model
-
-MISSING_HEAD = {
-    "pooler": "pooler (bert.pooler.dense.*)",
-    "mlm": "masked-LM head (cls.predictions.*)",
-    "nsp": "next-sentence-prediction head (cls.seq_relationship.*)",
-}
-
 
 class Bert(nn.Module):
     """BERT with whichever parts the checkpoint has: pooler, masked-LM head, NSP head.
 
     A head the checkpoint lacks is absent (None), never randomly initialised; asking for it is an error.
+    RoBERTa, XLM-R and DistilBERT are this class with their config; ELECTRA and MPNet subclass it.
     """
+
+    body_class: type[BertModel] = BertModel
+    word_embeddings_name = "bert.embeddings.word_embeddings.weight"  # what the masked-LM decoder is tied to
 
     def __init__(self, config: BertConfig, pooler: bool = True, mlm: bool = False, nsp: bool = False):
         super().__init__()
         if nsp and not pooler:
             raise ValueError("the NSP head reads pooler_output, so it needs the pooler")  # a caller's bug
         self.config = config
-        self.bert = BertModel(config, pooler=pooler)
+        self.bert = self.body_class(config, pooler=pooler)
         self.cls = PreTrainingHeads(config, self.bert.embeddings.word_embeddings, mlm, nsp) if (mlm or nsp) else None
         self.init_weights()
         self.eval()
@@ -376,13 +368,19 @@ class Bert(nn.Module):
             hidden_states=hidden_states,
         )
 
+    def named_parts(self) -> list[tuple[str, nn.Module, str]]:
+        """The parts in reading order with a note each, for describe()."""
+        parts: list[tuple[str, nn.Module, str]] = [("embeddings", self.bert.embeddings, "")]
+        parts += [(f"encoder.layer.{i}", layer, "") for i, layer in enumerate(self.bert.encoder.layer)]
+        if self.has_pooler:
+            parts.append(("pooler", self.bert.pooler, self.config.pooler_note))
+        if self.has_mlm:
+            parts.append(("cls.predictions", self.cls.predictions, "decoder tied to word_embeddings, counted once"))
+        if self.has_nsp:
+            parts.append(("cls.seq_relationship", self.cls.seq_relationship, "NSP: pooler_output -> 2"))
+        return parts
+
     def require(self, head: str, purpose: str) -> None:
-        """Raise a clear error when `head` ('pooler', 'mlm', 'nsp') is missing."""
-        present = {"pooler": self.has_pooler, "mlm": self.has_mlm, "nsp": self.has_nsp}[head]
-        if present:
-            return
-        raise MissingHeadError(
-            f"{purpose} needs the {MISSING_HEAD[head]}, which this checkpoint does not have. "
-            "Load a checkpoint saved with its pre-training heads (e.g. a BertForPreTraining model such as "
-            "bert-base-uncased), or add and train them with `bertkit pretrain --init <model> --output DIR`."
-        )
+        """Raise a clear error when `head` ('pooler', 'mlm', 'nsp') is missing (message: config.missing_head)."""
+        if not {"pooler": self.has_pooler, "mlm": self.has_mlm, "nsp": self.has_nsp}[head]:
+            raise MissingHeadError(self.config.missing_head(head, purpose))

@@ -86,7 +86,7 @@ class Packing:
     T: int
     keep: torch.Tensor  # (N,) flat positions of the real tokens in the (B*T) grid
     padded: bool  # False when every position is a real token (then keep is 0..B*T-1)
-    mask: torch.Tensor | None  # (B, 1, 1, T) keys only: padding queries are dropped anyway
+    mask: torch.Tensor | None  # (B, 1, 1, T) keys only: padding queries are dropped anyway; MPNet: additive
 
     def unpack(self, t: torch.Tensor) -> torch.Tensor:
         """(N, H) -> (B, T, H), zeros at padding."""
@@ -148,7 +148,9 @@ def forward_packed(
         token_type_ids = torch.zeros_like(input_ids)
     keep = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
     padded = keep.numel() != B * T
-    pack = Packing(B, T, keep, padded, attention_mask.bool()[:, None, None, :] if padded else None)
+    # The family's stack makes the mask its layers attend with (MPNet adds its relative position bias).
+    mask = body.encoder.attention_mask(attention_mask.bool()[:, None, None, :] if padded else None, T)
+    pack = Packing(B, T, keep, padded, mask)
 
     positions = torch.arange(T, device=input_ids.device).repeat(B)  # (B*T,)
     x = body.embeddings(input_ids.reshape(-1)[keep], token_type_ids.reshape(-1)[keep], positions[keep])  # (N, H)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer
 
 from bertkit.data import infer_format, read_conll_documents, read_dataset, read_texts, sentences_of
 from bertkit.errors import InputError, OptionError
@@ -170,7 +169,7 @@ def pretrain(
     model, full_tok = initial_model(init, size, tokenizer)
     freeze_word_embeddings(model, freeze_embeddings)  # also the tied MLM decoder: only its bias and transform learn
     # A separate Rust tokenizer cut at max_length for training; the saved one keeps the model's own limit.
-    tok = BertTokenizer(Tokenizer.from_str(full_tok.tokenizer.to_str()), min(max_length, full_tok.max_length), full_tok.mask_token)
+    tok = full_tok.with_max_length(min(max_length, full_tok.max_length))
 
     def encode(pairs):
         encs = tok.encode([a for a, _, _ in pairs], [b for _, b, _ in pairs])

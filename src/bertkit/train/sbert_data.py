@@ -96,9 +96,7 @@ def make_collate(tokenizer: BertTokenizer, max_length: int | None) -> Callable[[
     """Tokenize both sides (and the hard negatives) of a batch of rows from one dataset; a shorter training
     max_length uses its own tokenizer copy, so the saved model keeps its full limit."""
     if max_length is not None and max_length < tokenizer.max_length:
-        from tokenizers import Tokenizer
-
-        tokenizer = BertTokenizer(Tokenizer.from_str(tokenizer.tokenizer.to_str()), max_length, tokenizer.mask_token)
+        tokenizer = tokenizer.with_max_length(max_length)
 
     def collate(rows: list[tuple]) -> dict:
         negatives = [r[4] for r in rows if r[4] is not None]

@@ -1,0 +1,215 @@
+"""The other encoder families (issue 31): RoBERTa, XLM-R, DistilBERT, ELECTRA, MPNet and ModernBERT.
+
+For each, a small random model built by transformers from a config, saved with save_pretrained, with a
+tokenizer of its own kind built here with the `tokenizers` library (byte-level BPE, Unigram, WordPiece):
+bertkit's load_model and tokenizer must give every hidden state and attention of transformers within 1e-4 on
+a padded batch, the masked-LM logits too where the family has the head. No network.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from model_parity import TEXTS, assert_close, hf_model
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from bertkit.errors import CheckpointError, MissingHeadError
+from bertkit.model import describe, load_model
+from bertkit.tokenizer import BertTokenizer
+
+CORPUS = TEXTS + ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.",
+                  "Numbers 0123456789 and punctuation: ,.;!?", "naïve café résumé", "日本語のテキスト"] * 3
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, RoBERTa's order: <pad> = 1
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SHAPE = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
+
+
+def roberta_template(tok: Tokenizer, cls: str = "<s>", sep: str = "</s>") -> None:
+    ids = {t: tok.token_to_id(t) for t in (cls, sep)}
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B:1 {sep}:1", special_tokens=list(ids.items()))
+
+
+def byte_bpe(specials: list[str], template: tuple[str, str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    roberta_template(tok, *template)
+    return tok
+
+
+def unigram() -> Tokenizer:
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=200, special_tokens=ROBERTA_SPECIALS,
+                                                            unk_token="<unk>"))
+    roberta_template(tok)
+    return tok
+
+
+def wordpiece(specials: list[str], template: tuple[str, str]) -> Tokenizer:
+    tok = Tokenizer(models.WordPiece(unk_token=specials[[s.strip("[]<>").lower() for s in specials].index("unk")]))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    cls, sep = template
+    if cls == "[CLS]":  # BERT's template
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
+    else:
+        roberta_template(tok, cls, sep)
+    return tok
+
+
+# family -> (tokenizer builder, its (cls, sep, pad, mask), HF config class, its kwargs, HF model classes).
+# The first model class carries the masked-LM head where the family has one; the second is the bare body
+# (with its pooler where the family has one).
+FAMILIES = {
+    "roberta": (lambda: byte_bpe(ROBERTA_SPECIALS, ("<s>", "</s>")), ("<s>", "</s>", "<pad>", "<mask>"),
+                "RobertaConfig", dict(SHAPE, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1),
+                ("RobertaForMaskedLM", "RobertaModel")),
+    "xlm-roberta": (unigram, ("<s>", "</s>", "<pad>", "<mask>"),
+                    "XLMRobertaConfig", dict(SHAPE, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1),
+                    ("XLMRobertaForMaskedLM", "XLMRobertaModel")),
+    "distilbert": (lambda: wordpiece(BERT_SPECIALS, ("[CLS]", "[SEP]")), ("[CLS]", "[SEP]", "[PAD]", "[MASK]"),
+                   "DistilBertConfig", dict(dim=32, n_layers=3, n_heads=4, hidden_dim=64, max_position_embeddings=64),
+                   ("DistilBertForMaskedLM", "DistilBertModel")),
+    "electra": (lambda: wordpiece(BERT_SPECIALS, ("[CLS]", "[SEP]")), ("[CLS]", "[SEP]", "[PAD]", "[MASK]"),
+                "ElectraConfig", dict(SHAPE, embedding_size=16, max_position_embeddings=64),
+                ("ElectraForMaskedLM", "ElectraForPreTraining")),
+    "mpnet": (lambda: wordpiece(ROBERTA_SPECIALS, ("<s>", "</s>")), ("<s>", "</s>", "<pad>", "<mask>"),
+              "MPNetConfig", dict(SHAPE, max_position_embeddings=66, pad_token_id=1),
+              ("MPNetForMaskedLM", "MPNetModel")),
+    "modernbert": (lambda: byte_bpe(BERT_SPECIALS, ("[CLS]", "[SEP]")), ("[CLS]", "[SEP]", "[PAD]", "[MASK]"),
+                   "ModernBertConfig", dict(SHAPE, num_hidden_layers=4, max_position_embeddings=128, local_attention=8,
+                                            global_attn_every_n_layers=2),
+                   ("ModernBertForMaskedLM", "ModernBertModel")),
+}
+CASES = [(family, i) for family in FAMILIES for i in (0, 1)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{FAMILIES[c[0]][4][c[1]]}")
+def saved(request, tmp_path_factory):
+    """(family, HF class name, folder) of a saved random model with its tokenizer."""
+    import transformers
+
+    family, which = request.param
+    build, (cls, sep, pad, mask), config_class, kwargs, classes = FAMILIES[family]
+    tok = build()
+    ids = {t: tok.token_to_id(t) for t in (cls, sep, pad)}
+    torch.manual_seed(0)
+    config = getattr(transformers, config_class)(
+        vocab_size=tok.get_vocab_size(), **{"pad_token_id": ids[pad], **kwargs},
+        **({"cls_token_id": ids[cls], "sep_token_id": ids[sep]} if family == "modernbert" else {}))
+    model = getattr(transformers, classes[which])(config).eval()
+    with torch.no_grad():  # transformers initialises some parts at zero or one; make every tensor count
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    folder = tmp_path_factory.mktemp(f"{family}-{which}")
+    model.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"cls_token": cls, "sep_token": sep, "pad_token": pad, "mask_token": mask, "model_max_length": 64,
+         "tokenizer_class": "PreTrainedTokenizerFast"}))
+    return family, classes[which], folder
+
+
+def padded_batch(folder):
+    tok = BertTokenizer.from_dir(folder)
+    batch = tok([t[:120] for t in TEXTS])
+    assert batch.attention_mask.min() == 0, "the batch must mix lengths so padding is exercised"
+    return tok, batch
+
+
+def test_every_hidden_state_and_attention_equals_transformers(saved):
+    family, hf_class, folder = saved
+    model, _ = load_model(folder)
+    hf = hf_model(folder, hf_class)
+    tok, batch = padded_batch(folder)
+    with torch.no_grad():
+        ours = model(batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                     output_hidden_states=True, output_attentions=True)
+        theirs = hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    output_hidden_states=True, output_attentions=True)
+    mask = batch.attention_mask
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == model.config.num_hidden_layers + 1
+    for i, (a, b) in enumerate(zip(ours.hidden_states, theirs.hidden_states)):
+        assert_close(a, b, f"{family} hidden_states[{i}]", mask)
+    assert len(ours.attentions) == len(theirs.attentions) == model.config.num_hidden_layers
+    for i, (a, b) in enumerate(zip(ours.attentions, theirs.attentions)):
+        assert_close(a, b, f"{family} attentions[{i}]")
+    if hasattr(theirs, "last_hidden_state"):
+        assert_close(ours.last_hidden_state, theirs.last_hidden_state, f"{family} last_hidden_state", mask)
+    if getattr(theirs, "pooler_output", None) is not None:
+        assert_close(ours.pooler_output, theirs.pooler_output, f"{family} pooler_output")
+    if hf_class.endswith("ForMaskedLM"):
+        assert model.has_mlm
+        assert_close(ours.mlm_logits, theirs.logits, f"{family} mlm_logits", mask)
+    if hf_class == "ElectraForPreTraining":
+        assert_close(ours.discriminator_logits, theirs.logits, "discriminator_logits", mask)
+
+
+def test_packed_forward_equals_padded_forward(saved):
+    family, _, folder = saved
+    model, _ = load_model(folder)
+    _, batch = padded_batch(folder)
+    with torch.inference_mode():
+        padded = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, output_hidden_states=True)
+        packed = model.forward_packed(batch.input_ids, batch.attention_mask, batch.token_type_ids, True)
+    for i, (a, b) in enumerate(zip(packed.hidden_states, padded.hidden_states)):
+        assert_close(a, b, f"{family} packed hidden_states[{i}]", batch.attention_mask)
+    if model.has_pooler:
+        assert_close(packed.pooler_output, padded.pooler_output, f"{family} packed pooler")
+
+
+def test_tokenizer_reads_the_familys_special_tokens(saved):
+    family, _, folder = saved
+    _, (cls, sep, pad, mask), *_ = FAMILIES[family]
+    tok, batch = padded_batch(folder)
+    assert (tok.cls_token, tok.sep_token, tok.pad_token, tok.mask_token) == (cls, sep, pad, mask)
+    assert batch.input_ids[0, 0] == tok.cls_id and batch.input_ids[0, -1] == tok.pad_id
+    pairs = tok(["A first text.", "short"], ["and its second", "a somewhat longer second text"])
+    if family == "electra":  # ELECTRA keeps BERT's two token types
+        assert pairs.token_type_ids.max() == 1
+    else:
+        assert pairs.token_type_ids.abs().sum() == 0, "a family with one token type gets all zeros"
+    enc = tok.encode(["Paris is the capital"])[0]
+    assert [("Paris is the capital"[s:e]) for s, e in enc.offsets if e > s][0].strip().startswith("P")
+
+
+def test_describe_names_each_part_and_missing_heads_are_one_line(saved):
+    family, hf_class, folder = saved
+    model, _ = load_model(folder)
+    parts = describe(model)
+    assert sum(p.count for p in parts) == sum(p.numel() for p in model.parameters())
+    names = [p.name for p in parts]
+    assert names[0] == "embeddings" and len(names) >= model.config.num_hidden_layers + 1
+    if model.has_pooler:
+        note = next(p.note for p in parts if p.name == "pooler")
+        assert "never trained" in note  # RoBERTa, XLM-R, MPNet: pre-trained without NSP
+    else:
+        with pytest.raises(MissingHeadError) as caught:
+            model.require("pooler", "pooling='pooler'")
+        assert "\n" not in str(caught.value)
+        if family in ("distilbert", "modernbert", "electra"):
+            assert "has no pooler; use cls or mean" in str(caught.value)
+    with pytest.raises(MissingHeadError, match="next-sentence"):
+        model.require("nsp", "next-sentence prediction")
+
+
+def test_unsupported_model_type_is_one_line_naming_the_supported_ones(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(CheckpointError) as caught:
+        load_model(tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and "model_type='gpt2'" in message
+    for name in ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "modernbert"):
+        assert f"'{name}'" in message
