@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import VectorIndexError
+from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,6 @@ class Compact:
     model: str
     rescore: int = 0
     store: np.ndarray | None = None
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _corpus_hidden(embeddings_dir: Path, manifest: dict[str, Any], dim: int) -> int:
@@ -156,7 +153,7 @@ def _searchable(embeddings_dir, e: dict[str, Any], vectors: np.ndarray, kind: st
     if dimensions is not None:
         data = truncate(vectors, dimensions)
     else:
-        data = _normalize(vectors) if metric == "cosine" else vectors
+        data = normalize_rows(vectors) if metric == "cosine" else vectors
     if kind != "int8":
         return data, None
     unit = True if metric == "cosine" or dimensions is not None else e.get("normalize")
@@ -277,14 +274,14 @@ def _queries(c: Compact, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | 
     if c.dims < c.hidden and full:
         searched = truncate(queries, c.dims)
     else:
-        searched = _normalize(queries) if cosine else queries
+        searched = normalize_rows(queries) if cosine else queries
     stored = None
     if c.rescore:
         if not full and c.dims != c.store_dims:
             raise VectorIndexError(f"rescoring compares {c.store_dims}-dimensional vectors; give {c.hidden}-dimensional "
                                    "queries")
         stored = truncate(queries, c.store_dims) if queries.shape[1] > c.store_dims else queries
-        stored = _normalize(stored) if cosine else stored
+        stored = normalize_rows(stored) if cosine else stored
     return np.ascontiguousarray(searched), stored
 
 
@@ -315,7 +312,7 @@ def _rescore(c: Compact, queries: np.ndarray, pos: np.ndarray) -> np.ndarray:
         rows = np.asarray(c.store[np.sort(p[ok])], dtype=np.float32)
         rows = rows[np.argsort(np.argsort(p[ok]))]  # back to the candidates' order
         if c.metric == "cosine":
-            rows = _normalize(rows)
+            rows = normalize_rows(rows)
         scores[i, ok] = rows @ q
     return scores
 

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from bertkit.errors import BertkitError, OptionError, VectorIndexError
 from bertkit.outputs import writing
+from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ class Hit:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def _faiss():
@@ -113,7 +109,7 @@ def build_index(
     if not len(vectors):
         raise VectorIndexError(f"{embeddings_dir} holds no vectors; nothing to index")
     if metric == "cosine":
-        vectors = _normalize(vectors)
+        vectors = normalize_rows(vectors)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     params: dict[str, Any] = {}
     if kind == "hnsw":
@@ -213,7 +209,7 @@ class Index:
             raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the index {self.info['dim']}; "
                               "use the model the corpus was embedded with")
         if self.info["metric"] == "cosine":
-            queries = _normalize(queries)
+            queries = normalize_rows(queries)
         k = min(k, len(self))
         if self.kind == "hnsw":
             scores, positions = self._backend.search(np.ascontiguousarray(queries), k)
