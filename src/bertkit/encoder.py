@@ -338,9 +338,9 @@ class Encoder:
         Texts are sorted by length and batched by batch_size texts and max_tokens padded tokens (None: no
         token cap); neither changes the vectors beyond float rounding. workers: how many batches run at once
         on CPU, each on one thread (None: torch.get_num_threads(); 1: one batch at a time on all threads).
-        Compact vectors (bertkit.vectors.compact): dimensions=N keeps the first N and re-normalises; dtype int8 /
-        uint8 (needs calibration=, a Calibration or its file) or binary / ubinary (packed sign bits). The options
-        are one bertkit.vectors.VectorSpec, checked before any work and applied to the pooled vectors.
+        Compact vectors (bertkit.vectors.compact): dimensions=N keeps the first N and re-normalises; dtype
+        int8 / uint8 (needs calibration=, a Calibration or its file) or binary / ubinary (packed sign bits).
+        The options are one bertkit.vectors.VectorSpec: checked before any work, applied to the pooled.
         """
         from bertkit.vectors.post import VectorSpec
 
@@ -348,7 +348,8 @@ class Encoder:
                           calibration=calibration).check(self.hidden_size, self.tokenizer.mask_token)
         encoded = self.encode_poolings(
             texts, [(spec.pooling, spec.layers)], normalize=spec.pool_normalize, batch_size=batch_size,
-            progress=progress, template=spec.prompt, truncate=truncate, max_tokens=max_tokens, workers=workers,
+            progress=progress, template=spec.prompt, truncate=truncate, max_tokens=max_tokens,
+            workers=workers,
         )
         return spec.apply(encoded.vectors[0])
 

@@ -91,7 +91,7 @@ def encode(
         for v in vectors:
             sys.stdout.write(json.dumps([round(float(x), 7) for x in v] if v.dtype.kind == "f" else v.tolist()) + "\n")
     elif spec.dtype != "float32" or spec.dimensions is not None:
-        save_vectors(output, items, vectors, dtype, spec.calibration)  # the dtype recorded, the calibration beside
+        save_vectors(output, items, vectors, dtype, spec.calibration)  # the dtype recorded, the ranges beside
     else:
         write_vectors(output, items, vectors)
         log.info("wrote %d x %d vectors to %s", *vectors.shape, output)

@@ -31,7 +31,7 @@ def pin_calibration(job: CorpusJob) -> CorpusJob:
     o = job.options
     if o.sparse and (o.dtype != "float32" or o.dimensions is not None):
         raise CorpusError("--sparse vectors are SPLADE weights; --dtype and --dimensions are for dense vectors")
-    spec = o.vector_spec().check(None)  # what needs no model: dtype, a calibration for int8 / uint8 only, its file
+    spec = o.vector_spec().check(None)  # what needs no model: the dtype, a calibration (int8 / uint8 only)
     if spec.calibration is None:
         return job
     path = str(Path(o.calibration).expanduser().resolve())

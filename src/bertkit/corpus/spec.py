@@ -70,8 +70,8 @@ class EmbedOptions:
 
     def vector_spec(self) -> VectorSpec:
         """The steps after pooling these options ask for (bertkit.vectors.post), not yet checked."""
-        return VectorSpec(self.pooling, normalize=self.normalize, dimensions=self.dimensions, dtype=self.dtype,
-                          calibration=self.calibration)
+        return VectorSpec(self.pooling, normalize=self.normalize, dimensions=self.dimensions,
+                          dtype=self.dtype, calibration=self.calibration)
 
 
 @dataclass

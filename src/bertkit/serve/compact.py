@@ -30,9 +30,10 @@ CODES = {"pooling": "invalid_value", "layers": "invalid_value", "template": "inv
 PARAMS = {"whitening": "whiten", "calibration": "dtype"}
 
 
-def request_spec(service: Service, pooling: str = "mean", layers: list[int] | None = None, normalize: bool = False,
-                 whiten: bool = False, template: str | None = None, dtype: str = "float32",
-                 dimensions: int | None = None, renormalize: bool = True) -> VectorSpec:
+def request_spec(service: Service, pooling: str = "mean", layers: list[int] | None = None,
+                 normalize: bool = False, whiten: bool = False, template: str | None = None,
+                 dtype: str = "float32", dimensions: int | None = None,
+                 renormalize: bool = True) -> VectorSpec:
     """A request's options as a VectorSpec with the server's whitening and calibration (checked by
     `checked_spec`); refused here when it asks for one the server was not started with."""
     if whiten and service.whitening is None:
@@ -41,7 +42,8 @@ def request_spec(service: Service, pooling: str = "mean", layers: list[int] | No
     calibrated = dtype in CALIBRATED
     if calibrated and service.calibration is None:
         raise ServeError(f"dtype {dtype} needs a calibration (per-dimension ranges): start the server with "
-                         "`bertkit serve --calibration FILE` (from `bertkit calibrate`)", 400, "no_calibration", "dtype")
+                         "`bertkit serve --calibration FILE` (from `bertkit calibrate`)", 400,
+                         "no_calibration", "dtype")
     return VectorSpec(pooling, layers, template, service.whitening if whiten else None, normalize, dimensions,
                       renormalize, dtype, service.calibration if calibrated else None)
 
@@ -52,4 +54,5 @@ def checked_spec(service: Service, spec: VectorSpec) -> VectorSpec:
         return spec.check(service.encoder.hidden_size, service.encoder.tokenizer.mask_token)
     except BertkitError as e:
         field = getattr(e, "param", None)
-        raise ServeError(str(e), 400, CODES.get(field) or user_error_code(e), PARAMS.get(field, field)) from None
+        code = CODES.get(field) or user_error_code(e)
+        raise ServeError(str(e), 400, code, PARAMS.get(field, field)) from None

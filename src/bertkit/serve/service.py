@@ -142,8 +142,8 @@ class Service:
 
     async def embed(self, texts: str | list[str], spec: VectorSpec, truncate: bool = True,
                     what: str = "text") -> Embedded:
-        """POST /embed (bertkit's body and TEI's) and /v1/embeddings: the texts' vectors made as `spec` says (built
-        by serve/compact.request_spec; checked here, once, before any work)."""
+        """POST /embed (bertkit's body and TEI's) and /v1/embeddings: the texts' vectors made as `spec` says
+        (built by serve/compact.request_spec; checked here, once, before any work)."""
         texts = self.texts(texts, what)
         spec = self.spec(spec)
         out = await self.vectors(texts, spec, truncate)
@@ -194,7 +194,8 @@ class Service:
             counts, truncated = await self.count_tokens(queries, True)
             out = Embedded(await self.batcher.run(index.encode_queries, self.encoder, queries), sum(counts), truncated)
         else:
-            out = await self.vectors(queries, self.spec(VectorSpec(e["pooling"], normalize=e["normalize"])), True)
+            spec = self.spec(VectorSpec(e["pooling"], normalize=e["normalize"]))
+            out = await self.vectors(queries, spec, True)
         scores, positions = await run_in_threadpool(index.search_vectors, out.vectors, k)
 
         def hits() -> list[list[dict]]:  # texts not stored in the index are read back from the corpus input

@@ -62,8 +62,8 @@ class TeiEmbedRequest(TeiTextOptions):
     dimensions: int | None = None  # keep the first N (Matryoshka), then normalise; checked by the VectorSpec
 
 
-# bertkit's own /embed options, which TEI's body lacks (texts, pooling, layers, whiten, template, dtype): beside
-# `inputs` they are refused, not dropped (a dropped `dtype` would answer float32 to a request for int8 codes).
+# bertkit's own /embed options, which TEI's body lacks (texts, pooling, layers, whiten, template, dtype):
+# beside `inputs` they are refused, not dropped (a dropped `dtype` answered float32 to a request for int8).
 BERTKIT_ONLY = frozenset(EmbedRequest.model_fields) - frozenset(TeiEmbedRequest.model_fields)
 
 
@@ -168,8 +168,8 @@ async def prepared_texts(service: Service, inputs: str | list[str], options: Tei
 
 
 async def embed(service: Service, req: TeiEmbedRequest) -> Response:
-    """TEI's /embed (and POST /): one pooled vector per input, a bare list of lists. `dimensions` is checked as
-    on bertkit's routes (the same message; TEI's status, 413); `normalize: false` keeps the raw first N."""
+    """TEI's /embed (and POST /): one pooled vector per input, a bare list of lists. `dimensions` is checked
+    as on bertkit's routes (the same message; TEI's status, 413); `normalize: false` keeps the raw first N."""
     truncate = req.truncate is not False
     spec = request_spec(service, POOLING, normalize=req.normalize, dimensions=req.dimensions,
                         renormalize=req.normalize)

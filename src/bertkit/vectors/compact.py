@@ -149,9 +149,10 @@ def check_dtype(dtype: str) -> str:
 def check_dimensions(dimensions: int | None, hidden: int) -> None:
     if dimensions is None:
         return
-    if isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)) or not 1 <= dimensions <= hidden:
-        raise OptionError(f"dimensions must be between 1 and {hidden} (the vectors' size), got {dimensions}: ask "
-                          "for fewer dimensions, or leave dimensions out for all of them")
+    whole = isinstance(dimensions, (int, np.integer)) and not isinstance(dimensions, bool)
+    if not whole or not 1 <= dimensions <= hidden:
+        raise OptionError(f"dimensions must be between 1 and {hidden} (the vectors' size), got {dimensions}: "
+                          "ask for fewer dimensions, or leave dimensions out for all of them")
 
 
 def as_calibration(calibration: Calibration | str | Path | None) -> Calibration | None:
@@ -162,8 +163,8 @@ def as_calibration(calibration: Calibration | str | Path | None) -> Calibration 
 
 def check_calibration(dtype: str, calibration: Calibration | str | Path | None, dims: int | None,
                       pooling: str | None = None, unit: bool | None = None) -> Calibration | None:
-    """The loaded calibration that int8 / uint8 codes of these vectors need (None for other dtypes), refused when
-    missing or fit on other vectors (another size, pooling or normalisation; dims None: size not known yet)."""
+    """The loaded calibration that int8 / uint8 codes of these vectors need (None for other dtypes), refused
+    when missing or fit on other vectors (another size, pooling or normalisation; dims None: not known)."""
     if dtype not in CALIBRATED:
         return None
     if calibration is None:

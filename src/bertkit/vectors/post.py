@@ -1,13 +1,13 @@
 """What is done to a sentence vector after the model, as one value: `VectorSpec`.
 
     spec = VectorSpec(pooling="mean", normalize=True, dimensions=128, dtype="int8", calibration="cal.npz")
-    spec = spec.check(encoder.hidden_size)      # refuses bad options (typed errors naming the field), loads files
+    spec = spec.check(encoder.hidden_size)      # refuses bad options (errors naming the field), loads files
     pooled = encoder.encode(texts, pooling=spec.pooling, normalize=spec.pool_normalize)
     codes = spec.apply(pooled)                  # (n, 128) int8
 
-`Encoder.encode`, `bertkit encode`, the server's /embed, /v1/embeddings and TEI's /embed, and the corpus job all
-build one, check it once before any work, and apply it to the pooled vectors, so the same option means the same
-thing, and the same mistake gets the same message, everywhere.
+`Encoder.encode`, `bertkit encode`, the server's /embed, /v1/embeddings and TEI's /embed, and the corpus job
+all build one, check it once before any work, and apply it to the pooled vectors, so the same option means the
+same thing, and the same mistake gets the same message, everywhere.
 
 `apply` runs, in this order:
 1. whiten: the whitening was fit on raw pooled vectors, so it comes first (pooling then does not normalise);
@@ -15,9 +15,9 @@ thing, and the same mistake gets the same message, everywhere.
    the pooling step does it on the model's device (`pool_normalize`), as it always has;
 3. dimensions: the first N, L2-normalised again (Matryoshka truncation, as OpenAI's `dimensions`); before
    quantising, so that the codes are of the vectors that are compared;
-4. dtype: int8 / uint8 codes over the calibration's ranges, or packed sign bits (bertkit.vectors.compact). Last,
-   because codes are not vectors any more: a calibration must be fit on vectors made by steps 1-3 exactly, which
-   `check` verifies (size, pooling, unit length).
+4. dtype: int8 / uint8 codes over the calibration's ranges, or packed sign bits (bertkit.vectors.compact).
+   Last, because codes are not vectors any more: a calibration must be fit on vectors made by steps 1-3
+   exactly, which `check` verifies (size, pooling, unit length).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class VectorSpec:
     """How a sentence vector is made from the model's output: pooling, then the steps of `apply`."""
 
     pooling: str = "mean"
-    layers: tuple[int, ...] | None = None  # hidden states averaged (0 = embeddings, -1 = last); None: the last
+    layers: tuple[int, ...] | None = None  # hidden states averaged (0 = embeddings, -1 = last); None: last
     template: str | None = None  # mask_prompt's template; None: DEFAULT_PROMPT
     whitening: Whitening | str | Path | None = None  # a Whitening or its .npz file (`bertkit whiten`)
     normalize: bool = False
@@ -96,12 +96,12 @@ class VectorSpec:
         """Nothing after pooling: plain pooled float32 vectors."""
         return self.whitening is None and self.dimensions is None and self.dtype == FLOAT
 
-    # -- check: every refusal before any work, each naming its field ------------------------------------------
+    # -- check: every refusal before any work, each naming its field ---------------------------------------
 
     def check(self, hidden_size: int | None, mask_token: str = "[MASK]") -> VectorSpec:
-        """This spec with its whitening and calibration files loaded, or a BertkitError whose message names the
-        option and the fix (and whose `param` names the field). hidden_size None: only what needs no model
-        (run it before loading one; run it again with the model's size)."""
+        """This spec with its whitening and calibration files loaded, or a BertkitError whose message names
+        the option and the fix (and whose `param` names the field). hidden_size None: only what needs no
+        model (run it before loading one; run it again with the model's size)."""
         with naming("pooling" if self.pooling not in POOLING_MODES else "layers"):
             check_pooling(self.pooling, self.layer_list)
         if self.template is not None or self.pooling == "mask_prompt":
@@ -133,14 +133,14 @@ class VectorSpec:
                                  f"{hidden_size}: fit one on this model's vectors with `bertkit whiten`")
         return w
 
-    # -- apply ------------------------------------------------------------------------------------------------
+    # -- apply ---------------------------------------------------------------------------------------------
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
-        """Pooled (n, hidden) float32 vectors (pooled with `pool_normalize`) -> whitened, normalised, cut and
-        quantised as the spec says (order and reasons in the module docstring). Plain float32 comes back as is.
-        Call it on a checked spec: `spec.check(hidden_size).apply(...)`."""
+        """Pooled (n, hidden) float32 vectors (pooled with `pool_normalize`) -> whitened, normalised, cut
+        and quantised as the spec says (order and reasons in the module docstring). Plain float32 comes back
+        as is. Call it on a checked spec: `spec.check(hidden_size).apply(...)`."""
         if isinstance(self.whitening, (str, Path)) or isinstance(self.calibration, (str, Path)):
-            raise TypeError("VectorSpec.apply needs the checked spec (its files loaded): spec.check(size).apply(v)")
+            raise TypeError("VectorSpec.apply needs the checked spec (files loaded): spec.check(n).apply(v)")
         if self.whitening is not None:
             vectors = self.whitening.apply(vectors, normalize=self.normalize)
         if self.dimensions is not None:
