@@ -338,23 +338,20 @@ class Encoder:
         Texts are sorted by length and batched by batch_size texts and max_tokens padded tokens (None: no
         token cap); neither changes the vectors beyond float rounding. workers: how many batches run at once
         on CPU, each on one thread (None: torch.get_num_threads(); 1: one batch at a time on all threads).
-        Compact vectors (bertkit.vectors.compact): dimensions=N keeps the first N and re-normalises; dtype int8 /
-        uint8 (needs calibration=, a Calibration or its file) or binary / ubinary (packed sign bits).
+        Compact vectors (bertkit.vectors.compact): dimensions=N keeps the first N and re-normalises; dtype
+        int8 / uint8 (needs calibration=, a Calibration or its file) or binary / ubinary (packed sign bits).
+        The options are one bertkit.vectors.VectorSpec: checked before any work, applied to the pooled.
         """
-        cal = None
-        if dtype != "float32" or dimensions is not None:  # checked before any work; float32 skips it all
-            from bertkit.vectors.compact import check_compact
+        from bertkit.vectors.post import VectorSpec
 
-            cal = check_compact(dtype, dimensions, calibration, self.hidden_size, pooling, normalize)
+        spec = VectorSpec(pooling, layers, template, normalize=normalize, dimensions=dimensions, dtype=dtype,
+                          calibration=calibration).check(self.hidden_size, self.tokenizer.mask_token)
         encoded = self.encode_poolings(
-            texts, [(pooling, layers)], normalize=normalize, batch_size=batch_size, progress=progress,
-            template=template, truncate=truncate, max_tokens=max_tokens, workers=workers,
+            texts, [(spec.pooling, spec.layers)], normalize=spec.pool_normalize, batch_size=batch_size,
+            progress=progress, template=spec.prompt, truncate=truncate, max_tokens=max_tokens,
+            workers=workers,
         )
-        if dtype == "float32" and dimensions is None:
-            return encoded.vectors[0]
-        from bertkit.vectors.compact import compact
-
-        return compact(encoded.vectors[0], dtype, dimensions, cal)
+        return spec.apply(encoded.vectors[0])
 
     @_no_grad
     def encode_poolings(

@@ -51,6 +51,16 @@ def needs_hidden_states(mode: str, layers: list[int] | None) -> bool:
     return layers is not None or mode == "first_last_avg"
 
 
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Each row (the last axis) scaled to unit L2 length, as float32: x / max(||x||, 1e-12), the definition of
+    torch.nn.functional.normalize, so a zero row stays zero instead of turning into NaNs. The one numpy
+    normalisation of bertkit; float64 input is divided in float64 (whitening's output) before the cast."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32, copy=False)
+
+
 class _NumpyOps:
     @staticmethod
     def stack_mean(arrays):
@@ -74,9 +84,7 @@ class _NumpyOps:
     def rows(hidden, positions):
         return hidden[np.arange(hidden.shape[0]), positions]
 
-    @staticmethod
-    def normalize(vec):  # torch.nn.functional.normalize's definition: x / max(||x||, 1e-12)
-        return vec / np.maximum(np.linalg.norm(vec, axis=-1, keepdims=True), 1e-12)
+    normalize = staticmethod(normalize_rows)
 
 
 class _TorchOps:

@@ -55,7 +55,7 @@ def test_encode_binary_int8_and_dimensions(run, encoder, texts_file, tmp_path):
     (("--dimensions", "-5"), ("dimensions must be between 1 and 384",)),
     (("--dimensions", "1000"), ("dimensions must be between 1 and 384",)),
     (("--dtype", "int8"), ("int8 needs a calibration", "bertkit calibrate")),
-    (("--dtype", "binary", "--calibration", "x.npz"), ("--calibration is for --dtype int8",)),
+    (("--dtype", "binary", "--calibration", "x.npz"), ("calibration is for dtype int8",)),
     (("--dtype", "uint8", "--calibration", "missing.npz"), ("missing.npz does not exist",)),
 ])
 def test_encode_refusals_are_one_line(run, args, fragments):

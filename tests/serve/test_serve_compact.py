@@ -101,3 +101,18 @@ def test_int8_without_a_calibration_and_a_bad_calibration_file(encoder, tmp_path
     (tmp_path / "bad.npz").write_bytes(b"nope")
     assert_user_error(run_process("serve", "--calibration", tmp_path / "bad.npz", "--port", str(free_port())),
                       "not a bertkit calibration file")
+
+
+@pytest.mark.parametrize("dimensions", [0, -1, 385])
+def test_bad_dimensions_get_one_answer_on_every_route(server, dimensions):
+    """One check (VectorSpec), one message, one code, on bertkit's /embed, /v1/embeddings and TEI's /embed.
+    The status is 400 in bertkit's and OpenAI's dialect; TEI's answers every refused input 413 `Validation`
+    (README)."""
+    bertkit = server.post("/embed", {"texts": ["x"], "dimensions": dimensions})
+    openai = server.post("/v1/embeddings", {"input": ["x"], "dimensions": dimensions})
+    tei = server.post("/embed", {"inputs": ["x"], "dimensions": dimensions})  # was 422 (0, -1), 413 (385)
+    message = error_of(bertkit, 400, "invalid_dimensions")
+    assert message.startswith("dimensions must be between 1 and 384 (the vectors' size)"), message
+    assert error_of(openai, 400, "invalid_dimensions") == message
+    assert bertkit.json()["error"]["param"] == openai.json()["error"]["param"] == "dimensions"
+    assert tei.status_code == 413 and tei.json() == {"error": message, "error_type": "Validation"}

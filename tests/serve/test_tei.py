@@ -142,9 +142,16 @@ def test_info_has_the_fields_tei_clients_read(server):
         ("/embed", {"inputs": ["x", 3]}, 422, "Validation", "inputs"),
         ("/embed", {"inputs": "x", "normalize": "yes"}, 422, "Validation", "normalize:"),
         ("/embed", {"inputs": "x", "truncation_direction": "up"}, 422, "Validation", "truncation_direction:"),
-        ("/embed", {"inputs": "x", "dimensions": 0}, 422, "Validation", "dimensions:"),
+        ("/embed", {"inputs": "x", "dimensions": 0}, 413, "Validation", "between 1 and 384"),  # issue 29, 21
+        ("/embed", {"inputs": "x", "dimensions": -1}, 413, "Validation", "between 1 and 384"),
         ("/embed", {"inputs": "x", "dimensions": 1000}, 413, "Validation", "between 1 and 384"),
         ("/embed", {"inputs": "x", "pooling": "cls"}, 422, "Validation", "mixes TEI's `inputs` with bertkit's pooling"),
+        # issue 29 row 12: every bertkit /embed field beside `inputs` is refused, not dropped (dtype: float32)
+        ("/embed", {"inputs": "hello", "dtype": "int8"}, 422, "Validation", "with bertkit's dtype"),
+        ("/embed", {"inputs": "x", "texts": ["x"]}, 422, "Validation", "bertkit's texts"),
+        ("/embed", {"inputs": "x", "whiten": True, "template": "[MASK] {text}"}, 422, "Validation",
+         "template, whiten"),
+        ("/", {"inputs": "x", "dtype": "ubinary"}, 422, "Validation", "bertkit's dtype"),
         ("/", {"texts": ["x"]}, 422, "Validation", "inputs: Field required"),
         ("/", {"inputs": {"source_sentence": "x"}}, 422, "Validation", "sentences"),
         ("/tokenize", {}, 422, "Validation", "inputs: Field required"),

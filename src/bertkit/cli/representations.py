@@ -53,18 +53,16 @@ def encode(
     """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file.
 
     With --sparse: SPLADE vectors, one {"indices", "values"} object per text, or a .npz (scipy CSR) / .jsonl file."""
-    from bertkit.pooling import DEFAULT_PROMPT, check_pooling
+    from bertkit.vectors.compact import save_vectors
+    from bertkit.vectors.post import VectorSpec
 
-    check_pooling(pooling, layers or None)
     suffixes = SPARSE_SUFFIXES if sparse else OUTPUT_SUFFIXES
     if sparse and (whiten is not None or layers):
         raise OptionError("--sparse vectors come from the masked-LM head over the last layer; drop --whiten / --layers")
-    from bertkit.vectors.compact import apply_compact, check_dtype, is_default, save_vectors
-
-    if sparse and not is_default(check_dtype(dtype), dimensions):
+    spec = VectorSpec(pooling, layers or None, template, whiten, normalize, dimensions, dtype=dtype,
+                      calibration=calibration).check(None)  # what needs no model, before it loads
+    if sparse and (spec.dtype != "float32" or spec.dimensions is not None):
         raise OptionError("--dtype / --dimensions are for dense vectors, not --sparse")
-    if calibration is not None and dtype not in ("int8", "uint8"):
-        raise OptionError(f"--calibration is for --dtype int8 / uint8, not {dtype}")
     if top_k is not None and not sparse:
         raise OptionError("--top-k is for --sparse vectors (their k heaviest terms)")
     if output is not None and output.suffix not in suffixes:
@@ -80,23 +78,20 @@ def encode(
     items = read_lines(input, skip_bad_lines, max_line_bytes) if input is not None else list(texts)
     if not items:
         raise OptionError("no texts to encode: the input is empty")
-    whitening = load_whitening(whiten, pooling, layers or None) if whiten is not None else None
     enc = load_encoder(model, precision, backend)
     if sparse:
         return write_sparse(enc, items, output, top_k, batch_size, truncate)
-    compact = {"dtype": dtype, "dimensions": dimensions, "calibration": calibration}
-    vectors = enc.encode(
-        items, pooling=pooling, layers=layers or None, normalize=normalize and whitening is None, batch_size=batch_size,
-        progress=len(items) >= 256 and sys.stderr.isatty(), template=template or DEFAULT_PROMPT, truncate=truncate,
-        **(compact if whitening is None else {}),
+    spec = spec.check(enc.hidden_size, enc.tokenizer.mask_token)  # and what needs the model's size
+    pooled = enc.encode(
+        items, pooling=spec.pooling, layers=spec.layers, normalize=spec.pool_normalize, batch_size=batch_size,
+        progress=len(items) >= 256 and sys.stderr.isatty(), template=spec.prompt, truncate=truncate,
     )
-    if whitening is not None:  # whiten the raw pooled vectors, then normalise if asked (then compact)
-        vectors = apply_compact(whitening.apply(vectors, normalize=normalize), **compact, normalize=normalize)
+    vectors = spec.apply(pooled)
     if output is None:
         for v in vectors:
             sys.stdout.write(json.dumps([round(float(x), 7) for x in v] if v.dtype.kind == "f" else v.tolist()) + "\n")
-    elif not is_default(dtype, dimensions):
-        save_vectors(output, items, vectors, dtype, calibration)  # the dtype recorded, the calibration beside
+    elif spec.dtype != "float32" or spec.dimensions is not None:
+        save_vectors(output, items, vectors, dtype, spec.calibration)  # the dtype recorded, the ranges beside
     else:
         write_vectors(output, items, vectors)
         log.info("wrote %d x %d vectors to %s", *vectors.shape, output)
@@ -150,15 +145,6 @@ def expand(
         return
     sys.stdout.write(f"expansion terms of {text!r} ({enc.name}, SPLADE: max over tokens of log(1 + ReLU(MLM logit))):\n")
     sys.stdout.write("  " + "  ".join(f"{t} {w:.2f}" for t, w in terms) + "\n")
-
-
-def load_whitening(path: Path, pooling: str, layers: list[int] | None):
-    """A whitening file, checked against the pooling it will be applied to."""
-    from bertkit.vectors.whitening import Whitening
-
-    w = Whitening.load(path)
-    w.check_compatible(pooling, layers)
-    return w
 
 
 def tokens(

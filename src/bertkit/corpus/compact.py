@@ -17,58 +17,47 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from bertkit.corpus.spec import CorpusError, CorpusJob, EmbedOptions
+from bertkit.vectors.post import VectorSpec
 
 CALIBRATION_FILE = "calibration.npz"
 
 
 def pin_calibration(job: CorpusJob) -> CorpusJob:
     """The job with its compact options checked and its calibration pinned (absolute path and digest)."""
-    from bertkit.vectors.compact import CALIBRATED, Calibration, check_dtype
-
     o = job.options
-    check_dtype(o.dtype)
     if o.sparse and (o.dtype != "float32" or o.dimensions is not None):
         raise CorpusError("--sparse vectors are SPLADE weights; --dtype and --dimensions are for dense vectors")
-    if o.calibration is None:
-        if o.dtype in CALIBRATED:
-            raise CorpusError(f"--dtype {o.dtype} needs a calibration (per-dimension ranges): make one with "
-                              "`bertkit calibrate TEXTS -o cal.npz` and pass --calibration cal.npz")
+    spec = o.vector_spec().check(None)  # what needs no model: the dtype, a calibration (int8 / uint8 only)
+    if spec.calibration is None:
         return job
-    if o.dtype not in CALIBRATED:
-        raise CorpusError(f"--calibration is for --dtype int8 / uint8, not {o.dtype}")
-    path = Path(o.calibration).expanduser().resolve()
-    digest = Calibration.load(path).digest
-    return dataclasses.replace(job, options=dataclasses.replace(o, calibration=str(path), calibration_digest=digest))
+    path = str(Path(o.calibration).expanduser().resolve())
+    return dataclasses.replace(job, options=dataclasses.replace(o, calibration=path,
+                                                                calibration_digest=spec.calibration.digest))
 
 
-def shard_calibration(options: EmbedOptions, encoder):
-    """The calibration the shards are encoded with (None without int8 / uint8), checked against the model and
-    the options; refused if the file changed since the job was pinned."""
-    from bertkit.vectors.compact import Calibration, check_compact
-
-    cal = Calibration.load(options.calibration) if options.calibration is not None else None
+def shard_spec(options: EmbedOptions, encoder) -> VectorSpec:
+    """The checked steps after pooling the shards are made with (its calibration loaded), against the model;
+    refused if the calibration file changed since the job was pinned."""
+    spec = options.vector_spec().check(encoder.hidden_size, encoder.tokenizer.mask_token)
+    cal = spec.calibration
     if cal is not None and options.calibration_digest not in (None, cal.digest):
         raise CorpusError(f"calibration file {options.calibration} changed since the job started; restore it, or "
                           "run the job again with --overwrite")
-    return check_compact(options.dtype, options.dimensions, cal, encoder.hidden_size, options.pooling,
-                         options.normalize)
+    return spec
 
 
-def compact_columns(encoder, o: EmbedOptions, calibration, columns: dict[str, Any], texts: list[str]) -> pa.Table:
-    """The shard table with an `embedding` column of codes (or truncated floats) and the schema metadata."""
-    import numpy as np
-
+def compact_columns(encoder, o: EmbedOptions, columns: dict[str, Any], codes: np.ndarray | None) -> pa.Table:
+    """The shard table with an `embedding` column of codes (or truncated floats; None: no rows) and the schema
+    metadata."""
     from bertkit.vectors.compact import NUMPY_DTYPES, PACKED
 
     dims = o.dimensions or encoder.hidden_size
     width = (dims + 7) // 8 if o.dtype in PACKED else dims
-    if texts:
-        codes = encoder.encode(texts, pooling=o.pooling, normalize=o.normalize, batch_size=o.batch_size,
-                               dtype=o.dtype, dimensions=o.dimensions, calibration=calibration)
-    else:
+    if codes is None:
         codes = np.zeros((0, width), NUMPY_DTYPES[o.dtype])
     values = pa.array(codes.reshape(-1), pa.from_numpy_dtype(codes.dtype))
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(values, width)

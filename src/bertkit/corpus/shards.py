@@ -12,9 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-log = logging.getLogger(__name__)
+from bertkit.corpus.compact import compact_columns, shard_spec
 from bertkit.corpus.spec import CorpusError, EmbedOptions, Shard
 from bertkit.outputs import writing
+
+log = logging.getLogger(__name__)
 
 
 def load_encoder(options: EmbedOptions, device: str | None = None):
@@ -47,11 +49,7 @@ class ShardEmbedder:
         check_chunking(options, encoder.max_length)
         if options.sparse:
             encoder.model.require("mlm", "embed-corpus --sparse (SPLADE vectors)")
-        self.calibration = None
-        if options.dtype != "float32" or options.dimensions is not None:  # compact codes (corpus/compact.py)
-            from bertkit.corpus.compact import shard_calibration
-
-            self.calibration = shard_calibration(options, encoder)
+        self.spec = shard_spec(options, encoder)  # pooling, normalize, compact codes (corpus/compact.py)
         self._chunker = None
         if options.chunk_tokens is not None:
             from tokenizers import Tokenizer
@@ -98,14 +96,14 @@ class ShardEmbedder:
             columns["text"] = pa.array(to_embed, pa.string())
         if o.sparse:
             return sparse_columns(self.encoder, o, columns, to_embed)
-        if o.dtype != "float32" or o.dimensions is not None:
-            from bertkit.corpus.compact import compact_columns
-
-            return compact_columns(self.encoder, o, self.calibration, columns, to_embed)
+        spec = self.spec
+        pooled = self.encoder.encode(to_embed, pooling=spec.pooling, normalize=spec.pool_normalize,
+                                     batch_size=o.batch_size) if to_embed else None
+        vectors = spec.apply(pooled) if pooled is not None else None
+        if not spec.is_float:
+            return compact_columns(self.encoder, o, columns, vectors)
         dim = self.encoder.hidden_size
-        if to_embed:
-            vectors = self.encoder.encode(to_embed, pooling=o.pooling, normalize=o.normalize, batch_size=o.batch_size)
-        else:
+        if vectors is None:
             vectors = np.zeros((0, dim), np.float32)
         columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
         return pa.table(columns)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertkit.errors import CorpusError  # noqa: F401  (defined in bertkit.errors; this path kept)
+from bertkit.vectors.post import VectorSpec
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class EmbedOptions:
     dimensions: int | None = None  # keep the first N dimensions, re-normalised
     calibration: str | None = None  # int8 / uint8: the calibration file, copied to the output as calibration.npz
     calibration_digest: str | None = None  # its ranges' digest, filled in by embed_corpus: part of the job's key
+
+    def vector_spec(self) -> VectorSpec:
+        """The steps after pooling these options ask for (bertkit.vectors.post), not yet checked."""
+        return VectorSpec(self.pooling, normalize=self.normalize, dimensions=self.dimensions,
+                          dtype=self.dtype, calibration=self.calibration)
 
 
 @dataclass

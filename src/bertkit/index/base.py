@@ -63,11 +63,6 @@ class BuildOptions:
         return {"m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, float32."""
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 def faiss_module(what: str):
     try:
         import faiss

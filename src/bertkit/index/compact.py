@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import VectorIndexError
-from bertkit.index.base import BuildOptions, Index, faiss_module, normalize, write_index
+from bertkit.index.base import BuildOptions, Index, faiss_module, write_index
+from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _searchable(embeddings_dir, e: dict[str, Any], vectors: np.ndarray, kind: st
     if dimensions is not None:
         data = truncate(vectors, dimensions)
     else:
-        data = normalize(vectors) if metric == "cosine" else vectors
+        data = normalize_rows(vectors) if metric == "cosine" else vectors
     if kind != "int8":
         return data, None
     unit = True if metric == "cosine" or dimensions is not None else e.get("normalize")
@@ -220,14 +221,14 @@ def _queries(c: Compact, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | 
     if c.dims < c.hidden and full:
         searched = truncate(queries, c.dims)
     else:
-        searched = normalize(queries) if cosine else queries
+        searched = normalize_rows(queries) if cosine else queries
     stored = None
     if c.rescore:
         if not full and c.dims != c.store_dims:
             raise VectorIndexError(f"rescoring compares {c.store_dims}-dimensional vectors; give "
                                    f"{c.hidden}-dimensional queries")
         stored = truncate(queries, c.store_dims) if queries.shape[1] > c.store_dims else queries
-        stored = normalize(stored) if cosine else stored
+        stored = normalize_rows(stored) if cosine else stored
     return np.ascontiguousarray(searched), stored
 
 
@@ -239,7 +240,7 @@ def _rescore(c: Compact, queries: np.ndarray, pos: np.ndarray) -> np.ndarray:
         rows = np.asarray(c.store[np.sort(p[ok])], dtype=np.float32)
         rows = rows[np.argsort(np.argsort(p[ok]))]  # back to the candidates' order
         if c.metric == "cosine":
-            rows = normalize(rows)
+            rows = normalize_rows(rows)
         scores[i, ok] = rows @ q
     return scores
 

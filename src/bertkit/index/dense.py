@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import VectorIndexError
-from bertkit.index.base import BuildOptions, Index, faiss_module, normalize, write_index
+from bertkit.index.base import BuildOptions, Index, faiss_module, write_index
+from bertkit.pooling import normalize_rows
 
 EXACT_BLOCK = 65536  # corpus rows scored per matrix product, so exact search memory stays bounded
 
@@ -33,7 +34,7 @@ class DenseIndex(Index):
         if not len(vectors):
             raise VectorIndexError(f"{embeddings_dir} holds no vectors; nothing to index")
         if metric == "cosine":
-            vectors = normalize(vectors)
+            vectors = normalize_rows(vectors)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (n, H)
         write_index(out, embeddings_dir, manifest, items, kind, metric, vectors.shape, cls.params(options),
                     lambda folder: cls.write_data(folder, vectors, options))
@@ -52,7 +53,7 @@ class DenseIndex(Index):
             raise VectorIndexError(f"query vectors have dimension {queries.shape[1]}, the index "
                                    f"{self.info['dim']}; use the model the corpus was embedded with")
         if self.info["metric"] == "cosine":
-            queries = normalize(queries)
+            queries = normalize_rows(queries)
         return self.search_dense(queries, min(k, len(self)))
 
     def search_dense(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

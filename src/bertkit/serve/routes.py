@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, Response
 
 from bertkit.serve import inside, tei
 from bertkit.serve.bodylimit import JsonRoute
+from bertkit.serve.compact import request_spec
 from bertkit.serve.schemas import (
     ClassifyRequest,
     EmbedRequest,
@@ -84,10 +85,9 @@ async def embed(body: JsonBody, request: Request, service: ServiceDep) -> Respon
         tei.speak_tei(request.scope)
         return await tei.embed(service, tei.tei_request(tei.TeiEmbedRequest, body))
     req = validate_body(EmbedRequest, body)
-    vectors, tokens, truncated = await service.embed(
-        req.texts, req.pooling, req.layers, req.normalize, req.whiten, req.template, req.truncate, req.dtype,
-        req.dimensions,
-    )
+    spec = request_spec(service, req.pooling, req.layers, req.normalize, req.whiten, req.template, req.dtype,
+                        req.dimensions)
+    vectors, tokens, truncated = await service.embed(req.texts, spec, req.truncate)
     return await vectors_response({
         "embeddings": vectors,
         "dimensions": int(vectors.shape[1]),

@@ -17,17 +17,18 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from bertkit.batching import truncated_positions
-from bertkit.errors import BertkitError, InputError, OptionError
-from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, check_pooling, check_template
+from bertkit.errors import BertkitError, InputError
 from bertkit.heads.rerank import reranker_of
+from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES
 from bertkit.serve.batcher import Batcher
-from bertkit.serve.compact import compact_request
+from bertkit.serve.compact import checked_spec, request_spec
 from bertkit.serve.costs import check_layers, gather_or_cancel, pieces, unique_poolings
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import Metrics
 from bertkit.serve.quota import charge_tokens
 from bertkit.tokenizer import as_text_list, check_has_tokens
+from bertkit.vectors.post import VectorSpec
 
 TEXT_PARAMS = {"text": "texts", "input": "input", "query": "query", "second text": "b"}  # what -> body field
 
@@ -88,24 +89,21 @@ class Service:
                 )
         return texts
 
-    def check_whitening(self, pooling: str, layers: list[int] | None) -> None:
-        if self.whitening is None:
-            raise ServeError("this server has no whitening; start it with `bertkit serve --whitening FILE.npz` "
-                             "(make one with `bertkit whiten`)", 400, "no_whitening", "whiten")
-        self.whitening.check_compatible(pooling, layers)
-
     def check_layers(self, layers: list[int] | None) -> None:
         """Each layer once, one the model has, at most max_layers of them (serve/costs.py)."""
         check_layers(layers, self.encoder.num_hidden_layers + 1, self.limits)
 
-    def check_pooling(self, pooling: str, layers: list[int] | None) -> None:
-        try:
-            check_pooling(pooling, layers)
-        except OptionError as e:
-            raise ServeError(str(e), 400, "invalid_value", "layers" if pooling in POOLING_MODES else "pooling") from None
-        if pooling == "pooler":
+    def spec(self, spec: VectorSpec) -> VectorSpec:
+        """A request's VectorSpec checked against the served model, its whitening and calibration
+        (serve/compact.py), its heads and the layer limits: refusals name the field."""
+        spec = checked_spec(self, spec)
+        if spec.pooling == "pooler":
             self.encoder.require("pooler", "pooling='pooler'")
-        self.check_layers(layers)
+        self.check_layers(spec.layer_list)
+        return spec
+
+    def check_pooling(self, pooling: str, layers: list[int] | None) -> None:
+        self.spec(VectorSpec(pooling, layers))
 
     async def count_tokens(self, texts: list[str], truncate: bool) -> tuple[list[int], list[int]]:
         """Tokens per text (after truncation) and the positions of truncated texts; off the event loop.
@@ -129,12 +127,9 @@ class Service:
 
     # -- sentence vectors (through the batcher) ---------------------------------------------------------------
 
-    async def vectors(self, texts: list[str], pooling: str, layers: list[int] | None, normalize: bool,
-                      template: str | None, truncate: bool) -> Embedded:
-        """Vectors through the batcher, merged with other requests that use the same options."""
-        self.check_pooling(pooling, layers)
-        if template is not None:
-            check_template(template, self.encoder.tokenizer.mask_token)
+    async def vectors(self, texts: list[str], spec: VectorSpec, truncate: bool) -> Embedded:
+        """Pooled vectors of a checked spec (`spec`) through the batcher, merged with other requests that pool
+        the same way; the steps after pooling are the caller's (`spec.apply`)."""
         counts, truncated = await self.count_tokens(texts, truncate)
         tokens = sum(counts)
         if tokens > self.limits.max_queued_tokens:
@@ -142,43 +137,24 @@ class Service:
                 f"request has {tokens} tokens; max_queued_tokens is {self.limits.max_queued_tokens}: split it",
                 413, "max_queued_tokens",
             )
-        key = (pooling, tuple(layers) if layers else None, normalize, template or DEFAULT_PROMPT, truncate)
+        key = (spec.pooling, spec.layers, spec.pool_normalize, spec.prompt, truncate)
         return Embedded(await self.batcher.encode(key, texts, tokens, counts), tokens, truncated)
 
-    async def embed(self, texts: str | list[str], pooling: str = "mean", layers: list[int] | None = None,
-                    normalize: bool = False, whiten: bool = False, template: str | None = None,
-                    truncate: bool = True, dtype: str = "float32", dimensions: int | None = None) -> Embedded:
-        """POST /embed: any pooling, optionally whitened (then normalised after whitening), optionally compact
-        (dimensions, then dtype: serve/compact.py)."""
-        texts = self.texts(texts)
-        if whiten:
-            self.check_whitening(pooling, layers)
-        compacted = compact_request(self, dtype, dimensions, pooling, normalize, whiten)
-        out = await self.vectors(texts, pooling, layers, normalize and not whiten, template, truncate)
-        if whiten:
-            out = out._replace(vectors=self.whitening.apply(out.vectors, normalize=normalize))
-        if compacted is not None:
-            out = out._replace(vectors=compacted(out.vectors))
-        return out
+    async def embed(self, texts: str | list[str], spec: VectorSpec, truncate: bool = True,
+                    what: str = "text") -> Embedded:
+        """POST /embed (bertkit's body and TEI's) and /v1/embeddings: the texts' vectors made as `spec` says
+        (built by serve/compact.request_spec; checked here, once, before any work)."""
+        texts = self.texts(texts, what)
+        spec = self.spec(spec)
+        out = await self.vectors(texts, spec, truncate)
+        return out._replace(vectors=spec.apply(out.vectors))
 
     async def openai_embed(self, texts: str | list[str], dimensions: int | None = None,
                            dtype: str | None = None) -> Embedded:
-        """POST /v1/embeddings: mean-pooled, L2-normalised; `dimensions` keeps the first N and re-normalises;
-        `dtype` (bertkit's extension, serve/compact.py) quantises the result."""
-        texts = self.texts(texts, "input")
-        hidden = self.encoder.hidden_size
-        if dimensions is not None and not 1 <= dimensions <= hidden:
-            raise ServeError(f"dimensions must be between 1 and {hidden}, got {dimensions}", 400,
-                             "invalid_dimensions", "dimensions")
-        compacted = compact_request(self, dtype, dimensions, "mean", True) if dtype is not None else None
-        out = await self.vectors(texts, "mean", None, True, None, True)
-        if dimensions is not None and dimensions < hidden:
-            # Matryoshka-style truncation as OpenAI does it: keep the first dims, then re-normalise.
-            cut = out.vectors[:, :dimensions]
-            out = out._replace(vectors=cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12))
-        if compacted is not None:  # truncating the truncated vectors again changes nothing
-            out = out._replace(vectors=compacted(out.vectors))
-        return out
+        """POST /v1/embeddings: mean-pooled, L2-normalised; `dimensions` keeps the first N and re-normalises
+        (Matryoshka truncation, as OpenAI does); `dtype` (bertkit's extension, serve/compact.py) quantises."""
+        spec = request_spec(self, "mean", normalize=True, dtype=dtype or "float32", dimensions=dimensions)
+        return await self.embed(texts, spec, True, "input")
 
     async def similarity(self, texts: list[str] | None, a: str | list[str] | None, b: str | list[str] | None,
                          poolings: list[str], layers: list[int] | None = None,
@@ -197,10 +173,9 @@ class Service:
                 raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
             texts = self.texts(a + b)
         poolings = unique_poolings(poolings, self.limits)  # each once, at most max_poolings
-        for p in poolings:
-            self.check_pooling(p, layers)
+        specs = [self.spec(VectorSpec(p, layers, normalize=True)) for p in poolings]
         # A refusal of one pooling's vectors (429: the queue is full) cancels the others' queued work.
-        results = await gather_or_cancel(*(self.vectors(texts, p, layers, True, None, truncate) for p in poolings))
+        results = await gather_or_cancel(*(self.vectors(texts, spec, truncate) for spec in specs))
         n = len(texts) // 2
         scores = {
             p: (r.vectors @ r.vectors.T if a is None else (r.vectors[:n] * r.vectors[n:]).sum(1)).clip(-1, 1)
@@ -219,7 +194,8 @@ class Service:
             counts, truncated = await self.count_tokens(queries, True)
             out = Embedded(await self.batcher.run(index.encode_queries, self.encoder, queries), sum(counts), truncated)
         else:
-            out = await self.vectors(queries, e["pooling"], None, e["normalize"], None, True)
+            spec = self.spec(VectorSpec(e["pooling"], normalize=e["normalize"]))
+            out = await self.vectors(queries, spec, True)
         scores, positions = await run_in_threadpool(index.search_vectors, out.vectors, k)
 
         def hits() -> list[list[dict]]:  # texts not stored in the index are read back from the corpus input

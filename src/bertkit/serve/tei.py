@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from bertkit.serve.bodylimit import JsonRoute
+from bertkit.serve.compact import request_spec
 from bertkit.serve.errors import ServeError
-from bertkit.serve.schemas import json_response, validate_body, vectors_response
+from bertkit.serve.schemas import EmbedRequest, json_response, validate_body, vectors_response
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from bertkit.serve.service import Service
 
 POOLING = "mean"  # the sentence vector TEI's routes serve: what /v1/embeddings and Encoder.encode give
-BERTKIT_ONLY = frozenset({"texts", "pooling", "layers", "whiten", "template"})
 
 # ----------------------------------------------------------------------------------------------------------
 # Request bodies (TEI's field names and defaults; types strict, unknown fields ignored as TEI does)
@@ -60,7 +59,12 @@ class TeiTextOptions(TeiRequest):
 class TeiEmbedRequest(TeiTextOptions):
     inputs: str | list[str]
     normalize: bool = True
-    dimensions: int | None = Field(None, ge=1)  # keep the first N (Matryoshka), then normalise
+    dimensions: int | None = None  # keep the first N (Matryoshka), then normalise; checked by the VectorSpec
+
+
+# bertkit's own /embed options, which TEI's body lacks (texts, pooling, layers, whiten, template, dtype):
+# beside `inputs` they are refused, not dropped (a dropped `dtype` answered float32 to a request for int8).
+BERTKIT_ONLY = frozenset(EmbedRequest.model_fields) - frozenset(TeiEmbedRequest.model_fields)
 
 
 class TeiEmbedAllRequest(TeiTextOptions):
@@ -163,22 +167,14 @@ async def prepared_texts(service: Service, inputs: str | list[str], options: Tei
     return texts
 
 
-def keep_dimensions(vectors: np.ndarray, dimensions: int, normalize: bool) -> np.ndarray:
-    cut = np.ascontiguousarray(vectors[:, :dimensions])  # orjson writes C-contiguous arrays only
-    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12) if normalize else cut
-
-
 async def embed(service: Service, req: TeiEmbedRequest) -> Response:
-    """TEI's /embed (and POST /): one pooled vector per input, a bare list of lists."""
-    hidden = service.encoder.hidden_size
-    if req.dimensions is not None and req.dimensions > hidden:
-        raise ServeError(f"dimensions must be between 1 and {hidden}, got {req.dimensions}", 413,
-                         "invalid_dimensions", "dimensions")
+    """TEI's /embed (and POST /): one pooled vector per input, a bare list of lists. `dimensions` is checked
+    as on bertkit's routes (the same message; TEI's status, 413); `normalize: false` keeps the raw first N."""
     truncate = req.truncate is not False
+    spec = request_spec(service, POOLING, normalize=req.normalize, dimensions=req.dimensions,
+                        renormalize=req.normalize)
     texts = await prepared_texts(service, req.inputs, req, truncate)
-    cut = req.dimensions is not None and req.dimensions < hidden
-    out = await service.embed(texts, POOLING, None, req.normalize and not cut, truncate=truncate)
-    vectors = keep_dimensions(out.vectors, req.dimensions, req.normalize) if cut else out.vectors
+    vectors = (await service.embed(texts, spec, truncate, "input")).vectors
     return await vectors_response(vectors, vectors.size)
 
 

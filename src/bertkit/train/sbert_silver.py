@@ -18,6 +18,7 @@ import numpy as np
 from bertkit.data import SentencePair
 from bertkit.errors import InputError
 from bertkit.model import Bert
+from bertkit.pooling import normalize_rows
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def nearest_partners(vectors: np.ndarray, k: int, excluded: set[tuple[int, int]], chunk: int = 1024) -> list[tuple[int, int]]:
     """For each row i, its k most cosine-similar rows j != i with (i, j) not excluded; each unordered pair once."""
-    v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    v = normalize_rows(vectors)
     seen: set[tuple[int, int]] = set()
     out: list[tuple[int, int]] = []
     for start in range(0, len(v), chunk):

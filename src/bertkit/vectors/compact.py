@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import CalibrationError, OptionError
+from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,11 @@ class Calibration:
             raise CalibrationError(f"{path}: ranges have shape {ranges.shape}, expected (2, dims)")
         return cls(ranges, {**meta, "path": str(path)})
 
-    def check(self, dims: int, pooling: str | None = None, unit: bool | None = None) -> None:
-        """Refuse vectors this calibration was not fit on: another size, pooling or normalisation."""
+    def check(self, dims: int | None, pooling: str | None = None, unit: bool | None = None) -> None:
+        """Refuse vectors this calibration was not fit on: another size (None: not known yet), pooling or
+        normalisation."""
         made = f"fit on {self.meta.get('texts', '?')} texts, {self.dim} dimensions"
-        if dims != self.dim:
+        if dims is not None and dims != self.dim:
             raise CalibrationError(f"the calibration has {self.dim} dimensions ({made}), the vectors {dims}; "
                                    f"calibrate with the same model and dimensions")
         for key, want in (("pooling", pooling), ("unit", unit)):
@@ -143,8 +145,10 @@ def check_dtype(dtype: str) -> str:
 def check_dimensions(dimensions: int | None, hidden: int) -> None:
     if dimensions is None:
         return
-    if isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)) or not 1 <= dimensions <= hidden:
-        raise OptionError(f"dimensions must be between 1 and {hidden} (the model's size), got {dimensions}")
+    whole = isinstance(dimensions, (int, np.integer)) and not isinstance(dimensions, bool)
+    if not whole or not 1 <= dimensions <= hidden:
+        raise OptionError(f"dimensions must be between 1 and {hidden} (the vectors' size), got {dimensions}: "
+                          "ask for fewer dimensions, or leave dimensions out for all of them")
 
 
 def as_calibration(calibration: Calibration | str | Path | None) -> Calibration | None:
@@ -153,24 +157,18 @@ def as_calibration(calibration: Calibration | str | Path | None) -> Calibration 
     return Calibration.load(calibration)
 
 
-def check_compact(dtype: str, dimensions: int | None, calibration: Calibration | str | Path | None, hidden: int,
-                  pooling: str | None = None, normalize: bool | None = None) -> Calibration | None:
-    """Validate the compact-vector options before any work; returns the loaded calibration (int8 / uint8)."""
-    check_dtype(dtype)
-    check_dimensions(dimensions, hidden)
+def check_calibration(dtype: str, calibration: Calibration | str | Path | None, dims: int | None,
+                      pooling: str | None = None, unit: bool | None = None) -> Calibration | None:
+    """The loaded calibration that int8 / uint8 codes of these vectors need (None for other dtypes), refused
+    when missing or fit on other vectors (another size, pooling or normalisation; dims None: not known)."""
     if dtype not in CALIBRATED:
         return None
     if calibration is None:
         raise CalibrationError(f"dtype {dtype} needs a calibration (per-dimension ranges): make one with "
-                               "`bertkit calibrate TEXTS -o cal.npz` and pass --calibration cal.npz")
+                               "`bertkit calibrate TEXTS -o cal.npz` and pass it (--calibration cal.npz)")
     cal = as_calibration(calibration)
-    unit = True if dimensions is not None else normalize
-    cal.check(dimensions or hidden, pooling, unit)
+    cal.check(dims, pooling, unit)
     return cal
-
-
-def is_default(dtype: str, dimensions: int | None) -> bool:
-    return dtype == FLOAT and dimensions is None
 
 
 # -- the transforms ----------------------------------------------------------------------------------------------
@@ -179,7 +177,7 @@ def is_default(dtype: str, dimensions: int | None) -> bool:
 def truncate(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """The first `dimensions` of each row, L2-normalised."""
     cut = np.asarray(vectors, dtype=np.float32)[:, :dimensions]
-    return (cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return normalize_rows(cut)
 
 
 def quantize(vectors: np.ndarray, dtype: str, calibration: Calibration | None = None) -> np.ndarray:
@@ -197,23 +195,6 @@ def quantize(vectors: np.ndarray, dtype: str, calibration: Calibration | None = 
         calibration.check(vectors.shape[1])
     codes = np.clip(np.floor((vectors - calibration.ranges[0]) / calibration.steps), 0, 255)
     return codes.astype(np.uint8) if dtype == "uint8" else (codes - 128).astype(np.int8)
-
-
-def compact(vectors: np.ndarray, dtype: str = FLOAT, dimensions: int | None = None,
-            calibration: Calibration | None = None) -> np.ndarray:
-    """Truncate (when `dimensions`), then quantise."""
-    if dimensions is not None:
-        vectors = truncate(vectors, dimensions)
-    return quantize(vectors, dtype, calibration)
-
-
-def apply_compact(vectors: np.ndarray, dtype: str = FLOAT, dimensions: int | None = None, calibration=None,
-                  pooling: str | None = None, normalize: bool | None = None) -> np.ndarray:
-    """`compact` after `check_compact` against the vectors' own size (e.g. whitened vectors); a no-op for float32."""
-    if is_default(dtype, dimensions):
-        return vectors
-    cal = check_compact(dtype, dimensions, calibration, vectors.shape[1], pooling, normalize)
-    return compact(vectors, dtype, dimensions, cal)
 
 
 def to_ubinary(codes: np.ndarray) -> np.ndarray:

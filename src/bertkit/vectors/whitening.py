@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import InputError
+from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,7 @@ class Whitening:
                 f"with pooling={self.pooling}); got shape {vectors.shape}. Use the same model and pooling."
             )
         out = (vectors.astype(np.float64) - self.mean) @ self.matrix
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out.astype(np.float32)
+        return normalize_rows(out) if normalize else out.astype(np.float32)
 
     def reduce(self, k: int) -> Whitening:
         """The same whitening keeping only the k leading directions (the SVD is sorted, so no refit is needed)."""

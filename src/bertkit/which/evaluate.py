@@ -21,7 +21,7 @@ import numpy as np
 
 from bertkit.data import SentencePair
 from bertkit.errors import InputError, OptionError
-from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES
+from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ def correlations(predicted: Sequence[float], gold: Sequence[float]) -> tuple[flo
 
 def cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two (n, H) arrays."""
-    u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return (u * v).sum(1)
+    return (normalize_rows(u) * normalize_rows(v)).sum(1)
 
 
 # ----------------------------------------------------------------------------------------------------------

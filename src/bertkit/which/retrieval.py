@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertkit.errors import InputError
+from bertkit.pooling import normalize_rows
 from bertkit.which.represent import Representations, label
 from bertkit.which.results import Score, TaskResult
 
@@ -86,8 +87,7 @@ def retrieval_metrics(scores: np.ndarray, relevant: Sequence[set[int]], ks: Sequ
 def similarity_matrix(q: np.ndarray, p: np.ndarray) -> np.ndarray:
     from bertkit.which.probe import one_blas_thread
 
-    qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-    pn = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+    qn, pn = normalize_rows(q), normalize_rows(p)
     with one_blas_thread():
         return qn.astype(np.float64) @ pn.astype(np.float64).T
 
