@@ -3,10 +3,8 @@ encoder, reading texts from a file or stdin, and writing vectors without clobber
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -128,16 +126,9 @@ def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list
 
 def write_vectors(path: Path, texts: list[str], vectors) -> None:
     """Write to a temporary file first, then rename: a failed run never clobbers an existing output."""
-    from bertkit.outputs import writing
+    from bertkit.outputs import atomic_write
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with writing(path):  # a full disk, /proc, a read-only folder: one line naming the cause, exit 2
-            _write_vectors(tmp, path.suffix, texts, vectors)
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: _write_vectors(tmp, path.suffix, texts, vectors))
 
 
 def _write_vectors(tmp: Path, suffix: str, texts: list[str], vectors) -> None:

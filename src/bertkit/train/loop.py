@@ -40,12 +40,14 @@ from torch import nn
 
 from bertkit.batching import by_length
 from bertkit.errors import InputError, OptionError
+from bertkit.outputs import atomic_folder, atomic_write
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch on device) -> scalar loss
 EvalFn = Callable[[nn.Module], dict[str, float]]  # model in eval mode, under no_grad -> metrics
 SaveFn = Callable[[nn.Module, Path], None]  # write a loadable model folder
+CHECKPOINT = "checkpoint"  # the resumable state's folder inside output_dir
 
 
 @dataclass
@@ -191,9 +193,19 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(folder: Path, state: dict) -> None:
     """Write to a temporary file and rename, so a kill during the write leaves the previous checkpoint."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / "state.pt")
+    atomic_write(folder / "state.pt", lambda tmp: torch.save(state, tmp))
+
+
+def save_model_folder(save_fn: SaveFn, model: nn.Module, out: Path) -> None:
+    """`save_fn` fills a temporary folder that then replaces `out` by a rename: the output folder is always one
+    whole model, never a mix with an older one's files. The run's checkpoint moves over into the new folder."""
+    with atomic_folder(out, carry=(CHECKPOINT,)) as tmp:
+        save_fn(model, tmp)
+
+
+def is_own_checkpoint(out: Path) -> bool:
+    """An output folder that holds an unfinished run's checkpoint: a run with the same --output resumes it."""
+    return (Path(out) / CHECKPOINT / "state.pt").is_file()
 
 
 def load_checkpoint(folder: Path) -> dict | None:
@@ -278,7 +290,7 @@ def train(
         bar.close()
 
     if eval_fn is None and save_fn is not None:
-        save_fn(model, Path(config.output_dir))
+        save_model_folder(save_fn, model, Path(config.output_dir))
     elif eval_fn is not None and save_fn is not None and not run.last_was_best:
         # The last evaluation was not the best: leave the caller holding the kept (best) weights.
         reload_best(model, Path(config.output_dir), device)
@@ -325,7 +337,7 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.last_was_best = False
         self.recent: list[float] = []  # losses of the last 50 micro-batches
-        self.ckpt_dir = Path(config.output_dir) / "checkpoint" if config.output_dir is not None else None
+        self.ckpt_dir = Path(config.output_dir) / CHECKPOINT if config.output_dir is not None else None
 
     def resume(self) -> int | None:
         """Continue from output_dir/checkpoint when it holds this run's checkpoint; the step resumed from."""
@@ -381,7 +393,7 @@ class _Run:
         if better:
             self.best_value, self.best_metrics = value, metrics
             if self.save_fn is not None:
-                self.save_fn(self.model, Path(config.output_dir))
+                save_model_folder(self.save_fn, self.model, Path(config.output_dir))
 
     def optimizer_step(self) -> None:
         """Clip, step, schedule; the accumulated gradients are then cleared."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import BertkitError, OptionError
+from bertkit.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +75,8 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         """Write the .npz through a temporary file and a rename."""
-        path = Path(path).expanduser()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        try:
-            np.savez(tmp, ranges=self.ranges.astype(np.float32), meta=np.array(json.dumps(self.meta)))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        ranges, meta = self.ranges.astype(np.float32), np.array(json.dumps(self.meta))
+        return atomic_write(Path(path).expanduser(), lambda tmp: np.savez(tmp, ranges=ranges, meta=meta), suffix=".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -302,8 +296,8 @@ def save_vectors(path: str | Path, texts: list[str], codes: np.ndarray, dtype: s
     import pyarrow.parquet as pq
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         if path.suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, codes)
@@ -316,8 +310,7 @@ def save_vectors(path: str | Path, texts: list[str], codes: np.ndarray, dtype: s
             emb = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1), arrow), codes.shape[1])
             table = pa.table({"text": texts, "embedding": emb})
             pq.write_table(table.replace_schema_metadata({b"bertkit.dtype": dtype.encode()}), tmp)
-        if calibration is not None and dtype in CALIBRATED:
+        if calibration is not None and dtype in CALIBRATED:  # beside the codes, before they are renamed in
             as_calibration(calibration).save(calibration_path(path))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)

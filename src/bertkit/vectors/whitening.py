@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import InputError
+from bertkit.outputs import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,8 @@ class Whitening:
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({**self.meta, "format_version": FORMAT_VERSION, "k": self.k, "dim": self.dim})
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        try:
-            np.savez(tmp, mean=self.mean, matrix=self.matrix, meta=np.array(meta))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return atomic_write(path, lambda tmp: np.savez(tmp, mean=self.mean, matrix=self.matrix, meta=np.array(meta)),
+                            suffix=".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> Whitening:
