@@ -65,15 +65,16 @@ def load_cross_encoder(folder):
 MAX_LINE_BYTES = 100_000  # a longer input line is refused before it is read whole (far past any model's limit)
 
 
-def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_BYTES) -> list[str]:
+def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_BYTES, *,
+               can_skip: bool = True) -> list[str]:
     """One text per line from a file, a FIFO (`<(cmd)`) or stdin ('-'), read a line at a time. A line that is
     not valid UTF-8, is blank (or holds only control / zero-width characters), or is over max_line_bytes
     (refused before it is held in memory) is an error naming the line, or, with --skip-bad-lines, skipped with
-    a warning and a count."""
+    a warning and a count. can_skip=False: the command has no --skip-bad-lines, so errors do not suggest it."""
     from bertkit.errors import InputError
 
     if path == "-":
-        return _read_lines(sys.stdin.buffer, "stdin", skip_bad_lines, max_line_bytes)
+        return _read_lines(sys.stdin.buffer, "stdin", skip_bad_lines, max_line_bytes, can_skip)
     p = Path(path)
     if p.is_dir():
         raise InputError(f"input {path} is a folder; pass a file with one text a line, or - for stdin")
@@ -81,12 +82,12 @@ def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_B
         raise InputError(f"input file {path} does not exist; pass an existing file, or - for stdin")
     try:
         with open(p, "rb") as f:
-            return _read_lines(f, path, skip_bad_lines, max_line_bytes)
+            return _read_lines(f, path, skip_bad_lines, max_line_bytes, can_skip)
     except PermissionError:
         raise InputError(f"input file {path} cannot be read (permission denied); pass a readable file") from None
 
 
-def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list[str]:
+def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int, can_skip: bool = True) -> list[str]:
     from bertkit.errors import InputError
     from bertkit.tokenizer import is_visible
 
@@ -114,7 +115,7 @@ def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list
             texts.append(text)
             continue
         if not skip_bad_lines:
-            raise InputError(f"{name}: line {n} {why}; fix the file or pass --skip-bad-lines")
+            raise InputError(f"{name}: line {n} {why}; fix the file" + (" or pass --skip-bad-lines" if can_skip else ""))
         skipped.append(n)
     if skipped:
         log.warning(

@@ -130,6 +130,10 @@ def _check_corpus(embeddings_dir, dtype: str, kind: str, dimensions: int | None,
         raise VectorIndexError(f"--rescore {rescore}: give 0 (off) or how many candidates to rescore")
     if calibration is not None and kind != "int8":
         raise VectorIndexError(f"--calibration is for --kind int8, not {kind}")
+    if rescore and kind in FLOAT_KINDS and dimensions is None:
+        raise VectorIndexError(f"--rescore {rescore} means nothing for --kind {kind} over full float vectors (its "
+                               "scores already are the float ones); drop --rescore, or use it with --kind "
+                               "binary|binary-hnsw|int8 or --dimensions")
     if dtype == "float32":
         return
     want = "binary or binary-hnsw" if dtype in PACKED else "int8"

@@ -93,6 +93,8 @@ def build_index(
         raise VectorIndexError(f"{out} already holds an index; pass --overwrite to replace it")
     manifest = read_manifest(embeddings_dir)
     if kind == "sparse":
+        if rescore or dimensions is not None or calibration is not None:
+            raise VectorIndexError("--rescore, --dimensions and --calibration are for dense indexes, not --kind sparse")
         from bertkit.index.sparse import save_matrix, sparse_index_data
 
         items, matrix = sparse_index_data(embeddings_dir, metric)

@@ -61,7 +61,8 @@ def read_pairs(path: str | Path, fmt: str | None = None) -> list[Example]:
     out = []
     for e in examples:
         if e.pair is None:
-            raise InputError(f"{path}: line {e.line} is a single text; a cross-encoder trains on pairs (query, passage)")
+            where = f"line {e.line} is a single text" if e.line else "holds single texts, one a line"
+            raise InputError(f"{path}: {where}; a cross-encoder trains on pairs (query, passage)")
         try:
             score = float(e.label)
         except (TypeError, ValueError):

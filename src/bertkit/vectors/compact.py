@@ -81,13 +81,15 @@ class Calibration:
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise CalibrationError(f"calibration file {path} is a folder; give the .npz that `bertkit calibrate` wrote")
         if not path.is_file():
             raise CalibrationError(f"calibration file {path} does not exist; make one with `bertkit calibrate`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 ranges, meta = z["ranges"].astype(np.float32), json.loads(str(z["meta"]))
         except (OSError, ValueError, KeyError) as e:
-            raise CalibrationError(f"{path} is not a bertkit calibration file ({e}); make one with "
+            raise CalibrationError(f"{path} is not a bertkit calibration file ({npz_problem(e)}); make one with "
                                    "`bertkit calibrate`") from None
         if ranges.ndim != 2 or ranges.shape[0] != 2:
             raise CalibrationError(f"{path}: ranges have shape {ranges.shape}, expected (2, dims)")
@@ -286,6 +288,11 @@ def load_vectors(path: str | Path, dtype: str | None = None) -> tuple[np.ndarray
         raise CalibrationError(f"{path} holds {dtype} codes, but their calibration {side.name} is not beside it: "
                                "codes cannot be read without the ranges they were made with")
     return codes.astype(NUMPY_DTYPES[dtype]), dtype, Calibration.load(side)
+
+
+def npz_problem(e: Exception) -> str:
+    """What np.load's error means to a user: numpy calls any file that is not .npy / .npz "pickled data"."""
+    return "not an .npz file" if "pickled" in str(e) else f"{type(e).__name__}: {e}"
 
 
 def save_vectors(path: str | Path, texts: list[str], codes: np.ndarray, dtype: str,

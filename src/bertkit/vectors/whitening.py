@@ -23,6 +23,7 @@ import numpy as np
 
 from bertkit.errors import InputError
 from bertkit.outputs import atomic_write
+from bertkit.vectors.compact import npz_problem
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +93,15 @@ class Whitening:
     @classmethod
     def load(cls, path: str | Path) -> Whitening:
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"whitening file {path} is a folder; give the .npz that `bertkit whiten` wrote")
         if not path.is_file():
             raise InputError(f"whitening file {path} does not exist; create one with `bertkit whiten TEXTS --output {path}`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 mean, matrix, meta = z["mean"], z["matrix"], json.loads(str(z["meta"]))
         except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"{path} is not a bertkit whitening file ({type(e).__name__}: {e})") from None
+            raise InputError(f"{path} is not a bertkit whitening file ({npz_problem(e)})") from None
         if mean.ndim != 1 or matrix.ndim != 2 or matrix.shape[0] != mean.shape[0]:
             raise InputError(f"{path} is damaged: mean {mean.shape} and matrix {matrix.shape} do not match")
         return cls(mean, matrix, {**meta, "path": str(path)})
