@@ -139,17 +139,11 @@ def test_row11_inspect_with_a_deeply_nested_verdicts_file_is_no_traceback(run, t
     ("cross-encoder", "--lr", "0", "--lr 0: give a learning rate above 0"),
     ("sbert", "--lr", "-1", "--lr -1"),
     ("classify", "--epochs", "nan", "--epochs nan"),
-    ("sbert", "--warmup", "1.5", "--warmup 1.5"),
 ])
 def test_row14_bad_numbers_are_one_line(run, tiny_model, texts, tmp_path, command, option, value, fragment):
     r = run(*train_args(command, tiny_model, texts, tmp_path), "--output", tmp_path / "out", option, value)
     assert_user_error(r, fragment)
     assert not (tmp_path / "out").exists()
-
-
-def test_row14_simcse_temperature_zero_is_one_line(run, texts, tmp_path):
-    r = run("train", "simcse", "--train", texts, "--output", tmp_path / "out", "--temperature", "0")
-    assert_user_error(r, "--temperature 0")
 
 
 # -- row 15 --------------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_B
     """One text per line from a file, a FIFO (`<(cmd)`) or stdin ('-'), read a line at a time. A line that is
     not valid UTF-8, is blank (or holds only control / zero-width characters), or is over max_line_bytes
     (refused before it is held in memory) is an error naming the line, or, with --skip-bad-lines, skipped with
-    a warning and a count. can_skip=False: the command has no --skip-bad-lines, so errors do not suggest it."""
+    a warning and a count. can_skip=False: the command has no --skip-bad-lines, so errors don't suggest it."""
     from bertkit.errors import InputError
 
     if path == "-":
@@ -115,7 +115,8 @@ def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int, can_ski
             texts.append(text)
             continue
         if not skip_bad_lines:
-            raise InputError(f"{name}: line {n} {why}; fix the file" + (" or pass --skip-bad-lines" if can_skip else ""))
+            hint = " or pass --skip-bad-lines" if can_skip else ""
+            raise InputError(f"{name}: line {n} {why}; fix the file{hint}")
         skipped.append(n)
     if skipped:
         log.warning(

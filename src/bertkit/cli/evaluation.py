@@ -331,7 +331,7 @@ def report(
         command="bertkit report " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["report"] else sys.argv[1:]),
     )
     job.check()  # before the model loads: option mistakes answer at once
-    check_output_folder(output, overwrite=overwrite, own=is_report_folder)  # an earlier report may be replaced
+    check_output_folder(output, overwrite=overwrite, own=is_report_folder)  # an earlier report: replaced
     enc = load_encoder(model, precision, backend)
     path, results = run_report(enc, job, output)
     from rich.console import Console

@@ -22,7 +22,8 @@ SeedOpt = typer.Option(42, "--seed")
 EvalEveryOpt = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch).")
 CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable checkpoint every N steps.")
 MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
-OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an --output folder that holds other files (the model is written to a temporary folder, then renamed into place).")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an --output folder that holds other files "
+                            "(the model is written to a temporary folder, then renamed into place).")
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -35,7 +36,7 @@ def check_output(output: Path, overwrite: bool) -> None:
 
 
 def check_silver_options(silver_from, silver_k: int | None, silver_random: int = 0) -> None:
-    """--silver-k / --silver-random mean nothing without --silver-from: refuse them rather than ignore them."""
+    """--silver-k / --silver-random mean nothing without --silver-from: refused, not ignored."""
     if silver_from is None and (silver_k is not None or silver_random):
         given = "--silver-random" if silver_random else "--silver-k"
         raise OptionError(f"{given} is for --silver-from MODEL (the model that scores the extra pairs); "
@@ -97,7 +98,8 @@ def train_sbert(
     r = RECIPES[recipe] if recipe else None
     config = sbert_train_config(epochs or (r.epochs if r else 1.0), batch_size or (r.batch_size if r else 16),
                                 lr if lr is not None else (r.lr if r else 2e-5),
-                                warmup if warmup is not None else (r.warmup if r else 0.1), seed, max_steps, eval_every)
+                                warmup if warmup is not None else (r.warmup if r else 0.1), seed, max_steps,
+                                eval_every)
     check_output(output, overwrite)
     enc = load_encoder(model)
     if silver_from is not None:
@@ -157,7 +159,8 @@ def task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, se
     from bertkit.train.loop import TrainConfig
 
     config = TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
-                         grad_accum=grad_accum, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
+                         grad_accum=grad_accum, seed=seed, eval_every=eval_every,
+                         checkpoint_every=checkpoint_every)
     config.validate()  # a bad --lr / --epochs / --minutes: one line now, before the data and model are read
     return config
 
