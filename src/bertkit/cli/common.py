@@ -3,10 +3,8 @@ encoder, reading texts from a file or stdin, and writing vectors without clobber
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -67,15 +65,16 @@ def load_cross_encoder(folder):
 MAX_LINE_BYTES = 100_000  # a longer input line is refused before it is read whole (far past any model's limit)
 
 
-def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_BYTES) -> list[str]:
+def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_BYTES, *,
+               can_skip: bool = True) -> list[str]:
     """One text per line from a file, a FIFO (`<(cmd)`) or stdin ('-'), read a line at a time. A line that is
     not valid UTF-8, is blank (or holds only control / zero-width characters), or is over max_line_bytes
     (refused before it is held in memory) is an error naming the line, or, with --skip-bad-lines, skipped with
-    a warning and a count."""
+    a warning and a count. can_skip=False: the command has no --skip-bad-lines, so errors don't suggest it."""
     from bertkit.errors import InputError
 
     if path == "-":
-        return _read_lines(sys.stdin.buffer, "stdin", skip_bad_lines, max_line_bytes)
+        return _read_lines(sys.stdin.buffer, "stdin", skip_bad_lines, max_line_bytes, can_skip)
     p = Path(path)
     if p.is_dir():
         raise InputError(f"input {path} is a folder; pass a file with one text a line, or - for stdin")
@@ -83,12 +82,12 @@ def read_lines(path: str, skip_bad_lines: bool, max_line_bytes: int = MAX_LINE_B
         raise InputError(f"input file {path} does not exist; pass an existing file, or - for stdin")
     try:
         with open(p, "rb") as f:
-            return _read_lines(f, path, skip_bad_lines, max_line_bytes)
+            return _read_lines(f, path, skip_bad_lines, max_line_bytes, can_skip)
     except PermissionError:
         raise InputError(f"input file {path} cannot be read (permission denied); pass a readable file") from None
 
 
-def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list[str]:
+def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int, can_skip: bool = True) -> list[str]:
     from bertkit.errors import InputError
     from bertkit.tokenizer import is_visible
 
@@ -116,7 +115,8 @@ def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list
             texts.append(text)
             continue
         if not skip_bad_lines:
-            raise InputError(f"{name}: line {n} {why}; fix the file or pass --skip-bad-lines")
+            hint = " or pass --skip-bad-lines" if can_skip else ""
+            raise InputError(f"{name}: line {n} {why}; fix the file{hint}")
         skipped.append(n)
     if skipped:
         log.warning(
@@ -128,16 +128,9 @@ def _read_lines(f, name: str, skip_bad_lines: bool, max_line_bytes: int) -> list
 
 def write_vectors(path: Path, texts: list[str], vectors) -> None:
     """Write to a temporary file first, then rename: a failed run never clobbers an existing output."""
-    from bertkit.outputs import writing
+    from bertkit.outputs import atomic_write
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with writing(path):  # a full disk, /proc, a read-only folder: one line naming the cause, exit 2
-            _write_vectors(tmp, path.suffix, texts, vectors)
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: _write_vectors(tmp, path.suffix, texts, vectors))
 
 
 def _write_vectors(tmp: Path, suffix: str, texts: list[str], vectors) -> None:

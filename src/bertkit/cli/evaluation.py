@@ -148,6 +148,16 @@ def check_plot(plot: Path) -> None:
         raise OptionError(f"--plot {plot}: the chart is a PNG; give a file name ending in .png")
     if not plot.parent.exists():
         raise OptionError(f"--plot {plot}: folder {plot.parent} does not exist; create it first")
+    check_output_file(plot, "--plot")
+
+
+def check_output_file(path: Path, option: str = "--output") -> None:
+    """Before any work: an output file's name is not a folder, and its folder takes new files."""
+    from bertkit.outputs import probe_writable
+
+    if path.is_dir():
+        raise OptionError(f"{option} {path} is a folder; give a file name")
+    probe_writable(path.parent, path)
 
 
 def task_plots(results, plot: Path | None, layers: bool) -> list[Path]:
@@ -238,6 +248,7 @@ def whiten(
         if model is None or not Path(model).is_dir():
             raise OptionError("--output is needed unless --model is a local folder (the file then goes next to it)")
         output = default_path(model, pooling, k)
+    check_output_file(output)
     sentences = sentences_of(read_dataset(texts, format))
     if max_texts is not None and len(sentences) > max_texts:
         import random
@@ -270,6 +281,7 @@ def calibrate(
     check_pooling(pooling, layers or None)
     if not output.parent.exists():
         raise OptionError(f"--output {output}: folder {output.parent} does not exist; create it first")
+    check_output_file(output)
     sentences = sentences_of(read_dataset(texts, format))
     if max_texts is not None and len(sentences) > max_texts:
         import random
@@ -299,12 +311,14 @@ def report(
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an --output folder that holds other files."),
 ):
     """Every representation of one model on every task given: DIR/report.md with the recommendation per task,
     and DIR/summary.png (representation x task, each task's best marked)."""
     import shlex
 
-    from bertkit.which.report import ReportJob, parse_finetuned
+    from bertkit.outputs import check_output_folder
+    from bertkit.which.report import ReportJob, is_report_folder, parse_finetuned
     from bertkit.which.report import report as run_report
     from bertkit.which.tasks import TaskOptions
 
@@ -317,8 +331,7 @@ def report(
         command="bertkit report " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["report"] else sys.argv[1:]),
     )
     job.check()  # before the model loads: option mistakes answer at once
-    if output.exists() and not output.is_dir():
-        raise OptionError(f"--output {output} is a file; give a folder")
+    check_output_folder(output, overwrite=overwrite, own=is_report_folder)  # an earlier report: replaced
     enc = load_encoder(model, precision, backend)
     path, results = run_report(enc, job, output)
     from rich.console import Console

@@ -30,7 +30,7 @@ def export(
             raise OptionError(f"unknown --precision {p!r} for export; choose one of: {', '.join(GRAPH_PRECISIONS)}")
     if calibration is not None and "int8-static" not in precision:
         raise OptionError("--calibration is for --precision int8-static")
-    texts = read_lines(str(calibration), skip_bad_lines=False) if calibration is not None else None
+    texts = read_lines(str(calibration), False, can_skip=False) if calibration is not None else None
     from bertkit.runtime.export import export_folder
 
     for graph in export_folder(model, list(dict.fromkeys(precision)), texts, str(calibration) if calibration else None):

@@ -22,6 +22,25 @@ SeedOpt = typer.Option(42, "--seed")
 EvalEveryOpt = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch).")
 CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable checkpoint every N steps.")
 MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
+OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an --output folder that holds other files "
+                            "(the model is written to a temporary folder, then renamed into place).")
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Before any work: --output is a new or empty folder, or this run's own unfinished checkpoint (which the
+    run resumes), unless --overwrite; and its place takes new files."""
+    from bertkit.outputs import check_output_folder
+    from bertkit.train.loop import is_own_checkpoint
+
+    check_output_folder(output, overwrite=overwrite, own=is_own_checkpoint)
+
+
+def check_silver_options(silver_from, silver_k: int | None, silver_random: int = 0) -> None:
+    """--silver-k / --silver-random mean nothing without --silver-from: refused, not ignored."""
+    if silver_from is None and (silver_k is not None or silver_random):
+        given = "--silver-random" if silver_random else "--silver-k"
+        raise OptionError(f"{given} is for --silver-from MODEL (the model that scores the extra pairs); "
+                          f"add --silver-from or drop {given}")
 
 
 def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float, seed: int, max_steps: int | None,
@@ -29,8 +48,10 @@ def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float,
     """The training loop's settings for Sentence-BERT and SimCSE: the best checkpoint by dev Spearman."""
     from bertkit.train.loop import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_ratio=warmup, seed=seed,
-                       max_steps=max_steps, eval_every=eval_every, best_metric="spearman")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_ratio=warmup, seed=seed,
+                         max_steps=max_steps, eval_every=eval_every, best_metric="spearman")
+    config.validate()  # a bad --lr / --epochs / --warmup: one line now, before the data and model are read
+    return config
 
 
 def train_sbert(
@@ -55,8 +76,9 @@ def train_sbert(
     eval_every: int | None = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
     normalize: bool = typer.Option(False, "--normalize", help="Add a Normalize module to the saved model."),
     silver_from: Path | None = typer.Option(None, "--silver-from", help="Augmented SBERT: a cross-encoder folder that scores nearest-neighbour re-pairings of the training sentences (one more CoSENT dataset)."),
-    silver_k: int = typer.Option(1, "--silver-k", min=1, help="Neighbours per sentence for --silver-from."),
+    silver_k: int | None = typer.Option(None, "--silver-k", min=1, help="Neighbours per sentence for --silver-from (default 1)."),
     skip_bad_rows: bool = SkipRowsOpt,
+    overwrite: bool = OverwriteOpt,
 ):
     """Fine-tune a siamese bi-encoder (Sentence-BERT) and save a bertkit / sentence-transformers / transformers folder."""
     from bertkit.train.sbert import ST_POOLINGS, train_sentence_tasks
@@ -69,21 +91,24 @@ def train_sbert(
         raise OptionError(f"--minutes {minutes:g}: give a training budget above 0 minutes, e.g. --minutes 10")
     if sampling is not None and sampling not in SAMPLINGS:
         raise OptionError(f"--sampling {sampling}: choose one of {', '.join(SAMPLINGS)}")
+    check_silver_options(silver_from, silver_k)
     dims = parse_dims(matryoshka)
     tasks = plan_tasks(train, loss, recipe, format, skip_bad_rows)
     devs = read_devs(dev, dev_format, skip_bad_rows) if dev else None
     r = RECIPES[recipe] if recipe else None
+    config = sbert_train_config(epochs or (r.epochs if r else 1.0), batch_size or (r.batch_size if r else 16),
+                                lr if lr is not None else (r.lr if r else 2e-5),
+                                warmup if warmup is not None else (r.warmup if r else 0.1), seed, max_steps,
+                                eval_every)
+    check_output(output, overwrite)
     enc = load_encoder(model)
     if silver_from is not None:
         from bertkit.train.sbert import TrainTask
         from bertkit.train.sbert_silver import silver_pairs
 
         every = list({(p.a, p.b): p for t in tasks for p in t.pairs}.values())
-        silver = silver_pairs(enc.model, enc.tokenizer, every, silver_from, pooling=pooling, k=silver_k)
+        silver = silver_pairs(enc.model, enc.tokenizer, every, silver_from, pooling=pooling, k=silver_k or 1)
         tasks.append(TrainTask(f"silver pairs scored by {silver_from}", silver, "cosent"))
-    config = sbert_train_config(epochs or (r.epochs if r else 1.0), batch_size or (r.batch_size if r else 16),
-                                lr or (r.lr if r else 2e-5), warmup if warmup is not None else (r.warmup if r else 0.1),
-                                seed, max_steps, eval_every)
     config.minutes, config.decay_by_time = minutes, minutes is not None  # the schedule fits the budget
     result = train_sentence_tasks(enc.model, enc.tokenizer, tasks, devs, output, pooling=pooling, config=config,
                                   normalize=normalize, matryoshka=dims,
@@ -111,15 +136,19 @@ def train_simcse_cmd(
     seed: int = typer.Option(42, "--seed"),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1),
     eval_every: int | None = typer.Option(None, "--eval-every", min=1),
+    overwrite: bool = OverwriteOpt,
 ):
     """Unsupervised SimCSE: contrastive training on unlabelled sentences, dropout as the augmentation."""
     from bertkit.data import read_dataset, read_scored_pairs, sentences_of
     from bertkit.train.simcse import train_simcse
 
+    if not temperature > 0:
+        raise OptionError(f"--temperature {temperature:g}: give a temperature above 0, e.g. 0.05")
+    config = sbert_train_config(epochs, batch_size, lr, 0.1, seed, max_steps, eval_every)
+    check_output(output, overwrite)
     sentences = sentences_of(read_dataset(train, format))
     dev_pairs = read_scored_pairs(dev, dev_format) if dev else None
     enc = load_encoder(model)
-    config = sbert_train_config(epochs, batch_size, lr, 0.1, seed, max_steps, eval_every)
     result = train_simcse(enc.model, enc.tokenizer, sentences, dev_pairs, output, pooling=pooling,
                           temperature=temperature, config=config)
     best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
@@ -129,8 +158,11 @@ def task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, se
     """The training loop's settings for the classifier, NER and pretraining commands."""
     from bertkit.train.loop import TrainConfig
 
-    return TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
-                       grad_accum=grad_accum, seed=seed, eval_every=eval_every, checkpoint_every=checkpoint_every)
+    config = TrainConfig(epochs=epochs, max_steps=max_steps, minutes=minutes, batch_size=batch_size, lr=lr,
+                         grad_accum=grad_accum, seed=seed, eval_every=eval_every,
+                         checkpoint_every=checkpoint_every)
+    config.validate()  # a bad --lr / --epochs / --minutes: one line now, before the data and model are read
+    return config
 
 
 def run_facts(r) -> dict:
@@ -161,11 +193,15 @@ def train_classify(
     epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
     eval_every: int | None = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+    overwrite: bool = OverwriteOpt,
 ):
     """Fine-tune a [CLS]/pooler (or pooled) classifier on single texts or sentence pairs; keep the best on dev."""
     from bertkit.train.classify import train_classifier
 
+    if dev is None and not 0 < dev_fraction < 1:
+        raise OptionError(f"--dev-fraction {dev_fraction:g}: give a share between 0 and 1, e.g. 0.1")
     config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    check_output(output, overwrite)
     r = train_classifier(train, dev, output, fmt=format, dev_format=dev_format, model=model, pooling=pooling,
                          regression=regression, class_weights=class_weights, max_length=max_length,
                          dev_fraction=dev_fraction, freeze_embeddings=freeze_embeddings, config=config)
@@ -183,11 +219,13 @@ def train_ner_cmd(
     epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
     eval_every: int | None = EvalEveryOpt, checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+    overwrite: bool = OverwriteOpt,
 ):
     """Fine-tune a token classifier (NER) on BIO-tagged CoNLL data; keep the best by dev entity F1."""
     from bertkit.train.ner import train_ner
 
     config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    check_output(output, overwrite)
     r = train_ner(train, dev, output, model=model, max_length=max_length, freeze_embeddings=freeze_embeddings,
                   skip_bad=skip_bad_rows, config=config)
     report("ner", {**r.dev_metrics, "labels": ",".join(r.labels), "train_sentences": r.train_sentences,
@@ -206,7 +244,7 @@ def pretrain(
     max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
     grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: int | None = EvalEveryOpt,
-    checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
+    checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt, overwrite: bool = OverwriteOpt,
 ):
     """Masked-LM + next-sentence pretraining, from scratch or continuing a checkpoint; reports held-out accuracy."""
     from bertkit.train.pretrain import pretrain as run_pretrain
@@ -214,6 +252,7 @@ def pretrain(
     if not 0 < heldout < 1:
         raise OptionError(f"--heldout {heldout}: give a share between 0 and 1, e.g. 0.05")
     config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    check_output(output, overwrite)
     r = run_pretrain(corpus, output, init=init, size=size, tokenizer=tokenizer, max_length=max_length, heldout=heldout,
                      freeze_embeddings=freeze_embeddings, config=config)
     report("pretrain", {**{f"before_{k}": v for k, v in r.before.items()}, **r.after,
@@ -267,12 +306,14 @@ def train_cross_encoder_cmd(
     checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
     symmetric: bool = typer.Option(False, "--symmetric", help="Train on each pair in both orders (for symmetric scores such as STS)."),
     silver_from: str | None = typer.Option(None, "--silver-from", help="A bi-encoder (e.g. `bertkit train sbert` output) that scores re-pairings of the training sentences: more pairs to learn from."),
-    silver_k: int = typer.Option(2, "--silver-k", help="With --silver-from: nearest neighbours per sentence."),
+    silver_k: int | None = typer.Option(None, "--silver-k", help="With --silver-from: nearest neighbours per sentence (default 2)."),
     silver_random: int = typer.Option(0, "--silver-random", help="With --silver-from: random pairs added (unrelated texts)."),
+    overwrite: bool = OverwriteOpt,
 ):
     """Fine-tune a cross-encoder: each pair encoded together, [CLS]/pooler -> one logit, binary cross-entropy."""
     from bertkit.train.cross_encoder import train_cross_encoder
 
+    check_silver_options(silver_from, silver_k, silver_random)
     bounds = None
     if score_range is not None:
         try:
@@ -282,9 +323,11 @@ def train_cross_encoder_cmd(
         bounds = (lo, hi)
     config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     config.decay_by_time = minutes is not None  # as for sbert: warm-up and decay fit the budget when it binds
+    check_output(output, overwrite)
     r = train_cross_encoder(train, dev, output, fmt=format, dev_format=dev_format, model=model, score_range=bounds,
                             max_length=max_length, freeze_embeddings=freeze_embeddings, config=config,
-                            symmetric=symmetric, silver_from=silver_from, silver_k=silver_k, silver_random=silver_random)
+                            symmetric=symmetric, silver_from=silver_from, silver_k=2 if silver_k is None else silver_k,
+                            silver_random=silver_random)
     report("cross-encoder", {**r.dev_metrics, "score_range": f"{r.score_range[0]:g},{r.score_range[1]:g}",
                              "train_examples": r.train_examples, "silver_examples": r.silver_examples,
                              "dev_examples": r.dev_examples, **run_facts(r)})
@@ -305,7 +348,7 @@ def rerank(
 
     if docs and input:
         raise OptionError("give documents as arguments or with --input, not both")
-    items = read_lines(input, False) if input is not None else list(docs or [])
+    items = read_lines(input, False, can_skip=False) if input is not None else list(docs or [])
     if not items:
         raise OptionError("no documents to rank: pass them after the query, or with --input FILE")
     ce = load_cross_encoder(folder)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import uuid
@@ -39,7 +38,7 @@ import pyarrow.parquet as pq
 from bertkit.corpus.shards import shard_done, shard_table, write_shard
 from bertkit.corpus.spec import MANIFEST, Shard
 from bertkit.corpus.storage import check_bucket, is_remote, s3_filesystem
-from bertkit.outputs import writing
+from bertkit.outputs import atomic_write, writing
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,7 @@ class LocalOutput:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def write_manifest(self, data: dict[str, Any]) -> None:
-        path = self.dir / MANIFEST
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with writing(path):  # a full disk: one line naming the cause
-            tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+        atomic_write(self.dir / MANIFEST, json.dumps(data, indent=1) + "\n")  # a full disk: one line
 
     def not_empty(self) -> bool:
         return self.dir.is_dir() and any(self.dir.iterdir())

@@ -64,6 +64,8 @@ class BadRows:
 def read_text(path: str | Path) -> str:
     """The whole file as text, without a leading BOM; a missing file or invalid UTF-8 is a DataError."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"data file {p} is a folder; pass a data file")
     if not p.is_file():
         raise DataError(f"data file {p} does not exist; pass an existing file")
     raw = p.read_bytes()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bertkit.errors import BertkitError, OptionError, VectorIndexError
-from bertkit.outputs import writing
+from bertkit.outputs import atomic_folder, writing
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +75,16 @@ def write_index(out: Path, embeddings_dir: str | Path, manifest: dict[str, Any],
                 write_data: Callable[[Path], None]) -> None:
     """The index folder: `write_data(folder)` writes the kind's data, then items and index.json; all of it in
     a temporary folder renamed into place, so a killed build never leaves a half index."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with writing(out):  # a full disk, /proc, a read-only folder: one line naming the cause, exit 2
-            tmp.mkdir(parents=True)
-            write_data(tmp)
-            pq.write_table(items.drop_columns([c for c in ("text_hash",) if c in items.column_names]),
-                           tmp / "items.parquet")
-            info = {
-                "format": INDEX_FORMAT, "kind": kind, "metric": metric, "count": int(shape[0]),
-                "dim": int(shape[1]), "params": params, "embedding": manifest["embedding"],
-                "source": str(Path(embeddings_dir).resolve()),
-            }
-            (tmp / "index.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_folder(out) as tmp, writing(out):  # a full disk, /proc, a read-only folder: one line, exit 2
+        write_data(tmp)
+        pq.write_table(items.drop_columns([c for c in ("text_hash",) if c in items.column_names]),
+                       tmp / "items.parquet")
+        info = {
+            "format": INDEX_FORMAT, "kind": kind, "metric": metric, "count": int(shape[0]),
+            "dim": int(shape[1]), "params": params, "embedding": manifest["embedding"],
+            "source": str(Path(embeddings_dir).resolve()),
+        }
+        (tmp / "index.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     log.info("built a %s index of %d vectors in %s", kind, shape[0], out)
 
 

@@ -30,15 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bertkit.errors import VectorIndexError
+from bertkit.errors import OutputError, VectorIndexError
 from bertkit.index.base import BuildOptions, Index, faiss_module, write_index
+from bertkit.outputs import atomic_write
 from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,10 @@ def _check_corpus(embeddings_dir, dtype: str, kind: str, dimensions: int | None,
         raise VectorIndexError(f"--rescore {rescore}: give 0 (off) or how many candidates to rescore")
     if calibration is not None and kind != "int8":
         raise VectorIndexError(f"--calibration is for --kind int8, not {kind}")
+    if rescore and kind in FLOAT_KINDS and dimensions is None:
+        raise VectorIndexError(f"--rescore {rescore} means nothing for --kind {kind} over full float vectors (its "
+                               "scores already are the float ones); drop --rescore, or use it with --kind "
+                               "binary|binary-hnsw|int8 or --dimensions")
     if dtype == "float32":
         return
     want = "binary or binary-hnsw" if dtype in PACKED else "int8"
@@ -172,18 +176,13 @@ def _write_store(embeddings_dir: Path, vectors: np.ndarray) -> dict[str, Any]:
     info_path, path = embeddings_dir / STORE_INFO, embeddings_dir / STORE_FILE
     if path.is_file() and info_path.is_file() and json.loads(info_path.read_text(encoding="utf-8")) == info:
         return {"file": STORE_FILE, **info}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, dtype=np.float32))
-        os.replace(tmp, path)
-        info_path.write_text(json.dumps(info) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise VectorIndexError(f"--rescore keeps the corpus's float vectors in {path}, which cannot be "
-                               f"written ({e.strerror}); make the corpus folder writable, or build without "
-                               "--rescore") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda tmp: np.save(tmp, np.ascontiguousarray(vectors, dtype=np.float32)),
+                     suffix=".npy")
+        atomic_write(info_path, json.dumps(info) + "\n")
+    except OutputError as e:
+        raise VectorIndexError(f"--rescore keeps the corpus's float vectors in {path}: {e}; make the corpus "
+                               "folder writable, or build without --rescore") from None
     log.info("wrote the rescoring store %s (%d x %d float32)", path, len(vectors), vectors.shape[1])
     return {"file": STORE_FILE, **info}
 

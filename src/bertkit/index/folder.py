@@ -50,6 +50,8 @@ def build_index(
         raise VectorIndexError(f"{out} exists and is not a bertkit index; choose a new output path")
     if (out / "index.json").is_file() and not overwrite:
         raise VectorIndexError(f"{out} already holds an index; pass --overwrite to replace it")
+    if kind == "sparse" and (rescore or dimensions is not None or calibration is not None):
+        raise VectorIndexError("--rescore, --dimensions and --calibration are for dense indexes, not --kind sparse")
     manifest = read_manifest(embeddings_dir)
     options = BuildOptions(m, ef_construction, ef_search, dimensions, rescore, calibration)
     kind_class = index_class(kind, manifest["embedding"], options)

@@ -66,7 +66,7 @@ def resolve_model_dir(name_or_path: str | Path | None) -> Path:
             raise ModelNotFoundError(f"{path} has no config.json; is it a Hugging Face BERT model folder?")
         return path
     if path.exists():
-        raise ModelNotFoundError(f"{path} is a file; --model expects a model folder (config.json + weights)")
+        raise ModelNotFoundError(f"{path} is a file, not a model folder; give a model folder (config.json + weights)")
     name = str(name_or_path)
     if name in ALIASES:
         return ALIASES[name]()

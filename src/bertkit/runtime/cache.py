@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bertkit.errors import BackendError
+from bertkit.errors import BackendError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +159,23 @@ def write_record(graph: Path, record: dict[str, Any]) -> None:
 
 
 def _read_record(graph: Path) -> dict[str, Any] | None:
+    return _read_json(record_path(graph))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        record = json.loads(record_path(graph).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 
 
-def check_graph(graph: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(record, None) for a sound graph; (None, why) for a missing record or a graph that is not the one recorded."""
+def check_graph(graph: Path, model_dir: Path | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) for a sound graph; (None, why) for a missing record or a graph that is not the one recorded
+    (or, given the model folder, whose recorded sizes are not its config.json's: a new export replaces it)."""
+    if any(f.is_dir() for f in graph_files(graph)):  # nothing can be written there: say so, in one line
+        raise OutputError(f"cannot write {graph}: it is a folder where bertkit keeps a cached graph file; delete it, "
+                          "then run again")
     record = _read_record(graph)
     if record is None:
         return None, f"{graph} has no readable record ({record_path(graph).name})"
@@ -177,6 +185,10 @@ def check_graph(graph: Path) -> tuple[dict[str, Any] | None, str | None]:
     if (not all(f.is_file() for f in files) or sum(f.stat().st_size for f in files) != record.get("graph_bytes")
             or _sha256(*files) != record.get("graph_sha256")):
         return None, f"{graph} is corrupt (its size or sha256 differs from the one recorded at export)"
+    config = _read_json(Path(model_dir) / "config.json") if model_dir is not None else None
+    sizes = ("hidden_size", "num_hidden_layers", "max_position_embeddings")
+    if config is not None and any(k in config and record.get(k) != config[k] for k in sizes):
+        return None, f"{graph} is corrupt (the sizes in its record are not those of {Path(model_dir) / 'config.json'})"
     return record, None
 
 
@@ -190,7 +202,7 @@ def find_graph(model_dir: Path, precision: str, key: str | None = None) -> tuple
     for folder in cache_dirs(model_dir):
         path = graph_path(folder, key, precision)
         if path.exists():
-            record, problem = check_graph(path)
+            record, problem = check_graph(path, model_dir)
             if record is not None:
                 return Graph(path, record), None
             why = problem

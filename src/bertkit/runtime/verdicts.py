@@ -79,8 +79,10 @@ def _from_file() -> dict[str, dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        log.warning("ignoring the verdict file %s (%s); delete or fix it", path, e)
+    except (OSError, ValueError, RecursionError) as e:
+        # Anything unreadable (a folder, bad UTF-8 or JSON, a 5,000-digit number, 100,000 nested '['): the file
+        # only overrides the CPU-flag table, so it is a warning and ignored, never a failure of the caller.
+        log.warning("ignoring the verdict file %s (%s); delete or fix it", path, str(e)[:200])
         return {}
     mine = data.get(machine_id(), {}) if isinstance(data, dict) else {}
     return mine if isinstance(mine, dict) else {}

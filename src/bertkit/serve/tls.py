@@ -29,7 +29,8 @@ def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
     except ssl.SSLError as e:
         reason = e.reason or str(e)
         if "KEY_VALUES_MISMATCH" in str(e):
-            raise OptionError(f"--ssl-keyfile {keyfile} is not the key of --ssl-certfile {certfile} "
+            key = f"--ssl-keyfile {keyfile}" if keyfile is not None else f"the key in --ssl-certfile {certfile}"
+            raise OptionError(f"{key} is not the key of --ssl-certfile {certfile} "
                               "(key values mismatch); give the key the certificate was made for") from None
-        raise OptionError(f"--ssl-certfile {certfile} / --ssl-keyfile {keyfile}: not a usable PEM certificate "
-                          f"and key ({reason})") from None
+        given = f"--ssl-certfile {certfile}" + (f" / --ssl-keyfile {keyfile}" if keyfile is not None else "")
+        raise OptionError(f"{given}: not a usable PEM certificate and key ({reason})") from None

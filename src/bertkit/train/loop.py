@@ -38,16 +38,18 @@ from torch import nn
 
 from bertkit.batching import by_length
 from bertkit.errors import InputError, OptionError
-from bertkit.train.loop_config import EvalFn, SaveFn, StepFn, TrainConfig, TrainResult
-from bertkit.train.loop_parts import (
+from bertkit.train.loop_config import CHECKPOINT, EvalFn, SaveFn, StepFn, TrainConfig, TrainResult
+from bertkit.train.loop_parts import (  # noqa: F401  (is_own_checkpoint: re-exported)
     Progress,
     autocast_dtype,
     budget_schedule,
+    is_own_checkpoint,
     linear_schedule,
     load_checkpoint,
     make_optimizer,
     rng_state,
     save_checkpoint,
+    save_model_folder,
     seed_everything,
     set_rng_state,
     to_device,
@@ -95,7 +97,7 @@ def train(
         bar.close()
 
     if eval_fn is None and save_fn is not None:
-        save_fn(model, Path(config.output_dir))
+        save_model_folder(save_fn, model, Path(config.output_dir))
     elif eval_fn is not None and save_fn is not None and not run.last_was_best:
         # The last evaluation was not the best: leave the caller holding the kept (best) weights.
         reload_best(model, Path(config.output_dir), device)
@@ -142,7 +144,7 @@ class _Run:
         self.history: list[dict[str, float]] = []
         self.last_was_best = False
         self.recent: list[float] = []  # losses of the last 50 micro-batches
-        self.ckpt_dir = Path(config.output_dir) / "checkpoint" if config.output_dir is not None else None
+        self.ckpt_dir = Path(config.output_dir) / CHECKPOINT if config.output_dir is not None else None
 
     def resume(self) -> int | None:
         """Continue from output_dir/checkpoint when it holds this run's checkpoint; the step resumed from."""
@@ -198,7 +200,7 @@ class _Run:
         if better:
             self.best_value, self.best_metrics = value, metrics
             if self.save_fn is not None:
-                self.save_fn(self.model, Path(config.output_dir))
+                save_model_folder(self.save_fn, self.model, Path(config.output_dir))
 
     def optimizer_step(self) -> None:
         """Clip, step, schedule; the accumulated gradients are then cleared."""

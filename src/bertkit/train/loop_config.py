@@ -3,6 +3,7 @@ and the shapes of the callbacks a trainer hands it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from bertkit.errors import OptionError
 StepFn = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch on device) -> scalar loss
 EvalFn = Callable[[nn.Module], dict[str, float]]  # model in eval mode, under no_grad -> metrics
 SaveFn = Callable[[nn.Module, Path], None]  # write a loadable model folder
+CHECKPOINT = "checkpoint"  # the resumable state's folder inside output_dir
 
 
 @dataclass
@@ -43,6 +45,12 @@ class TrainConfig:
     decay_by_time: bool = False  # with minutes: warm-up and decay follow the spent share of the budget too
 
     def validate(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptionError(f"--lr {self.lr:g}: give a learning rate above 0, e.g. --lr 5e-5")
+        if math.isnan(self.epochs) or (math.isinf(self.epochs) and self.max_steps is None):
+            raise OptionError(f"--epochs {self.epochs:g}: give a finite number of passes, e.g. --epochs 3")
+        if self.minutes is not None and not math.isfinite(self.minutes):
+            raise OptionError(f"--minutes {self.minutes:g}: give a finite budget, e.g. --minutes 10")
         if self.epochs <= 0 and self.max_steps is None:
             raise OptionError(f"epochs must be > 0 (got {self.epochs}), or give max_steps")
         if self.max_steps is not None and self.max_steps < 1:
@@ -52,7 +60,7 @@ class TrainConfig:
         if self.mixed_precision not in ("auto", "bf16", "fp16", "no"):
             raise OptionError(f"mixed_precision must be auto|bf16|fp16|no, got {self.mixed_precision!r}")
         if not 0 <= self.warmup_ratio < 1:
-            raise OptionError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise OptionError(f"--warmup {self.warmup_ratio:g}: give a share of the steps in [0, 1), e.g. 0.1")
         if self.minutes is not None and self.minutes <= 0:
             raise OptionError(f"--minutes {self.minutes:g}: give a training budget above 0 minutes, "
                               "e.g. --minutes 10")

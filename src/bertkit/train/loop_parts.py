@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertkit.train.loop_config import TrainConfig
+from bertkit.outputs import atomic_folder, atomic_write
+from bertkit.train.loop_config import CHECKPOINT, SaveFn, TrainConfig
 
 
 def seed_everything(seed: int) -> None:
@@ -109,9 +110,19 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(folder: Path, state: dict) -> None:
     """Write to a temporary file and rename, so a kill during the write leaves the previous checkpoint."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / "state.pt")
+    atomic_write(folder / "state.pt", lambda tmp: torch.save(state, tmp))
+
+
+def save_model_folder(save_fn: SaveFn, model: nn.Module, out: Path) -> None:
+    """`save_fn` fills a temporary folder that then replaces `out` by a rename: the output folder is always one
+    whole model, never a mix with an older one's files. The run's checkpoint moves over into the new folder."""
+    with atomic_folder(out, carry=(CHECKPOINT,)) as tmp:
+        save_fn(model, tmp)
+
+
+def is_own_checkpoint(out: Path) -> bool:
+    """An output folder that holds an unfinished run's checkpoint: a run with the same --output resumes it."""
+    return (Path(out) / CHECKPOINT / "state.pt").is_file()
 
 
 def load_checkpoint(folder: Path) -> dict | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import CalibrationError, OptionError
+from bertkit.outputs import atomic_write
 from bertkit.pooling import normalize_rows
 
 log = logging.getLogger(__name__)
@@ -72,25 +72,21 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         """Write the .npz through a temporary file and a rename."""
-        path = Path(path).expanduser()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        try:
-            np.savez(tmp, ranges=self.ranges.astype(np.float32), meta=np.array(json.dumps(self.meta)))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        ranges, meta = self.ranges.astype(np.float32), np.array(json.dumps(self.meta))
+        return atomic_write(Path(path).expanduser(), lambda tmp: np.savez(tmp, ranges=ranges, meta=meta), suffix=".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         path = Path(path).expanduser()
+        if path.is_dir():
+            raise CalibrationError(f"calibration file {path} is a folder; give the .npz that `bertkit calibrate` wrote")
         if not path.is_file():
             raise CalibrationError(f"calibration file {path} does not exist; make one with `bertkit calibrate`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 ranges, meta = z["ranges"].astype(np.float32), json.loads(str(z["meta"]))
         except (OSError, ValueError, KeyError) as e:
-            raise CalibrationError(f"{path} is not a bertkit calibration file ({e}); make one with "
+            raise CalibrationError(f"{path} is not a bertkit calibration file ({npz_problem(e)}); make one with "
                                    "`bertkit calibrate`") from None
         if ranges.ndim != 2 or ranges.shape[0] != 2:
             raise CalibrationError(f"{path}: ranges have shape {ranges.shape}, expected (2, dims)")
@@ -271,6 +267,11 @@ def load_vectors(path: str | Path, dtype: str | None = None) -> tuple[np.ndarray
     return codes.astype(NUMPY_DTYPES[dtype]), dtype, Calibration.load(side)
 
 
+def npz_problem(e: Exception) -> str:
+    """What np.load's error means to a user: numpy calls any file that is not .npy / .npz "pickled data"."""
+    return "not an .npz file" if "pickled" in str(e) else f"{type(e).__name__}: {e}"
+
+
 def save_vectors(path: str | Path, texts: list[str], codes: np.ndarray, dtype: str,
                  calibration: Calibration | str | Path | None = None) -> None:
     """Compact codes to .npy / .jsonl / .parquet (through a temporary file and a rename), the dtype recorded
@@ -279,8 +280,8 @@ def save_vectors(path: str | Path, texts: list[str], codes: np.ndarray, dtype: s
     import pyarrow.parquet as pq
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         if path.suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, codes)
@@ -293,8 +294,7 @@ def save_vectors(path: str | Path, texts: list[str], codes: np.ndarray, dtype: s
             emb = pa.FixedSizeListArray.from_arrays(pa.array(codes.reshape(-1), arrow), codes.shape[1])
             table = pa.table({"text": texts, "embedding": emb})
             pq.write_table(table.replace_schema_metadata({b"bertkit.dtype": dtype.encode()}), tmp)
-        if calibration is not None and dtype in CALIBRATED:
+        if calibration is not None and dtype in CALIBRATED:  # beside the codes, before they are renamed in
             as_calibration(calibration).save(calibration_path(path))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, write)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import InputError
+from bertkit.outputs import atomic_write
 from bertkit.pooling import normalize_rows
+from bertkit.vectors.compact import npz_problem
 
 log = logging.getLogger(__name__)
 
@@ -85,24 +86,21 @@ class Whitening:
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps({**self.meta, "format_version": FORMAT_VERSION, "k": self.k, "dim": self.dim})
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-        try:
-            np.savez(tmp, mean=self.mean, matrix=self.matrix, meta=np.array(meta))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return atomic_write(path, lambda tmp: np.savez(tmp, mean=self.mean, matrix=self.matrix, meta=np.array(meta)),
+                            suffix=".npz")
 
     @classmethod
     def load(cls, path: str | Path) -> Whitening:
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"whitening file {path} is a folder; give the .npz that `bertkit whiten` wrote")
         if not path.is_file():
             raise InputError(f"whitening file {path} does not exist; create one with `bertkit whiten TEXTS --output {path}`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 mean, matrix, meta = z["mean"], z["matrix"], json.loads(str(z["meta"]))
         except (OSError, KeyError, ValueError) as e:
-            raise InputError(f"{path} is not a bertkit whitening file ({type(e).__name__}: {e})") from None
+            raise InputError(f"{path} is not a bertkit whitening file ({npz_problem(e)})") from None
         if mean.ndim != 1 or matrix.ndim != 2 or matrix.shape[0] != mean.shape[0]:
             raise InputError(f"{path} is damaged: mean {mean.shape} and matrix {matrix.shape} do not match")
         return cls(mean, matrix, {**meta, "path": str(path)})

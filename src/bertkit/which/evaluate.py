@@ -21,6 +21,7 @@ import numpy as np
 
 from bertkit.data import SentencePair
 from bertkit.errors import InputError, OptionError
+from bertkit.outputs import atomic_write, writing
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES, normalize_rows
 
 log = logging.getLogger(__name__)
@@ -288,10 +289,12 @@ def save_fig(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:].lower() or "png"))
+    finally:
+        plt.close(fig)
 
 
 def layers_path(plot: str | Path) -> Path:

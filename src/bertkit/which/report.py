@@ -22,10 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import InputError, OptionError
+from bertkit.outputs import atomic_folder, writing
 from bertkit.which.results import TASKS, TaskResult, reading
 from bertkit.which.tasks import TaskOptions, load_task, measure, short_name
 
 log = logging.getLogger(__name__)
+
+REPORT_FILES = ("report.md", "summary.png", "results.jsonl")
 
 
 @dataclass
@@ -131,11 +134,21 @@ def task_section(r: TaskResult) -> str:
 
 
 def write_report(results: list[TaskResult], job: ReportJob, output: str | Path, seconds: float = 0.0) -> Path:
-    """DIR/report.md, DIR/summary.png and DIR/results.jsonl; returns the report.md path."""
+    """DIR/report.md, DIR/summary.png and DIR/results.jsonl, through a temporary folder and a rename; returns
+    the report.md path."""
+    with atomic_folder(output) as tmp, writing(output):  # the folder is one whole report, old or new
+        _write_files(results, job, tmp, seconds)
+    return Path(output) / "report.md"
+
+
+def is_report_folder(folder: Path) -> bool:
+    """A folder holding nothing but an earlier report's files: a new report may replace it."""
+    return {p.name for p in Path(folder).iterdir()} <= set(REPORT_FILES)
+
+
+def _write_files(results: list[TaskResult], job: ReportJob, out: Path, seconds: float) -> None:
     from bertkit.which.charts import plot_summary
 
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     model = results[0].model
     plot_summary(results, out / "summary.png", f"Which vector for which task: {model} (x100; ★ = best per task)")
     (out / "results.jsonl").write_text("".join(r.json_lines() for r in results), encoding="utf-8")
@@ -150,9 +163,7 @@ def write_report(results: list[TaskResult], job: ReportJob, output: str | Path, 
         text += f"- **{r.task}** ({r.data}): use **{top.representation}** ({r.metric} {top.score:.1f}{margin})\n"
     text += "\n![summary: representation x task](summary.png)\n\n## Summary\n\n" + summary_table(results)
     text += "\n## Tasks\n\n" + "".join(task_section(r) for r in results)
-    path = out / "report.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+    (out / "report.md").write_text(text, encoding="utf-8")
 
 
 def report(encoder, job: ReportJob, output: str | Path) -> tuple[Path, list[TaskResult]]:
