@@ -163,7 +163,7 @@ async def ner(req: TextsRequest, service: ServiceDep) -> Response:
 # -- operations ----------------------------------------------------------------------------------------------
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])  # HEAD: probes that only want the status
 async def health(service: ServiceDep) -> Response:
     return json_response({"status": "ok", "model": service.model_id})
 
@@ -179,6 +179,6 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def playground() -> Response:
     return FileResponse(STATIC_DIR / "index.html")
