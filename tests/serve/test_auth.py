@@ -53,7 +53,7 @@ BODIES = {
     ("POST", "/tokenize"): {"inputs": SENTENCES[0]},
     ("POST", "/decode"): {"ids": [101, 1037, 2158, 102]},
 }
-OPEN = {("GET", "/health"), ("GET", "/"), ("HEAD", "/health"), ("HEAD", "/")}
+OPEN = {("GET", "/health"), ("GET", "/")}
 
 
 def bearer(key: str) -> dict[str, str]:
