@@ -186,6 +186,9 @@ def test_row9_cross_origin_text_plain_posts_are_refused(open_cli):
     r = open_cli.post("/embed", content=body, headers={"Content-Type": "text/plain", "Origin": own})
     assert r.status_code == 200, r.text
     assert open_cli.post("/embed", content=body, headers={"Content-Type": "text/plain"}).status_code == 200
+    # Behind a reverse proxy that rewrites Host, the page's own origin arrives in X-Forwarded-Host.
+    proxied = {"Content-Type": "text/plain", "Origin": "https://embed.box", "X-Forwarded-Host": "embed.box"}
+    assert open_cli.post("/embed", content=body, headers=proxied).status_code == 200
 
 
 def test_row9_keys_or_a_public_host_lift_the_host_check(encoder):

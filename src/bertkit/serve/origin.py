@@ -119,7 +119,7 @@ class OriginGuard:
                        "answers only localhost, 127.0.0.1 and [::1] (name others with --allow-host NAME)")
             return await fail(scope, 400, message, "host_not_allowed", "Host")(scope, receive, send)
         origin = header(scope, b"origin")
-        if scope["method"] == "POST" and origin is not None and not self.same_or_allowed(origin, host):
+        if scope["method"] == "POST" and origin is not None and not self.same_or_allowed(origin, scope):
             message = (f"a page of {origin} may not call this server (its origin is not allowed); "
                        "allow it with --cors-origin")
             response = fail(scope, 403, message, "cross_origin_refused", "Origin")
@@ -127,11 +127,14 @@ class OriginGuard:
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)
 
-    def same_or_allowed(self, origin: str, host: str | None) -> bool:
+    def same_or_allowed(self, origin: str, scope: dict) -> bool:
+        """An allowed origin, or the server's own: the Host the request was sent to, or the one a reverse
+        proxy passed on in X-Forwarded-Host (a page cannot add that header to a request without a preflight)."""
         if origin in self.cors_origins or "*" in self.cors_origins:
             return True
         netloc = urlsplit(origin).netloc.lower() if origin != "null" else None
-        return netloc is not None and host is not None and netloc == host.strip().lower()
+        own = (header(scope, b"host"), (header(scope, b"x-forwarded-host") or "").split(",")[0])
+        return netloc is not None and netloc in {h.strip().lower() for h in own if h}
 
 
 def install_origin_guard(app, allowed_hosts: tuple[str, ...] | None, cors_origins: tuple[str, ...]) -> None:
