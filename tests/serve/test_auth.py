@@ -26,11 +26,11 @@ httpx = pytest.importorskip("httpx", reason="the serve extra is not installed: p
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
 
 KEYS_FILE = """\
-# bertkit keys: KEY [NAME] [rpm=N] [tpm=N]
+# bertkit keys: KEY [NAME] [rpm=N] [tpm=N] [role=operator]
 sk-alice-2f9c41d7e0b8   alice
 sk-doomed-77a0c3e1f5d2  doomed      # removed by the reload test while its requests run
 
-sk-carol-5be81f0a9c34   carol   rpm=100000 tpm=10000000
+sk-carol-5be81f0a9c34   carol   rpm=100000 tpm=10000000 role=operator
 """
 CLI_KEY = "sk-cli-0d4e9b2a7c61"
 ALICE, DOOMED, CAROL, DAVE = "sk-alice-2f9c41d7e0b8", "sk-doomed-77a0c3e1f5d2", "sk-carol-5be81f0a9c34", "sk-dave-3c7e"

@@ -19,7 +19,7 @@ KEYS = {"alice": "sk-alice-q-81c2d9", "bob": "sk-bob-q-47e0a1", "carol": "sk-car
 KEYS_FILE = f"""\
 {KEYS['alice']} alice rpm={RPM}
 {KEYS['bob']} bob tpm={TPM}
-{KEYS['carol']} carol
+{KEYS['carol']} carol role=operator
 """
 TEXT = "A man is playing a guitar."
 

@@ -38,7 +38,8 @@ def serve(
     quota_window: float = typer.Option(60.0, "--quota-window", min=0.001, hidden=True, help="Quota window in seconds (tests)."),
     ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Serve https with this PEM certificate (chain)."),
     ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="The certificate's PEM private key."),
-    cors_origin: list[str] | None = typer.Option(None, "--cors-origin", help="Let pages of this origin call the server (repeatable)."),
+    cors_origin: list[str] | None = typer.Option(None, "--cors-origin", help="Let pages of this origin (https://app.example) call the server (repeatable)."),
+    allow_host: list[str] | None = typer.Option(None, "--allow-host", help="Answer this Host name too (repeatable; by default a loopback server without keys answers only loopback names)."),
     log_texts: bool = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only."),
     reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
     report: Path | None = typer.Option(None, "--report", help="Show this `bertkit report` folder in the playground (GET /report)."),
@@ -58,7 +59,7 @@ def serve(
         raise OptionError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'bertkit[serve]'") from None
 
     # Keys and certificates are checked before anything slow loads: a bad file is one line and exit 2.
-    access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host)
+    access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host)
     check_tls(ssl_certfile, ssl_keyfile)
     limits = Limits(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
@@ -67,7 +68,7 @@ def serve(
     )
     build = functools.partial(
         build_app, model=model, precision=precision, backend=backend, limits=limits, index=index, whitening=whitening,
-        calibration=calibration, access=(api_key, api_keys, quota_window, cors_origin, log_texts, host),
+        calibration=calibration, access=(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host),
         reranker=reranker, report=report, mask_model=mask_model, threads=threads)
     if engine != "local":
         from bertkit.serve.ray_engine import serve_on_ray
@@ -116,15 +117,23 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
 
 
 def access_policy(keys: list[str] | None, keys_file: Path | None, window: float, origins: list[str] | None,
-                  log_texts: bool, host: str):
-    """API keys (checked here, before the model loads), CORS origins and text logging for the server."""
+                  log_texts: bool, host: str, allow_hosts: list[str] | None = None):
+    """API keys (checked here, before the model loads), CORS origins, Host names and text logging.
+    Without keys on loopback, or with --allow-host, only loopback Host names and --allow-host ones are answered:
+    a DNS-rebinding page cannot read the server. (With keys such a page has no key; on another interface
+    without --allow-host, any name the machine is reached by is answered.)"""
     from bertkit.serve.auth import AccessPolicy, KeyStore
+    from bertkit.serve.origin import LOOPBACK_HOSTS, check_origins
 
+    check_origins(origins or ())
     store = KeyStore(keys or [], keys_file, window) if keys or keys_file is not None else None
-    if store is None and host not in ("127.0.0.1", "localhost", "::1"):
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if store is None and not loopback:
         log.warning("serving on %s without API keys: anyone who reaches the port may call every route "
                     "(see --api-key / --api-keys)", host)
-    return AccessPolicy(store, tuple(origins or ()), log_texts)
+    guarded = bool(allow_hosts) or (store is None and loopback)
+    hosts = (*LOOPBACK_HOSTS, *(h.lower() for h in allow_hosts or ())) if guarded else None
+    return AccessPolicy(store, tuple(origins or ()), log_texts, hosts)
 
 
 def open_search_index(path: Path, model: str | None):

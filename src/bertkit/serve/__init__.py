@@ -23,9 +23,11 @@ The package, in the order a request meets it:
     errors.py    ServeError, the error body, exception handlers, request ids and 500s
     metrics.py   Prometheus metrics and the per-route counting middleware
     limits.py    Limits, the server's knobs
-    auth.py      API keys (AccessPolicy, KeyStore, the key check, SIGHUP reload of the keys file)
+    origin.py    CORS, the Host names answered, cross-origin simple POSTs refused
+    auth.py      API keys (AccessPolicy, KeyStore, the key check, operator routes, SIGHUP)
     quota.py     per-key quotas: token buckets for requests and tokens per minute, per-key metrics
-    accesslog.py one log line per request (never the texts), CORS
+    accesslog.py one log line per request (never the texts)
+    headlimit.py the request head's bound (431), in uvicorn's HTTP protocol
     tls.py       checking a certificate and key before the server starts
     app.py       create_app, run_server, set_threads
     ray_engine.py  `bertkit serve --engine ray`: the same app as a Ray Serve deployment (imported lazily)

@@ -1,4 +1,4 @@
-"""Request logs that keep texts private, and CORS.
+"""Request logs that keep texts private.
 
 One line per request on the `bertkit.serve.access` logger (INFO; /health probes at DEBUG):
 
@@ -8,8 +8,6 @@ method, route (the route's pattern, never the query string), status, request and
 the API key's name (`-` without keys) and the request id. Never the texts, the headers or the key: request
 bodies are logged only with `log_texts=True` (`bertkit serve --log-texts`, for debugging; a warning says so at
 start), at most LOG_TEXT_CHARS characters of each.
-
-CORS is closed unless origins are given (`--cors-origin`): browsers then refuse pages of other origins.
 """
 
 from __future__ import annotations
@@ -71,14 +69,3 @@ class AccessLogMiddleware:
                 text = b"".join(body).decode("utf-8", "replace")[:LOG_TEXT_CHARS]
                 log.info("body of %s: %s", state.get("request_id", "-"), text)
 
-
-def install_cors(app, origins: list[str] | None) -> None:
-    """Open CORS to these origins only (none: closed). Preflights are answered before the key check, and
-    answers to allowed origins (401s included) carry the CORS headers, so a page sees why it was refused."""
-    if not origins:
-        return
-    from starlette.middleware.cors import CORSMiddleware
-
-    app.add_middleware(CORSMiddleware, allow_origins=list(origins), allow_methods=["GET", "POST"],
-                       allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-                       expose_headers=["X-Request-ID", "Retry-After"], max_age=600)

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import disable_created_metrics
 
 from bertkit import __version__
-from bertkit.serve.accesslog import AccessLogMiddleware, install_cors
+from bertkit.serve.accesslog import AccessLogMiddleware
 from bertkit.serve.auth import AccessPolicy, install_auth, unwatch_sighup, watch_sighup
 from bertkit.serve.bodylimit import install_body_limits
 from bertkit.serve.errors import RequestIdMiddleware, install_error_handlers
@@ -19,6 +19,7 @@ from bertkit.serve.inside_routes import inside_router
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import MetricsMiddleware
 from bertkit.serve.openapi import document_errors
+from bertkit.serve.origin import install_cors, install_origin_guard
 from bertkit.serve.routes import STATIC_DIR, router
 from bertkit.serve.service import Service, load_task_heads
 from bertkit.serve.tei_rerank import retrieval_router
@@ -49,10 +50,13 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     document_errors(app)  # the OpenAPI schema shows the error bodies the server really sends
-    install_auth(app, access, service.metrics.registry)  # innermost: refusals get request ids, metrics, logs
-    # The last added runs first. Metrics see every answer, RequestIdMiddleware's 500s included; JsonBodies
-    # copies the scope, so it runs before MetricsMiddleware, which reads the route the router writes into it.
-    install_body_limits(app, service.limits)  # inside RequestIdMiddleware: its 413 / 408 get ids, metrics, logs
+    # The last added runs first. The body is read (under its limits) only once the Host, the Origin and the
+    # key have passed, all inside RequestIdMiddleware: their refusals get request ids, metrics and logs.
+    # Metrics see every answer, RequestIdMiddleware's 500s included; JsonBodies copies the scope, so it runs
+    # before MetricsMiddleware, which reads the route the router writes into it.
+    install_body_limits(app, service.limits)
+    install_auth(app, access, service.metrics.registry)
+    install_origin_guard(app, access.allowed_hosts, access.cors_origins)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     app.add_middleware(AccessLogMiddleware, log_texts=access.log_texts)
@@ -65,7 +69,7 @@ def create_app(encoder: Encoder, limits: Limits | None = None, index: Any = None
 async def lifespan(app: FastAPI):
     service: Service = app.state.service
     await service.start()
-    watching = watch_sighup(getattr(app.state, "keys", None))  # SIGHUP re-reads the keys file
+    watching = watch_sighup(getattr(app.state, "keys", None))  # SIGHUP re-reads the keys file (if any)
     log.info("serving %s (%d dims)", service.encoder.name, service.encoder.hidden_size)
     yield
     if watching:
@@ -110,10 +114,13 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful
     """Serve until SIGINT/SIGTERM; in-flight requests are finished (up to graceful_timeout seconds).
     With ssl_certfile (and ssl_keyfile) it serves https; check the pair first with `serve.tls.check_tls`.
     `sock`: a socket already bound to host:port (`serve.listen.bind_port`), so a busy port fails early.
-    Request logs (`bertkit.serve.access`) follow log_level: one line per request at info and debug."""
+    Request logs (`bertkit.serve.access`) follow log_level: one line per request at info and debug.
+    A request line and headers over MAX_HEAD_BYTES (16 KiB) are answered 431 as they arrive (headlimit.py)."""
     import os
 
     import uvicorn
+
+    from bertkit.serve.headlimit import MAX_HEAD_BYTES, http_protocol
 
     # Requests are tokenized a few texts at a time; the tokenizer's worker threads would only spin and take
     # cores from the model thread. An explicit TOKENIZERS_PARALLELISM in the environment still wins.
@@ -122,5 +129,6 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful
     level = logging.getLevelName(log_level.upper())
     logging.getLogger("bertkit.serve.access").setLevel(level if isinstance(level, int) else logging.INFO)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ssl_certfile=ssl_certfile,
-                            ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=graceful_timeout, access_log=False)
+                            ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=graceful_timeout, access_log=False,
+                            http=http_protocol(), h11_max_incomplete_event_size=MAX_HEAD_BYTES)
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)

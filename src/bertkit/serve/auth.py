@@ -6,11 +6,18 @@ with the usual error body and `WWW-Authenticate: Bearer`. Keys are kept as SHA-2
 is compared with every one of them by `hmac.compare_digest`, so the time taken tells nothing about which key
 came close. Keys are never logged or shown: logs and /metrics name a key by its name.
 
-The keys file has one key per line, `KEY [NAME] [rpm=N] [tpm=N]`: the key (printable ASCII, no spaces), a
-name for logs and metrics (letters, digits, `._-`; default `lineN`), and its quota in requests and tokens per
-minute. Blank lines and `#` comments are ignored. The file is read again on SIGHUP: a good file replaces the
-key table in one step (requests already admitted run on; spent quota stays spent), a bad one is logged and
-the previous table kept.
+The keys file has one key per line, `KEY [NAME] [rpm=N] [tpm=N] [role=operator]`: the key (printable ASCII,
+no spaces), a name for logs and metrics (letters, digits, `._-`; default `lineN`), its quota in requests and
+tokens per minute, and its role. Blank lines and `#` comments are ignored; a UTF-8 BOM (Notepad's) is skipped.
+The file is read again on SIGHUP: a good file replaces the key table in one step (requests already admitted run
+on; spent quota stays spent), a bad one is logged and the previous table kept. Without a keys file SIGHUP is
+logged and changes nothing (its default action would kill the server).
+
+Operator routes (/metrics: every key's name and usage) need an operator key: `role=operator` in the file, or a
+key given on the command line (`--api-key`, chosen by whoever starts the server); other keys get 403.
+
+The key is checked from the headers alone, before the body is read (app.py puts this middleware outside the
+body limits): a client without a key cannot make the server hold a 16 MB body for body_timeout_s.
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ log = logging.getLogger(__name__)
 KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: it travels in an HTTP header
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 FIELDS = {"rpm": "requests", "tpm": "tokens"}
-LINE_FORMAT = "each line is KEY [NAME] [rpm=N] [tpm=N]"
+ROLES = ("operator", "user")
+LINE_FORMAT = "each line is KEY [NAME] [rpm=N] [tpm=N] [role=operator]"
 # Open without a key: GET /health, the page (GET / and /static/, which asks for the key itself). POST / (TEI's
 # route) is not the page: it needs a key like every other route.
 OPEN_PAGES = ("/", "/health")
+OPERATOR_ROUTES = ("/metrics",)  # every key's name and usage: for whoever runs the server
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class KeyEntry:
     name: str
     digest: bytes  # sha256 of the key; the key itself is not kept
     quota: Quota
+    operator: bool = False  # may read the operator routes
 
 
 def digest(key: str) -> bytes:
@@ -63,7 +73,7 @@ def parse_key_line(line: str, where: str, default_name: str, window: float) -> K
     words = re.split(r"\s+#", line, maxsplit=1)[0].split()
     if not words or words[0].startswith("#"):
         return None
-    key, name, limits = words[0], None, {}
+    key, name, limits, role = words[0], None, {}, "user"
     check_key(key, where)
     for word in words[1:]:
         field, eq, value = word.partition("=")
@@ -73,19 +83,23 @@ def parse_key_line(line: str, where: str, default_name: str, window: float) -> K
             if not NAME.fullmatch(word):
                 raise OptionError(f"{where}: name {word!r} may only use letters, digits and ._- (at most 64)")
             name = word
+        elif field == "role":
+            if value not in ROLES:
+                raise OptionError(f"{where}: role must be operator or user, got {value!r}")
+            role = value
         elif field not in FIELDS:
             raise OptionError(f"{where}: unknown field {field!r}; {LINE_FORMAT}")
         elif not value.isdigit() or int(value) < 1:
             raise OptionError(f"{where}: {field} must be a positive whole number, got {value!r}")
         else:
             limits[FIELDS[field]] = int(value)
-    return KeyEntry(name or default_name, digest(key), Quota(**limits, window=window))
+    return KeyEntry(name or default_name, digest(key), Quota(**limits, window=window), role == "operator")
 
 
 def read_keys_file(path: Path, window: float = DEFAULT_WINDOW_S) -> list[KeyEntry]:
     """Every key of a keys file; an OptionError naming the file and line for anything malformed."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Notepad's UTF-8) is not part of the key
     except FileNotFoundError:
         raise OptionError(f"--api-keys {path} does not exist; give a file with one key per line") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -120,7 +134,9 @@ class KeyStore:
         for i, key in enumerate(keys, start=1):
             check_key(key, f"--api-key #{i}")
         self.path, self.window, self.metrics = path, window, None
-        self.fixed = [KeyEntry(f"key{i}", digest(k), Quota(window=window)) for i, k in enumerate(keys, start=1)]
+        # Keys on the command line are the operator's own: whoever starts the server chose them.
+        self.fixed = [KeyEntry(f"key{i}", digest(k), Quota(window=window), operator=True)
+                      for i, k in enumerate(keys, start=1)]
         entries = unique(self.fixed + (read_keys_file(path, window) if path is not None else []))
         if not entries:
             raise OptionError("no API keys given; pass --api-key KEY or --api-keys FILE")
@@ -149,13 +165,18 @@ class KeyStore:
         return [e.name for e in self._state[0]]
 
     def lookup(self, key: str) -> Caller | None:
-        """The caller holding this key, or None. Compares with every key, found or not."""
+        """The caller holding this key, or None."""
+        found = self.find(key)
+        return found[0] if found is not None else None
+
+    def find(self, key: str) -> tuple[Caller, KeyEntry] | None:
+        """The caller holding this key and its entry, or None. Compares with every key, found or not."""
         table, callers = self._state
         presented, found = digest(key), None
         for entry in table:
             if hmac.compare_digest(entry.digest, presented):
                 found = entry
-        return callers[found.digest] if found is not None else None
+        return (callers[found.digest], found) if found is not None else None
 
     def reload(self) -> bool:
         """Read the keys file again (SIGHUP). A bad file is logged and the current keys stay."""
@@ -172,16 +193,21 @@ class KeyStore:
 
 
 def watch_sighup(keys: KeyStore | None) -> bool:
-    """Reload the keys file on SIGHUP, on the running event loop (the main thread's: a server in another
-    thread, as in tests, has no signal handlers and keeps its keys). True when installed."""
-    if keys is None or keys.path is None:
-        return False
+    """Handle SIGHUP on the running event loop (the main thread's: a server in another thread, as in tests,
+    has no signal handlers): reload the keys file, or log that there is none. Always installed, as SIGHUP's
+    default action ends the process, and `kill -HUP $(pgrep -f 'bertkit serve')` reaches every server.
+    True when installed."""
+    reload = keys.reload if keys is not None and keys.path is not None else nothing_to_reload
     try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, keys.reload)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError) as e:  # not the main thread; Windows
         log.debug("no SIGHUP reload of the keys file here: %s", e)
         return False
     return True
+
+
+def nothing_to_reload() -> None:
+    log.warning("SIGHUP: no keys file to reload (start with --api-keys FILE to reload keys); still serving")
 
 
 def unwatch_sighup() -> None:
@@ -205,6 +231,7 @@ def is_open(method: str, path: str) -> bool:
 
 
 def unauthorized(scope: dict, missing: bool):
+    """The 401. The body has not been read: the connection is closed after the answer, not reused."""
     if missing:
         response = fail(scope, 401, "this server needs an API key: send the header 'Authorization: Bearer KEY'",
                         "missing_api_key")
@@ -212,7 +239,14 @@ def unauthorized(scope: dict, missing: bool):
     else:
         response = fail(scope, 401, "the API key is not valid; check the key you were given", "invalid_api_key")
         response.headers["WWW-Authenticate"] = 'Bearer realm="bertkit", error="invalid_token"'
+    if scope["method"] in ("POST", "PUT", "PATCH"):
+        response.headers["Connection"] = "close"
     return response
+
+
+def operator_only(scope: dict):
+    return fail(scope, 403, f"{scope['path']} is for the server's operator: use a key with role=operator in the "
+                "keys file (or one given with --api-key)", "operator_only")
 
 
 class AuthMiddleware:
@@ -227,11 +261,14 @@ class AuthMiddleware:
         if scope["type"] != "http" or is_open(scope["method"], scope["path"]):
             return await self.app(scope, receive, send)
         token = bearer(scope)
-        caller = self.keys.lookup(token) if token is not None else None
-        if caller is None:
+        found = self.keys.find(token) if token is not None else None
+        if found is None:
             self.metrics.auth_failures.labels("missing" if token is None else "invalid").inc()
             return await unauthorized(scope, token is None)(scope, receive, send)
+        caller, entry = found
         scope.setdefault("state", {})["key_name"] = caller.name
+        if scope["path"] in OPERATOR_ROUTES and not entry.operator:
+            return await operator_only(scope)(scope, receive, send)
         status = 500
 
         async def send_status(message):
@@ -261,10 +298,13 @@ class AccessPolicy:
     keys: KeyStore | None = None  # None: no keys needed (the loopback default)
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the server (none: CORS closed)
     log_texts: bool = False  # log request bodies (texts); for debugging only
+    # Host names answered (origin.py); None: any. `bertkit serve` on loopback without keys: loopback names only.
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 def install_auth(app, access: AccessPolicy, registry) -> None:
-    """The key check, innermost: a refused request is still counted, logged and given a request id."""
+    """The key check, inside the request ids, metrics and logs (a refused request is still counted, logged and
+    given an id) and outside the body limits (the key is checked before the body is read)."""
     app.state.keys = access.keys
     if access.log_texts:
         log.warning("--log-texts is on: request bodies (the texts) are written to the log; turn it off "

@@ -163,6 +163,7 @@ async def ner(req: TextsRequest, service: ServiceDep) -> Response:
 # -- operations ----------------------------------------------------------------------------------------------
 
 
+@router.api_route("/health", methods=["HEAD"], include_in_schema=False)  # probes that only want the status
 @router.get("/health")
 async def health(service: ServiceDep) -> Response:
     return json_response({"status": "ok", "model": service.model_id})
@@ -179,6 +180,7 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@router.api_route("/", methods=["HEAD"], include_in_schema=False)
 @router.get("/")
 async def playground() -> Response:
     return FileResponse(STATIC_DIR / "index.html")
