@@ -1,7 +1,8 @@
 """MkDocs hooks (mkdocs.yml `hooks:`): the generated reference pages, made at build time from the code.
 
 - reference/cli.md from the Typer app (cli_reference.py);
-- reference/http.md from the server's OpenAPI schema (http_reference.py).
+- reference/http.md from the server's OpenAPI schema (http_reference.py);
+- explanations/layout.md from the source tree's module docstrings (layout_reference.py).
 
 They are added to the build as generated files, never written into docs/, so they cannot go stale in git.
 """
@@ -18,9 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # mkdocs loads this fi
 
 from cli_reference import cli_markdown
 from http_reference import http_markdown
+from layout_reference import layout_markdown
 
 log = logging.getLogger("mkdocs.hooks.bertkit")
-GENERATED = {"reference/cli.md": cli_markdown, "reference/http.md": http_markdown}
+GENERATED = {"reference/cli.md": cli_markdown, "reference/http.md": http_markdown,
+             "explanations/layout.md": layout_markdown}
 
 
 def on_files(files: Files, config) -> Files:
