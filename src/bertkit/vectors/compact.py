@@ -83,6 +83,7 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
+        """Read a calibration .npz (`bertkit calibrate`); CalibrationError when it is missing or bad."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise CalibrationError(f"calibration file {path} does not exist; make one with `bertkit calibrate`")

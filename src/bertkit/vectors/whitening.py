@@ -32,6 +32,8 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Whitening:
+    """BERT-whitening: `apply(vectors)` maps (n, H) vectors to (n, k) ones, zero mean, identity covariance."""
+
     mean: np.ndarray  # (H,) float64
     matrix: np.ndarray  # (H, k) float64
     meta: dict = field(default_factory=dict)  # pooling, layers, model, n_texts: checked or shown on use
@@ -95,6 +97,7 @@ class Whitening:
 
     @classmethod
     def load(cls, path: str | Path) -> Whitening:
+        """Read a whitening .npz (`bertkit whiten`); raises InputError when it is missing or not one."""
         path = Path(path)
         if not path.is_file():
             raise InputError(f"whitening file {path} does not exist; create one with `bertkit whiten TEXTS --output {path}`")
