@@ -4,9 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,serve,scale,fast,torch,openvino
+EXTRAS ?= test,serve,scale,fast,torch,openvino,docs
 
-.PHONY: install demo test fuzz bench clean
+.PHONY: install demo test docs fuzz bench clean
 
 $(STAMP): pyproject.toml Makefile tests/js/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,13 @@ demo: install
 # lint-imports first: the layering contracts in pyproject.toml ([tool.importlinter]) take seconds.
 test: install
 	$(VENV)/bin/lint-imports
+	$(MAKE) docs
 	$(PY) -m pytest -q
+
+# The site, offline, into site/ (gitignored); --strict fails on a broken link or a missing reference. The CLI and
+# HTTP reference pages are generated from the Typer app and the OpenAPI schema (tools/docs/hooks.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The long fuzz run (tests/fuzz: the server from its OpenAPI schema, the CLI readers and encode): about
 # 3,000 generated requests over every route and 3,000 generated inputs; `make test` runs a few of each.
@@ -44,4 +50,4 @@ bench: install
 	$(PY) bench/encode.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache

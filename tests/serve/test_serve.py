@@ -92,11 +92,12 @@ def test_openai_base64_is_little_endian_float32(server, encoder):
 
 
 def test_readme_curl_examples_work_as_written(server):
-    """Every `curl` line of README's serving section, run by bash against this server (port swapped in)."""
+    """Every `curl` line of the serving guide (docs/how-to/serving.md, up to "Serving beyond localhost"), run by
+    bash against this server (port swapped in)."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Serving embeddings over HTTP", 1)[1].split("\n## ", 1)[0]
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "serving.md").read_text(encoding="utf-8")
+    section = guide.split("\n## Serving beyond localhost", 1)[0]
     lines = [line for line in section.splitlines() if line.startswith("curl ")]
     assert len(lines) >= 6
     port = server.url.rsplit(":", 1)[1]

@@ -1,6 +1,6 @@
 """The client libraries people already use, unchanged but for the URL, against a real `bertkit serve`.
 
-The code run is README's "Use it from your stack" section itself (its Python blocks and its curl lines), so
+The code run is the clients guide (docs/how-to/clients.md) itself (its Python blocks and its curl lines), so
 the README cannot drift from what works. Every client must stay on loopback: any other connection or name
 lookup from this process fails the test.
 """
@@ -23,8 +23,7 @@ pytest.importorskip("httpx", reason="the serve extra is not installed: pip insta
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
 
 README_URL = "http://127.0.0.1:8000"
-SECTION = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8") \
-    .split("## Use it from your stack", 1)[1].split("\n## ", 1)[0]
+SECTION = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "clients.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", SECTION, re.DOTALL)
 PREAMBLE, CLIENT_BLOCKS = BLOCKS[0], BLOCKS[1:]
 CLIENTS = {  # the first line of each block names the client; the module it needs

@@ -66,6 +66,7 @@ def _job_key(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_manifest(output_dir: str | Path) -> dict[str, Any]:
+    """An embed-corpus output folder's manifest.json as a dict; raises CorpusError when there is none."""
     manifest = open_output(output_dir).read_manifest()
     if manifest is None:
         raise CorpusError(f"{output_dir} has no {MANIFEST}; is it an embed-corpus output folder?")

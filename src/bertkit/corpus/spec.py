@@ -72,6 +72,9 @@ class EmbedOptions:
 
 @dataclass
 class CorpusJob:
+    """What to embed and where: the input file (or s3:// URI), the output folder, which columns hold the text
+    and the id, and how the vectors are made (`options`). `embed_corpus(job)` runs it."""
+
     input: str | Path
     output_dir: str | Path
     text_column: str | None = None

@@ -55,6 +55,8 @@ class CrossEncoder:
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> CrossEncoder:
+        """A cross-encoder from a folder of `bertkit train cross-encoder` or sentence-transformers. Raises
+        NotACrossEncoderError for a folder that is not a one-output pair model."""
         from bertkit.heads.folder import load_base
         from bertkit.heads.task import BertSequenceClassifier, load_task_head
         from bertkit.model import architecture

@@ -34,6 +34,9 @@ METRICS = ("cosine", "dot")
 
 @dataclass
 class Hit:
+    """One search result: its 1-based rank, score (cosine, dot or binary similarity), the corpus id and input
+    row, the chunk and its character span when the corpus was chunked, and the text when it is known."""
+
     rank: int
     score: float
     id: str
@@ -130,6 +133,8 @@ class Index:
 
     @classmethod
     def load(cls, path: str | Path, ef_search: int | None = None) -> Index:
+        """Open an index folder of any kind (index.json names it). Raises VectorIndexError when `path` is
+        not a bertkit index or was written by another format version."""
         path = Path(path).expanduser()
         info_path = path / "index.json"
         if not info_path.is_file():

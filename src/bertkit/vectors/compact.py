@@ -77,6 +77,7 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
+        """Read a calibration .npz (`bertkit calibrate`); CalibrationError when it is missing or bad."""
         path = Path(path).expanduser()
         if path.is_dir():
             raise CalibrationError(f"calibration file {path} is a folder; give the .npz that `bertkit calibrate` wrote")

@@ -33,6 +33,8 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Whitening:
+    """BERT-whitening: `apply(vectors)` maps (n, H) vectors to (n, k) ones, zero mean, identity covariance."""
+
     mean: np.ndarray  # (H,) float64
     matrix: np.ndarray  # (H, k) float64
     meta: dict = field(default_factory=dict)  # pooling, layers, model, n_texts: checked or shown on use
@@ -91,6 +93,7 @@ class Whitening:
 
     @classmethod
     def load(cls, path: str | Path) -> Whitening:
+        """Read a whitening .npz (`bertkit whiten`); raises InputError when it is missing or not one."""
         path = Path(path)
         if path.is_dir():
             raise InputError(f"whitening file {path} is a folder; give the .npz that `bertkit whiten` wrote")
