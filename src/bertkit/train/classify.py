@@ -28,8 +28,8 @@ from bertkit.data import (
     read_examples,
 )
 from bertkit.errors import InputError, OptionError
-from bertkit.heads.task import BertSequenceClassifier
 from bertkit.heads.predict import batched_logits
+from bertkit.heads.task import BertSequenceClassifier
 from bertkit.train.common import (
     freeze_word_embeddings,
     load_base,

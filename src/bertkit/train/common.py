@@ -7,7 +7,8 @@ from pathlib import Path
 
 from bertkit.errors import InputError, OptionError
 from bertkit.heads.task import TaskHead, load_task_head
-from bertkit.model import Bert, load_model, resolve_model_dir, save_model
+from bertkit.model import Bert, save_model
+from bertkit.runtime.folder import load_body, open_folder
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger(__name__)
@@ -16,12 +17,12 @@ log = logging.getLogger(__name__)
 def load_base(model: str | Path | None, max_length: int | None = None) -> tuple[Bert, BertTokenizer, BertTokenizer]:
     """The model (with its leftover checkpoint entries), a tokenizer cutting at `max_length` for training,
     and one at the model's own limit, which is the one saved with the result."""
-    root = resolve_model_dir(model)
-    base, folder = load_model(root)
-    full = BertTokenizer.from_dir(folder, root=root)
+    opened = open_folder(model)
+    base, full = load_body(opened), opened.tokenizer
     if max_length is not None and max_length < 2:
         raise OptionError(f"max_length must be >= 2, got {max_length}")
-    short = BertTokenizer.from_dir(folder, root=root, max_length=min(max_length, full.max_length)) if max_length else full
+    short = (BertTokenizer.from_dir(opened.folder, root=opened.root, max_length=min(max_length, full.max_length))
+             if max_length else full)
     return base, short, full
 
 

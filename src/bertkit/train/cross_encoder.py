@@ -29,10 +29,10 @@ from torch import nn
 from bertkit.batching import truncation_note
 from bertkit.data import Example, read_examples
 from bertkit.errors import InputError, OptionError
-from bertkit.heads.task import BertSequenceClassifier
-from bertkit.model import Bert, Pooler
 from bertkit.heads.predict import batched_logits
 from bertkit.heads.rerank import ST_SIGMOID
+from bertkit.heads.task import BertSequenceClassifier
+from bertkit.model import Bert, Pooler
 from bertkit.train.common import freeze_word_embeddings, load_base, save_folder, task_model
 from bertkit.train.loop import TrainConfig, TrainResult, train
 

@@ -22,8 +22,8 @@ import torch
 from bertkit.batching import truncation_note
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
-from bertkit.heads.task import BertTokenClassifier
 from bertkit.heads.predict import batched_logits, encode_sentences, word_predictions
+from bertkit.heads.task import BertTokenClassifier
 from bertkit.train.common import (
     freeze_word_embeddings,
     load_base,
