@@ -13,7 +13,6 @@ pipeline: `prepare` validates and tokenizes once (a `Prepared`), `each_batch` ru
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from bertkit.batching import (
     DEFAULT_MAX_TOKENS,
     Prepared,
-    progress_iter,
+    WorkerPools,
     prompt_texts,
     run_batches,
     truncated_positions,
@@ -81,8 +80,7 @@ class Encoder:
         # How many inputs of the last finished call were cut to max_length. Calls from several threads at once
         # each get their own count from encode_poolings(...).truncated.
         self.last_truncated = 0
-        self._pools: dict = {}  # (workers, backend) -> ThreadPoolExecutor: encode()'s CPU worker threads
-        self._pools_lock = threading.Lock()
+        self._pools = WorkerPools()  # encode()'s CPU worker threads, kept between calls
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str | None = None, *, precision: str = "fp32",
@@ -112,6 +110,7 @@ class Encoder:
         folder = Folder(self.path, self.path, self.name, self.tokenizer)
         device = str(runner.device) if backend == runner.backend or backend == "onnx" else None
         self.runner = open_runner(folder, backend, precision, device, model=model)
+        self._pools = WorkerPools()  # threads set up by the new runner
 
     # -- what the runner knows --------------------------------------------------------------------------------
 
@@ -210,53 +209,14 @@ class Encoder:
         run_batches(encodings, step, self._pad, batch_size=batch_size, max_tokens=max_tokens,
                     mapper=lambda fn, batches: self.map_batches(fn, batches, workers, progress, len(encodings)))
 
-    def _workers(self, workers: int | None) -> int:
-        if workers is not None:
-            if workers < 1:
-                raise OptionError(f"workers must be >= 1, got {workers}")
-            return workers
-        if self.device.type != "cpu":
-            return 1  # a GPU runs one batch at a time
-        return self.runner.threads()
-
     def map_batches(self, fn, batches: list[np.ndarray], workers: int | None, progress: bool, total: int) -> None:
-        """Call fn on every batch (longest first). On CPU, several batches run at once, each on one thread.
-
-        Why: BERT-base-sized GEMMs on a few hundred rows, and the many small ops between them, scale poorly
-        across intra-op threads (every op ends in a barrier). One batch per thread keeps each core busy on
-        its own work: on 2 cores, forward_packed ran +19% faster on 16-token and +25% on 512-token batches.
-        Thread counts are per OS thread (runner.set_threads), so the caller's setting is left as it was.
-        """
-        workers = self._workers(workers)
-        if min(workers, len(batches)) <= 1:
-            with self.runner.inference():
-                for idx in progress_iter(batches, progress, total_items=total):
-                    fn(idx)
-            return
-
-        def run(idx: np.ndarray) -> np.ndarray:
-            with self.runner.inference():  # grad mode is per thread too
-                fn(idx)
-            return idx
-
-        for _ in progress_iter(self._pool(workers).map(run, batches), progress, total_items=total):
-            pass
-
-    def _pool(self, workers: int):
-        """The encoder's worker threads, kept between calls so that their scratch buffers are reused too.
-
-        One pool per worker count (and backend), never shut down while the encoder lives: calls from several
-        threads at once, with different counts, each keep their own pool."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        key = (workers, self.runner.backend)
-        with self._pools_lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                pool = self._pools[key] = ThreadPoolExecutor(
-                    workers, thread_name_prefix="bertkit-encode", initializer=self.runner.set_threads, initargs=(1,)
-                )
-            return pool
+        """Call fn on every batch (longest first); on CPU several at once, each on one worker thread
+        (bertkit.batching.WorkerPools says why). workers=None: the runner's thread count."""
+        if workers is not None and workers < 1:
+            raise OptionError(f"workers must be >= 1, got {workers}")
+        if workers is None:
+            workers = 1 if self.device.type != "cpu" else self.runner.threads()  # a GPU runs one batch at a time
+        self._pools.map(self.runner, fn, batches, workers, progress, total)
 
     # -- the public API ------------------------------------------------------------------------------------
 
@@ -274,22 +234,10 @@ class Encoder:
         with self.runner.inference():
             return self.run_batch(batch, output_hidden_states, output_attentions, heads=True)
 
-    def encode(
-        self,
-        texts: str | Sequence[str] | Prepared,
-        pooling: str = "mean",
-        layers: Sequence[int] | None = None,
-        normalize: bool = False,
-        batch_size: int = 32,
-        progress: bool = False,
-        template: str = DEFAULT_PROMPT,
-        truncate: bool = True,
-        max_tokens: int | None = DEFAULT_MAX_TOKENS,
-        workers: int | None = None,
-        dtype: str = "float32",
-        dimensions: int | None = None,
-        calibration=None,
-    ) -> np.ndarray:
+    def encode(self, texts: str | Sequence[str] | Prepared, pooling: str = "mean", layers: Sequence[int] | None = None,
+               normalize: bool = False, batch_size: int = 32, progress: bool = False, template: str = DEFAULT_PROMPT,
+               truncate: bool = True, max_tokens: int | None = DEFAULT_MAX_TOKENS, workers: int | None = None,
+               dtype: str = "float32", dimensions: int | None = None, calibration=None) -> np.ndarray:
         """(n, hidden) float32 sentence vectors, in input order. A single string gives shape (1, hidden).
 
         Texts (or a `prepare(...)`d batch of them) are sorted by length and batched by batch_size texts and
@@ -314,18 +262,10 @@ class Encoder:
 
         return compact(encoded.vectors[0], dtype, dimensions, cal)
 
-    def encode_poolings(
-        self,
-        texts: str | Sequence[str] | Prepared,
-        poolings: Sequence[tuple[str, Sequence[int] | None]],
-        normalize: bool = False,
-        batch_size: int = 32,
-        progress: bool = False,
-        template: str = DEFAULT_PROMPT,
-        truncate: bool = True,
-        max_tokens: int | None = DEFAULT_MAX_TOKENS,
-        workers: int | None = None,
-    ) -> Encoded:
+    def encode_poolings(self, texts: str | Sequence[str] | Prepared,
+                        poolings: Sequence[tuple[str, Sequence[int] | None]], normalize: bool = False, batch_size: int = 32, progress: bool = False,
+                        template: str = DEFAULT_PROMPT, truncate: bool = True,
+                        max_tokens: int | None = DEFAULT_MAX_TOKENS, workers: int | None = None) -> Encoded:
         """Several (pooling, layers) vectors of the same texts, through the encoder's runner.
 
         All poolings but mask_prompt share one forward pass per batch (with hidden states when any of them
