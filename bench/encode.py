@@ -127,7 +127,11 @@ def make_systems(wanted: list[str], max_length: int):
         if base is None:
             base = Encoder.load(device="cpu")
             base.tokenizer = BertTokenizer.from_dir(base.path, max_length=max_length, root=base.path)
-        enc = Encoder(base.model, base.tokenizer, base.path, "cpu", precision=precision, backend=backend)
+        if backend == "torch":
+            enc = Encoder.from_model(base.model, base.tokenizer, base.path, "cpu", precision=precision)
+        else:  # the folder's cached graph (exported on first use)
+            enc = Encoder.load(base.path, "cpu", precision=precision, backend=backend)
+            enc.tokenizer = base.tokenizer
         systems[name] = lambda texts, bs, enc=enc: enc.encode(texts, batch_size=bs)
     return systems, (base.model.config if base is not None else None)
 

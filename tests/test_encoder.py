@@ -186,7 +186,7 @@ def test_concurrent_mask_prompt_calls_each_report_their_own_truncation(encoder, 
         return tokenize(*args, **kwargs)
 
     tokenizer.encode = in_step
-    enc = Encoder(encoder.model, tokenizer, encoder.path, "cpu")
+    enc = Encoder.from_model(encoder.model, tokenizer, encoder.path, "cpu")
     jobs = {"long": ["short text", " ".join(["word"] * 2000)], "short": ["short text", "another short text"]}
 
     with caplog.at_level(logging.WARNING, logger="bertkit"), ThreadPoolExecutor(2) as callers:

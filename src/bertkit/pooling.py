@@ -10,7 +10,7 @@
 | first_last_avg  | mean over tokens of (first transformer layer + last layer) / 2              |
 | mask_prompt     | PromptBERT: the [MASK] vector of a template wrapped around the text         |
 
-`pool` takes torch tensors (the torch backends) or numpy arrays (the torch-free ONNX path, bertkit.runtime.onnx_encoder)
+`pool` takes torch tensors (the torch backends) or numpy arrays (the graph runners, bertkit.runtime.onnxrt)
 and answers in the same kind; the few operations that differ are in `_ops` below. torch is never imported
 for numpy input.
 """
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertkit.errors import MissingHeadError, OptionError
+from bertkit.errors import InputError, MissingHeadError, OptionError
 
 if TYPE_CHECKING:
     import torch
@@ -86,6 +86,12 @@ class _NumpyOps:
 
     normalize = staticmethod(normalize_rows)
 
+    @staticmethod
+    def positions(is_mask, last: bool):  # (B, T) bool -> (B,) first / last True column
+        T = is_mask.shape[1]
+        pos = np.broadcast_to(np.arange(T), is_mask.shape)
+        return np.where(is_mask, pos, -1).max(1) if last else np.where(is_mask, pos, T).min(1)
+
 
 class _TorchOps:
     @staticmethod
@@ -124,9 +130,25 @@ class _TorchOps:
 
         return F.normalize(vec, dim=-1)
 
+    @staticmethod
+    def positions(is_mask, last: bool):
+        import torch
+
+        T = is_mask.shape[1]
+        pos = torch.arange(T, device=is_mask.device).expand_as(is_mask)
+        return torch.where(is_mask, pos, -1).max(1).values if last else torch.where(is_mask, pos, T).min(1).values
+
 
 def _ops(array):
     return _NumpyOps if isinstance(array, np.ndarray) else _TorchOps
+
+
+def mask_positions(input_ids, mask_id: int, template: str, mask_token: str = "[MASK]"):
+    """(B,) row-wise index of the prompt template's [MASK]: the last one if the template puts it after the text."""
+    is_mask = input_ids == mask_id  # (B, T)
+    if not bool(is_mask.any(1).all()):
+        raise InputError("a prompt lost its [MASK] token; use a shorter template")
+    return _ops(input_ids).positions(is_mask, template.index(mask_token) > template.index("{text}"))
 
 
 def layer_average(output: BertOutput, layers: list[int] | None) -> torch.Tensor:
@@ -155,9 +177,12 @@ def pool(
     layers: list[int] | None = None,
     mask_positions: torch.Tensor | None = None,  # (B,) the [MASK] index per row, for mask_prompt
     normalize: bool = False,
+    check: bool = True,
 ) -> torch.Tensor:
-    """(B, H) sentence vectors (torch in, torch out; numpy in, numpy out)."""
-    check_pooling(mode, layers)
+    """(B, H) sentence vectors (torch in, torch out; numpy in, numpy out). check=False: the caller ran
+    check_pooling once for the whole call (the encoder does), not once per batch."""
+    if check:
+        check_pooling(mode, layers)
     ops = _ops(attention_mask)
     if mode == "pooler":
         if output.pooler_output is None:

@@ -27,7 +27,7 @@ TEXTS = ["Hi.", "A man is playing a guitar.", "Cats sleep.",
 
 def test_numpy_pooling_equals_torch_pooling_for_every_mode():
     from bertkit.model import BertOutput
-    from bertkit.runtime.cache import ArrayOutput
+    from bertkit.runtime.seam import ArrayOutput
 
     g = torch.Generator().manual_seed(0)
     states = tuple(torch.randn(3, 6, 8, generator=g) for _ in range(4))
@@ -90,7 +90,7 @@ def test_encoder_load_onnx_runs_without_torch_for_every_pooling(small_model):
     r = run_python(code)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
-    assert got["torch"] is False and got["type"] == "OnnxEncoder"
+    assert got["torch"] is False and got["type"] == "Encoder"
     from bertkit import Encoder
 
     ref = Encoder.load(small_model, device="cpu")
@@ -252,7 +252,7 @@ def test_unwritable_model_folder_caches_in_the_user_cache(small_model, tmp_path,
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     with caplog.at_level("WARNING", logger="bertkit"):
         enc = Encoder.load(folder, backend="onnx")
-    assert enc.graph.path.parent == cache / "bertkit" / "onnx"
+    assert enc.runner.graph.path.parent == cache / "bertkit" / "onnx"
     assert f"caching the ONNX graph in {cache / 'bertkit' / 'onnx'}" in caplog.text
     assert np.abs(enc.encode(TEXTS) - torch_vectors(folder)).max() < 1e-5
 

@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from bertkit.runtime.export import TOLERANCE
+from bertkit.runtime.modes import TOLERANCE
 from bertkit.runtime.openvino import DEFAULT_SOURCE, default_texts, texts_sha256
 
 # Mixed lengths, one word to a long sentence (as tests/test_speed.py holds the other modes to).
@@ -72,28 +72,29 @@ def test_default_calibration_set_is_a_few_hundred_plain_sentences():
 
 
 def test_int8_static_is_within_tolerance_of_exact_and_records_its_calibration(static, encoder):
-    from bertkit.runtime.openvino import OpenVinoRunner
+    from bertkit.runtime.openvino import OpenVinoSession
 
-    assert static.precision == "int8-static" and static.graph.path.name.endswith("-int8-static.xml")
-    assert isinstance(static._onnx, OpenVinoRunner) and static.graph.path.with_suffix(".bin").is_file()
+    assert static.precision == "int8-static" and static.runner.graph.path.name.endswith("-int8-static.xml")
+    assert isinstance(static.runner.session, OpenVinoSession) and static.runner.graph.path.with_suffix(".bin").is_file()
     exact = encoder.encode(TEXTS, normalize=True)
     cos = cosines(exact, static.encode(TEXTS, normalize=True))
     # Measured: worst 0.974 ("OK"), the others 0.989-0.998 (STS-B dev: worst 0.928, mean 0.995).
     assert cos.min() >= TOLERANCE["int8-static", "onnx"], cos.min()
     assert cos.min() < 1 - 1e-4  # it really ran quantized
-    xml = static.graph.path.read_text(encoding="utf-8")
+    xml = static.runner.graph.path.read_text(encoding="utf-8")
     assert 'type="FakeQuantize"' in xml and 'element_type="i8"' in xml and 'element_type="f16"' not in xml
-    cal = json.loads(Path(str(static.graph.path) + ".json").read_text())["calibration"]
+    cal = json.loads(Path(str(static.runner.graph.path) + ".json").read_text())["calibration"]
     assert cal["texts"] == 300 and cal["source"] == DEFAULT_SOURCE
     assert cal["texts_sha256"] == texts_sha256(default_texts())
     assert cal["method"].startswith("nncf.quantize") and "MIXED" in cal["method"]
 
 
 def test_inference_runs_f32_on_the_encoders_threads_and_layers_match(static, encoder):
-    from bertkit.runtime.cache import cpu_budget, set_threads
+    from bertkit.runtime.seam import cpu_budget
+    from bertkit.runtime.seam import set_local_threads as set_threads
 
     # 1-thread callers (the encoder's workers): one stream of one thread per CPU, so that they run side by side
-    compiled = static._onnx.compiled(1, False)
+    compiled = static.runner.session.compiled(1, False)
     assert compiled.get_property("NUM_STREAMS") == cpu_budget()
     assert compiled.get_property("INFERENCE_NUM_THREADS") == cpu_budget()
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
@@ -127,9 +128,9 @@ def test_cached_ir_runs_without_torch(static, minilm):
 def test_a_corrupt_bin_is_refused(static, tmp_path):
     from bertkit.runtime.cache import check_graph
 
-    for f in (static.graph.path, static.graph.path.with_suffix(".bin"), Path(str(static.graph.path) + ".json")):
+    for f in (static.runner.graph.path, static.runner.graph.path.with_suffix(".bin"), Path(str(static.runner.graph.path) + ".json")):
         shutil.copy(f, tmp_path / f.name)
-    copy = tmp_path / static.graph.path.name
+    copy = tmp_path / static.runner.graph.path.name
     assert check_graph(copy)[0] is not None
     weights = copy.with_suffix(".bin")
     data = bytearray(weights.read_bytes())
@@ -160,7 +161,7 @@ def test_export_calibrates_on_the_users_texts(minilm, tmp_path, encoder):
     from bertkit import Encoder
 
     enc = Encoder.load(minilm, backend="onnx", precision="int8-static")  # the recalibrated IR, reused
-    assert enc.graph.record["calibration"]["texts_sha256"] == texts_sha256(texts)
+    assert enc.runner.graph.record["calibration"]["texts_sha256"] == texts_sha256(texts)
     # Fewer calibration texts: the ranges fit less well, so a looser bound than the stated tolerance (measured
     # worst 0.952). Forty near-identical one-template sentences gave 0.56: calibrate on typical, varied texts.
     cos = cosines(encoder.encode(TEXTS), enc.encode(TEXTS))
@@ -180,13 +181,13 @@ def test_unwritable_folder_and_a_changed_model(packaged_dir, tmp_path, caplog, m
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     with caplog.at_level("WARNING", logger="bertkit"):
         first = Encoder.load(folder, backend="onnx", precision="int8-static")
-    assert first.graph.path.parent == cache and first.graph.path.with_suffix(".bin").is_file()
+    assert first.runner.graph.path.parent == cache and first.runner.graph.path.with_suffix(".bin").is_file()
     assert f"caching the ONNX graph in {cache}" in caplog.text
     config = transformer_dir(folder) / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "note": "edited"}), encoding="utf-8")
     caplog.clear()
     with caplog.at_level("WARNING", logger="bertkit"):
         second = Encoder.load(folder, backend="onnx", precision="int8-static")
-    assert f"the cached graph {first.graph.path.name} was exported from an earlier version" in caplog.text
-    assert second.graph.path != first.graph.path and second.graph.path.parent == cache
+    assert f"the cached graph {first.runner.graph.path.name} was exported from an earlier version" in caplog.text
+    assert second.runner.graph.path != first.runner.graph.path and second.runner.graph.path.parent == cache
     assert np.abs(second.encode(TEXTS) - first.encode(TEXTS)).max() < 1e-4  # same weights, same calibration

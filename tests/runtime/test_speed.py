@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from bertkit.runtime.export import TOLERANCE, BackendError
 from bertkit.batching import by_length
+from bertkit.runtime.modes import TOLERANCE
+from bertkit.runtime.seam import BackendError
 
 # Mixed lengths on purpose: one word to a long sentence, so batches carry a lot of padding.
 TEXTS = [
@@ -190,7 +191,7 @@ def test_precision_modes_stay_within_their_tolerance(encoder, precision, monkeyp
     monkeypatch.setenv("BERTKIT_VERDICTS", "off")  # run the mode even where this CPU's verdict says it is slow
 
     exact = encoder.encode(TEXTS, normalize=True)
-    fast = Encoder(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision=precision)
+    fast = Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision=precision)
     got = fast.encode(TEXTS, normalize=True)
     assert got.dtype == np.float32 and got.shape == exact.shape
     cos = cosines(exact, got)
@@ -241,19 +242,19 @@ def test_onnx_backend_agrees_with_torch_and_is_cached_next_to_the_model(tiny_mod
     int8 = Encoder.load(tiny_model, device="cpu", backend="onnx", precision="int8")
     assert cosines(ref.encode(TEXTS), int8.encode(TEXTS)).min() >= TOLERANCE["int8", "onnx"]
     again = Encoder.load(tiny_model, device="cpu", backend="onnx")  # reuses the cached export
-    assert again._onnx.path.name == cached[0]
+    assert again.runner.graph.path.name == cached[0]
     # Concurrent batches each get a one-thread session; a lone batch, one with torch's thread count.
     one, many = onnx.encode(TEXTS * 3, batch_size=2, workers=1), onnx.encode(TEXTS * 3, batch_size=2, workers=2)
     assert np.abs(one - many).max() < 1e-5
-    assert 1 in onnx._onnx._sessions
+    assert 1 in onnx.runner.session._sessions
 
 
 def test_bad_precision_or_backend_names_the_choices(encoder):
     from bertkit import Encoder
 
     with pytest.raises(ValueError, match="fp32, bf16, int8"):
-        Encoder(encoder.model, encoder.tokenizer, encoder.path, precision="fp16")
+        Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, precision="fp16")
     with pytest.raises(ValueError, match="torch, onnx"):
-        Encoder(encoder.model, encoder.tokenizer, encoder.path, backend="tensorrt")
+        Encoder.load(encoder.path, backend="tensorrt")
     with pytest.raises(BackendError, match="--backend torch"):
-        Encoder(encoder.model, encoder.tokenizer, encoder.path, precision="bf16", backend="onnx")
+        Encoder.load(encoder.path, precision="bf16", backend="onnx")

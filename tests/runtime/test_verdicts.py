@@ -38,8 +38,8 @@ def test_slow_verdict_falls_back_to_exact_fp32_with_the_reason(encoder, tmp_path
 
     force(tmp_path, monkeypatch, {"int8/torch": False})
     with caplog.at_level("WARNING", logger="bertkit"):
-        enc = Encoder(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8")
-    assert enc.precision == "fp32" and enc.requested_precision == "int8" and enc._int8 is None
+        enc = Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8")
+    assert enc.precision == "fp32" and enc.requested_precision == "int8" and enc.runner._int8 is None
     assert "precision int8 on torch would be slower than exact fp32" in caplog.text
     assert "forced slow by the test" in caplog.text
     texts = ["A man is playing a guitar.", "Hi."]
@@ -50,7 +50,7 @@ def test_fast_verdict_keeps_the_requested_mode(encoder, tmp_path, monkeypatch):
     from bertkit import Encoder
 
     force(tmp_path, monkeypatch, {"bf16/torch": True})
-    enc = Encoder(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="bf16")
+    enc = Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="bf16")
     assert enc.precision == "bf16"
 
 
@@ -70,7 +70,7 @@ def test_onnx_fallback_and_cli_inspect_show_the_verdicts(tmp_path, monkeypatch, 
     with caplog.at_level("WARNING", logger="bertkit"):
         enc = Encoder.load(folder, backend="onnx", precision="int8-static")
     assert enc.precision == "fp32" and enc.requested_precision == "int8-static"
-    assert enc.graph.path.name.endswith("-fp32.onnx") and not list((folder / "onnx").glob("*int8*"))
+    assert enc.runner.graph.path.name.endswith("-fp32.onnx") and not list((folder / "onnx").glob("*int8*"))
     assert "precision int8-static on onnx would be slower than exact fp32" in caplog.text
     texts = ["A man is playing a guitar.", "Hi."]
     assert np.abs(enc.encode(texts) - Encoder.load(folder, device="cpu").encode(texts)).max() < 1e-5
@@ -89,4 +89,4 @@ def test_bertkit_verdicts_off_runs_the_mode_as_asked(encoder, tmp_path, monkeypa
 
     force(tmp_path, monkeypatch, {"int8/torch": False})
     monkeypatch.setenv("BERTKIT_VERDICTS", "off")
-    assert Encoder(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8").precision == "int8"
+    assert Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8").precision == "int8"

@@ -103,7 +103,7 @@ def test_two_step_cosine_training_changes_weights_and_round_trips(tiny, tmp_path
         assert (out / name).is_file(), name
     assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"] is True
 
-    trained = Encoder(model, tokenizer, out, "cpu").encode(TEXTS, pooling="mean")
+    trained = Encoder.from_model(model, tokenizer, out, "cpu").encode(TEXTS, pooling="mean")
     loaded = Encoder.load(out, device="cpu").encode(TEXTS, pooling="mean")
     np.testing.assert_allclose(loaded, trained, atol=1e-6)
     st = SentenceTransformer(str(out), device="cpu").encode(TEXTS, convert_to_numpy=True)
@@ -125,7 +125,7 @@ def test_two_step_mnrl_and_softmax_training(tiny, tmp_path, loss):
     assert result.steps == 2 and max_change(before, model) > 1e-4
     assert json.loads((out / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"] is True
     np.testing.assert_allclose(Encoder.load(out).encode(TEXTS, pooling="cls"),
-                               Encoder(model, tokenizer, out, "cpu").encode(TEXTS, pooling="cls"), atol=1e-6)
+                               Encoder.from_model(model, tokenizer, out, "cpu").encode(TEXTS, pooling="cls"), atol=1e-6)
     if loss == "softmax":  # the classifier is not part of the model, its label names are kept beside it
         assert json.loads((out / "sbert_labels.json").read_text()) == ["CONTRADICTION", "ENTAILMENT", "NEUTRAL"]
 

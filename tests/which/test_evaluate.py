@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bertkit.data import SentencePair
+from bertkit.pooling import POOLING_MODES
 from bertkit.which.evaluate import (
     Spec,
     compare,
@@ -20,7 +21,6 @@ from bertkit.which.evaluate import (
     plot_poolings,
     unique_texts,
 )
-from bertkit.pooling import POOLING_MODES
 
 PAIRS = [  # (a, b, gold 0-5): a small STS-like set with a clear ordering
     ("A man is playing a guitar.", "A man is playing a guitar.", 5.0),
@@ -67,7 +67,7 @@ def int8_encoder(encoder):
     """The packaged model in int8 (dynamic quantization): a mode whose vectors differ from the exact ones."""
     from bertkit import Encoder
 
-    return Encoder(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8")
+    return Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8")
 
 
 @pytest.mark.parametrize("mode", ["fp32", "int8"])

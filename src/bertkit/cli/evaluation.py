@@ -57,8 +57,8 @@ def evaluate_sts_cmd(
     backend: str = BackendOpt,
 ):
     """Spearman and Pearson (x100) of cosine similarity against the gold scores, per model and pooling."""
-    from bertkit.which.evaluate import evaluate_sts
     from bertkit.pooling import check_pooling
+    from bertkit.which.evaluate import evaluate_sts
 
     for p in pooling or []:
         check_pooling(p, layers or None)
@@ -164,8 +164,8 @@ def task_plots(results, plot: Path | None, layers: bool) -> list[Path]:
     """The bar chart at --plot and, with --layers, the heat map representation x hidden state beside it."""
     if plot is None:
         return []
-    from bertkit.which.evaluate import layers_path
     from bertkit.which.charts import plot_bars, plot_layer_heatmap
+    from bertkit.which.evaluate import layers_path
 
     paths = [plot_bars(results, plot)]
     if layers or any(r.per_layer() for r in results):

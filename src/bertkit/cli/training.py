@@ -269,8 +269,8 @@ def predict(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write predictions as JSON lines here."),
 ):
     """Predict with a fine-tuned classifier or token classifier (NER: entities with character offsets)."""
-    from bertkit.model import architecture
     from bertkit.heads.predict import CLASSIFIER, TAGGER, predict_classifier, predict_tagger
+    from bertkit.model import architecture
 
     arch = architecture(folder)
     is_file = Path(data).is_file()

@@ -29,16 +29,19 @@ def load_base(model: str | Path | None,
               max_length: int | None = None) -> tuple[Bert, BertTokenizer, BertTokenizer]:
     """The model (with its leftover checkpoint entries), a tokenizer cutting at `max_length` for training,
     and one at the model's own limit, which is the one saved with the result."""
-    from bertkit.model import load_model  # torch: only here, so st_pooling stays torch-free
+    from bertkit.runtime.folder import (  # torch: only here, so st_pooling stays torch-free
+        load_body,
+        open_folder,
+    )
 
-    root = resolve_model_dir(model)
-    base, folder = load_model(root)
-    full = BertTokenizer.from_dir(folder, root=root)
+    opened = open_folder(model)
     if max_length is not None and max_length < 2:
         raise OptionError(f"max_length must be >= 2, got {max_length}")
+    base, full = load_body(opened), opened.tokenizer
     if not max_length:
         return base, full, full
-    return base, BertTokenizer.from_dir(folder, root=root, max_length=min(max_length, full.max_length)), full
+    short = BertTokenizer.from_dir(opened.folder, root=opened.root, max_length=min(max_length, full.max_length))
+    return base, short, full
 
 
 def require_examples(items: list, path: str | Path, what: str) -> list:

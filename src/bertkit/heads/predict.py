@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from tokenizers import Encoding
 
-from bertkit.batching import by_length, truncation_note
+from bertkit.batching import run_batches, truncation_note
 from bertkit.data import TaggedSentence, read_conll
 from bertkit.errors import InputError
-from bertkit.heads.folder import load_base, require_examples
+from bertkit.heads.folder import require_examples
 from bertkit.heads.task import BertSequenceClassifier, BertTokenClassifier, load_task_head
 from bertkit.model import Bert, architecture
+from bertkit.runtime.folder import load_body, open_folder
 from bertkit.tokenizer import BertTokenizer
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,14 @@ def batched_logits(model: Bert, tokenizer: BertTokenizer, encodings: list[Encodi
     """Per encoding, its logits as float32 on CPU (unpadded rows for token heads), in input order."""
     device = next(model.parameters()).device
     out: list[torch.Tensor | None] = [None] * len(encodings)
-    for idx in by_length([len(e.ids) for e in encodings], batch_size):  # longest first: little padding
-        batch = tokenizer.pad([encodings[i] for i in idx]).to(device)
+
+    def predict(idx, batch) -> None:
         logits = model(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits.float().cpu()
         for row, i in enumerate(idx):
             out[i] = logits[row, : len(encodings[i].ids)] if logits.ndim == 3 else logits[row]
+
+    # The one batch loop (longest first: little padding), with the task model as the per-batch call.
+    run_batches(encodings, predict, lambda encs: tokenizer.pad(encs).to(device), batch_size=batch_size)
     return out
 
 
@@ -69,7 +73,8 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> Classifier:
-        base, tok, _ = load_base(folder)
+        opened = open_folder(folder)
+        base, tok = load_body(opened), opened.tokenizer
         extra = base.config.extra
         id2label = {int(k): v for k, v in (extra.get("id2label") or {}).items()}
         if not id2label:
@@ -175,7 +180,8 @@ class Tagger:
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> Tagger:
-        base, tok, _ = load_base(folder)
+        opened = open_folder(folder)
+        base, tok = load_body(opened), opened.tokenizer
         id2label = {int(k): v for k, v in (base.config.extra.get("id2label") or {}).items()}
         if not id2label or "classifier.weight" not in (base.leftover_state or {}):
             raise InputError(f"{folder} is not a token classifier (no id2label / classifier weights); train one with `bertkit train ner`")

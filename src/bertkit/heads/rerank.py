@@ -57,15 +57,16 @@ class CrossEncoder:
     def load(cls, folder: str | Path, device: str | None = None) -> CrossEncoder:
         """A cross-encoder from a folder of `bertkit train cross-encoder` or sentence-transformers. Raises
         NotACrossEncoderError for a folder that is not a one-output pair model."""
-        from bertkit.heads.folder import load_base
         from bertkit.heads.task import BertSequenceClassifier, load_task_head
         from bertkit.model import architecture
+        from bertkit.runtime.folder import load_body, open_folder
 
         arch = architecture(folder)
         hint = "give a folder made by `bertkit train cross-encoder` (or a sentence-transformers CrossEncoder)"
         if arch != ARCHITECTURE:
             raise NotACrossEncoderError(f"{folder} is not a cross-encoder (architectures={arch or 'none'}); {hint}")
-        base, tok, _ = load_base(folder)
+        opened = open_folder(folder)
+        base, tok = load_body(opened), opened.tokenizer
         extra = base.config.extra
         labels = extra.get("id2label") or {0: "LABEL_0"}
         weight = (base.leftover_state or {}).get("classifier.weight")

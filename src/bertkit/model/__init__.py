@@ -6,7 +6,7 @@ and saving) -> describe.py (what `bertkit inspect` prints). This file only re-ex
 body live in bertkit.heads.task.
 
 The re-exports are lazy (PEP 562): `from bertkit.model import read_json` (locate.py) must not import torch,
-because the ONNX inference path (bertkit.runtime.onnx_encoder) finds model folders without it.
+because the ONNX inference path (bertkit.runtime.open, bertkit.runtime.onnxrt) finds model folders without it.
 """
 
 from __future__ import annotations

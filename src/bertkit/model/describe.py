@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from torch import nn
 
 
-
 @dataclass
 class Part:
     name: str  # e.g. "embeddings", "encoder.layer.0", "pooler", "cls.predictions"

@@ -1,4 +1,5 @@
-"""Exported ONNX graphs on disk, found and run without torch: onnxruntime + numpy only.
+"""Exported ONNX graphs on disk: their files, keys and records (no torch, no runtime: running them is
+bertkit.runtime.onnxrt / bertkit.runtime.openvino).
 
 A graph exported from a model folder is named by the folder's *source key*: a hash of config.json and the
 weight files (their full contents) and of ONNX_FORMAT. A retrained model, an edited config or a new export
@@ -18,13 +19,10 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bertkit.errors import BackendError, OutputError
 
@@ -33,14 +31,6 @@ log = logging.getLogger(__name__)
 ONNX_FORMAT = 2  # bumped when the exported graph or its record changes, so stale cached exports are not reused
 WEIGHT_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 GRAPH_PRECISIONS = ("fp32", "int8", "int8-static")
-
-
-def require_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as e:
-        raise BackendError("backend onnx needs onnxruntime: pip install 'bertkit[onnx]' (or use --backend torch)") from e
-    return onnxruntime
 
 
 # ---- where graphs live ----------------------------------------------------------------------------------------
@@ -225,94 +215,3 @@ def _stale_note(model_dir: Path, precision: str) -> str | None:
                 return (f"the cached graph {p.name} was exported from an earlier version of {model_dir} "
                         "(its weights or config changed since), so it is not used")
     return None
-
-
-# ---- running a graph --------------------------------------------------------------------------------------------
-
-_local = threading.local()
-
-
-def set_threads(n: int) -> None:
-    """ONNX Runtime threads for graphs run from this OS thread (the encoder's workers set 1)."""
-    _local.threads = n
-
-
-def threads_here() -> int:
-    """This thread's setting; else torch's, when torch is loaded anyway; else every CPU this process may use."""
-    n = getattr(_local, "threads", None)
-    if n is not None:
-        return n
-    import sys
-
-    if "torch" in sys.modules:
-        return sys.modules["torch"].get_num_threads()
-    return cpu_budget()
-
-
-def cpu_budget() -> int:
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def open_runner(graph: Path):
-    """The runner of a cached graph: ONNX Runtime for .onnx, OpenVINO for an int8-static IR (.xml)."""
-    if Path(graph).suffix == ".xml":
-        from bertkit.runtime.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(graph)
-    return OnnxRunner(graph)
-
-
-@dataclass
-class ArrayOutput:
-    """Bert.forward's output fields, as numpy arrays (what the torch-free path pools)."""
-
-    last_hidden_state: np.ndarray  # (B, T, H)
-    pooler_output: np.ndarray | None = None  # (B, H)
-    hidden_states: tuple[np.ndarray, ...] | None = None  # L + 1 of (B, T, H)
-
-
-class OnnxRunner:
-    """An ONNX Runtime session that answers like Bert.forward(..., compute_heads=False), in numpy.
-
-    One session per intra-op thread count, made on first use: a call runs on threads_here() threads, so that
-    the encoder's concurrent batches (one thread each) and a lone batch (all threads) both get the right
-    session. Sessions do not spin-wait between calls: a spinning pool kept burning the cores after run()
-    returned and slowed whatever ran next in the process.
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self._sessions: dict[int, Any] = {}
-        self._lock = threading.Lock()
-        self.outputs = [o.name for o in self.session(threads_here()).get_outputs()]
-
-    def session(self, threads: int):
-        with self._lock:
-            if threads not in self._sessions:
-                ort = require_onnxruntime()
-                opts = ort.SessionOptions()
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                try:
-                    self._sessions[threads] = ort.InferenceSession(str(self.path), opts,
-                                                                   providers=["CPUExecutionProvider"])
-                except Exception as e:  # ORT raises its own Fail / InvalidProtobuf types
-                    raise BackendError(f"ONNX Runtime cannot load {self.path} ({type(e).__name__}); delete it and "
-                                       "run `bertkit export` again") from e
-            return self._sessions[threads]
-
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
-            output_hidden_states: bool = False) -> ArrayOutput:
-        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64),
-                "attention_mask": np.asarray(attention_mask, dtype=np.int64),
-                "token_type_ids": np.asarray(token_type_ids, dtype=np.int64)}
-        wanted = [n for n in self.outputs if n != "hidden_states" or output_hidden_states]
-        got = dict(zip(wanted, self.session(threads_here()).run(wanted, feed)))
-        hidden = got.get("hidden_states")
-        return ArrayOutput(got["last_hidden_state"], got.get("pooler_output"),
-                           tuple(hidden) if hidden is not None else None)
-
-    __call__ = run

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import InputError, OptionError
-from bertkit.runtime.cache import ArrayOutput, BackendError, cpu_budget
+from bertkit.runtime.seam import ArrayOutput, BackendError, cpu_budget, local_threads
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +123,11 @@ def _ov_core():
         return _core
 
 
-class OpenVinoRunner:
-    """A cached int8 OpenVINO model that answers like onnx_cache.OnnxRunner (numpy in, ArrayOutput out).
+class OpenVinoSession:
+    """A cached int8 OpenVINO model that answers like bertkit.runtime.onnxrt.OrtSession (numpy in, ArrayOutput
+    out); bertkit.runtime.onnxrt.GraphRunner makes it a Runner.
 
-    One compiled model per thread count (threads_here(), as for ONNX Runtime sessions) and per output set (the
+    One compiled model per thread count (local_threads(), as for ONNX Runtime sessions) and per output set (the
     stacked hidden states are computed only when asked for); one infer request per compiled model and OS thread.
     """
 
@@ -161,9 +162,7 @@ class OpenVinoRunner:
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
             output_hidden_states: bool = False) -> ArrayOutput:
-        from bertkit.runtime.cache import threads_here
-
-        compiled = self.compiled(threads_here(), output_hidden_states)
+        compiled = self.compiled(local_threads(), output_hidden_states)
         requests = self._local.__dict__.setdefault("requests", {})
         request = requests.get(id(compiled))
         if request is None:
@@ -175,4 +174,3 @@ class OpenVinoRunner:
         return ArrayOutput(got["last_hidden_state"], got.get("pooler_output"),
                            tuple(hidden) if hidden is not None else None)
 
-    __call__ = run

@@ -93,19 +93,13 @@ class JsonBodies:
 
 
 def set_threads(threads: int | None) -> None:
-    """torch's CPU threads for the model. On a machine shared with other busy processes, fewer threads than
-    cores is much faster: intra-op threads wait for each other at every op, and a descheduled one stalls all."""
+    """The model's CPU threads, for every runner opened after this (the batcher's model thread copies the
+    runner's count). On a machine shared with other busy processes, fewer threads than cores is much faster:
+    intra-op threads wait for each other at every op, and a descheduled one stalls all."""
     if threads is not None:
-        import os
-        import sys
+        from bertkit.runtime.seam import set_default_threads
 
-        from bertkit.runtime import cache
-
-        cache.set_threads(threads)  # the ONNX backend, in this thread (the batcher's model thread copies it)
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
-        else:  # torch, should it load later, starts with this many (the torch-free ONNX path never loads it)
-            os.environ["OMP_NUM_THREADS"] = str(threads)
+        set_default_threads(threads)
 
 
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,

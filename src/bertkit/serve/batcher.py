@@ -51,17 +51,10 @@ class Batcher:
 
     def __init__(self, encoder: Encoder, limits: Limits, metrics: Metrics):
         self.encoder, self.limits, self.metrics = encoder, limits, metrics
-        # torch's (and the ONNX backend's) thread count is per OS thread: give the model thread the count set in
-        # this one (--threads). torch is not imported for an encoder that runs without it (bertkit.runtime.onnx_encoder).
-        if "torch" in sys.modules:
-            torch = sys.modules["torch"]
-            init, threads = torch.set_num_threads, torch.get_num_threads()
-        else:
-            from bertkit.runtime.cache import set_threads, threads_here
-
-            init, threads = set_threads, threads_here()
+        # A runner's thread count is per OS thread: give the model thread the count set in this one (--threads).
+        runner = encoder.runner
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-model",
-                                           initializer=init, initargs=(threads,))
+                                           initializer=runner.set_threads, initargs=(runner.threads(),))
         self.pending: deque[Job] = deque()
         self.accepted_tokens = 0  # accepted and not yet answered
         self._wakeup: asyncio.Event | None = None

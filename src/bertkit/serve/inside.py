@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from bertkit.which import inside
 from bertkit.serve.errors import ServeError
 from bertkit.serve.quota import charge_tokens
 from bertkit.serve.schemas import Strict
+from bertkit.which import inside
 
 if TYPE_CHECKING:
     from bertkit.serve.service import Service

@@ -15,12 +15,12 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
-from bertkit.which import inside as library
 from bertkit.serve import inside
 from bertkit.serve.bodylimit import JsonRoute
 from bertkit.serve.inside import AttentionRequest, LayersRequest, TextRequest
 from bertkit.serve.routes import ServiceDep
 from bertkit.serve.schemas import json_response, vectors_response
+from bertkit.which import inside as library
 
 inside_router = APIRouter(route_class=JsonRoute)  # large JSON bodies parsed off the event loop (bodylimit.py)
 

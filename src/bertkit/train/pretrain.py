@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from bertkit.data import infer_format, read_conll_documents, read_dataset, read_texts, sentences_of
 from bertkit.errors import InputError, OptionError
-from bertkit.model import Bert, BertConfig, load_model, resolve_model_dir
+from bertkit.model import Bert, BertConfig
+from bertkit.runtime.folder import load_body, open_folder
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import freeze_word_embeddings, save_folder
 from bertkit.train.loop import TrainConfig, TrainResult, train
@@ -128,18 +129,16 @@ def initial_model(init: str | None, size: str, tok_source: str | Path | None) ->
     if init in (None, "none"):
         if size not in SIZES:
             raise OptionError(f"--size {size!r}: choose one of {', '.join(SIZES)}")
-        root = resolve_model_dir(tok_source)
-        _, folder = load_model(root)  # only for its tokenizer; cheap for the packaged model
-        tok = BertTokenizer.from_dir(folder, root=root)
+        tok = open_folder(tok_source).tokenizer
         layers, hidden, heads = SIZES[size]
         config = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=4 * hidden)
         model = Bert(config, pooler=True, mlm=True, nsp=True)
         return model, tok
-    root = resolve_model_dir(None if init == "default" else init)
-    model, folder = load_model(root)
+    opened = open_folder(None if init == "default" else init)
+    model = load_body(opened)
     model.add_heads(mlm=True, nsp=True)  # keeps heads the checkpoint has, adds fresh ones it lacks
-    return model, BertTokenizer.from_dir(folder, root=root)
+    return model, opened.tokenizer
 
 
 def pretrain(

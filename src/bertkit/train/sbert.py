@@ -124,7 +124,7 @@ def sts_eval_fn(tokenizer: BertTokenizer, dev: Sequence[SentencePair] | dict[str
     def eval_fn(siamese: nn.Module) -> dict[str, float]:
         model = siamese.model
         device = next(model.parameters()).device
-        enc = Encoder(model, tokenizer, Path("."), device)
+        enc = Encoder.from_model(model, tokenizer, Path("."), device)
         enc.name = "training"
         scores = {name: evaluate_sts(enc, pairs, [pooling], batch_size=batch_size)[0] for name, pairs in devs.items()}
         if len(scores) == 1:

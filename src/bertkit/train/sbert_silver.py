@@ -63,7 +63,7 @@ def silver_pairs(model: Bert, tokenizer: BertTokenizer, pairs: Sequence[Sentence
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    vectors = Encoder(model, tokenizer, Path("."), device).encode(sentences, pooling=pooling, batch_size=batch_size)
+    vectors = Encoder.from_model(model, tokenizer, Path("."), device).encode(sentences, pooling=pooling, batch_size=batch_size)
     model.train(was_training)
     chosen = nearest_partners(np.asarray(vectors, dtype=np.float32), k, gold)
     texts = [(sentences[i], sentences[j]) for i, j in chosen]

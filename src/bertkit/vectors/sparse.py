@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertkit.batching import by_length, truncated_positions, truncation_note
 from bertkit.errors import OptionError
 
 if TYPE_CHECKING:
@@ -98,36 +97,33 @@ def encode_sparse(
     from scipy.sparse import csr_matrix
 
     from bertkit.batching import DEFAULT_MAX_TOKENS
-    from bertkit.tokenizer import as_text_list
 
-    encoder.model.require("mlm", "a sparse (SPLADE) vector")
+    encoder.require("mlm", "a sparse (SPLADE) vector")
     if top_k is not None and top_k < 1:
         raise OptionError(f"top_k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
-    texts = as_text_list(texts)
-    encodings = encoder.tokenizer.encode(texts, truncate=truncate)
-    encoder.last_truncated = truncation_note(encodings, encoder.max_length)
+    prepared = encoder.prepare(texts, truncate=truncate)
+    encoder.last_truncated = len(prepared.truncated)
+    texts = prepared.texts
     rows: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int32), np.zeros(0, np.float32))] * len(texts)
 
-    def embed(idx: np.ndarray) -> None:
-        batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
+    def embed(idx: np.ndarray, batch) -> None:
         hidden = encoder.run_batch(batch).last_hidden_state  # the fast path: packed / precision / backend
         with torch.inference_mode():
-            weights = _head_weights(encoder, hidden, batch.attention_mask)
+            weights = _head_weights(encoder, torch.as_tensor(hidden), torch.as_tensor(batch.attention_mask))
         for i, row in zip(idx, _top(weights, top_k)):
             rows[i] = row
 
-    batches = by_length([len(e.ids) for e in encodings], batch_size, max_tokens or DEFAULT_MAX_TOKENS)
-    with torch.inference_mode():
-        encoder.map_batches(embed, batches, workers, progress, len(texts))
+    encoder.each_batch(prepared, embed, batch_size=batch_size, max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+                       workers=workers, progress=progress)
     indptr = np.zeros(len(texts) + 1, np.int64)
     indptr[1:] = np.cumsum([len(i) for i, _ in rows])
     indices = np.concatenate([i for i, _ in rows]) if rows else np.zeros(0, np.int32)
     values = np.concatenate([v for _, v in rows]) if rows else np.zeros(0, np.float32)
     vocab = encoder.model.config.vocab_size
     matrix = csr_matrix((values, indices, indptr), shape=(len(texts), vocab), dtype=np.float32)
-    return SparseEncoded(matrix, truncated_positions(encodings), sum(len(e.ids) for e in encodings))
+    return SparseEncoded(matrix, prepared.truncated, sum(prepared.tokens))
 
 
 def row_terms(matrix: csr_matrix, row: int, tokenizer, top_k: int | None = None) -> list[tuple[str, float]]:

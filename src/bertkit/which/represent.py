@@ -20,9 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bertkit.batching import by_length, truncation_note
-from bertkit.which.evaluate import LAYER_POOLINGS, Spec, default_specs
 from bertkit.pooling import pool
+from bertkit.which.evaluate import LAYER_POOLINGS, Spec, default_specs
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +111,17 @@ def encode_joint(encoder, a: list[str], b: list[str], specs: Sequence[Spec], bat
                  progress: bool = False) -> list[np.ndarray]:
     """Vectors of "[CLS] a [SEP] b [SEP]" (token types 0 / 1, as BERT's NSP pretraining saw pairs) for each
     spec (cls / pooler, optionally per layer), from one pass through the encoder's fast path."""
-    from bertkit.batching import DEFAULT_MAX_TOKENS
-    from bertkit.tokenizer import as_text_list
-
-    a, b = as_text_list(a), as_text_list(b, "second text")
-    encodings = encoder.tokenizer.encode(a, b)
-    truncation_note(encodings, encoder.max_length, "sentence pairs")
+    prepared = encoder.prepare(a, b)  # truncation counted (and logged) there
     with_hidden = any(s.layers for s in specs)
-    outs = [np.zeros((len(a), encoder.hidden_size), np.float32) for _ in specs]
+    outs = [np.zeros((len(prepared), encoder.hidden_size), np.float32) for _ in specs]
 
-    def embed(idx: np.ndarray) -> None:
-        batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
+    def embed(idx: np.ndarray, batch) -> None:
         output = encoder.run_batch(batch, hidden_states=with_hidden)  # the fast path: packed / precision / backend
         for s, out in zip(specs, outs):
-            out[idx] = pool(output, batch.attention_mask, s.pooling, list(s.layers) if s.layers else None).float().cpu().numpy()
+            vecs = pool(output, batch.attention_mask, s.pooling, list(s.layers) if s.layers else None)
+            out[idx] = vecs if isinstance(vecs, np.ndarray) else vecs.float().cpu().numpy()
 
-    batches = by_length([len(e.ids) for e in encodings], batch_size, DEFAULT_MAX_TOKENS)
-    with torch.inference_mode():
-        encoder.map_batches(embed, batches, None, progress, len(a))
+    encoder.each_batch(prepared, embed, batch_size=batch_size, progress=progress)
     return outs
 
 
@@ -140,21 +132,17 @@ def token_states(encoder, encodings: list, select: list[np.ndarray], batch_size:
     `select[i]` are token positions of encodings[i] (e.g. the first wordpiece of each word). Batches stream
     through the fast path with every hidden state and only the selected rows are kept, so memory is the
     output array (float16 by default) plus one batch, whatever the number of texts."""
-    from bertkit.batching import DEFAULT_MAX_TOKENS
-
     offsets = np.zeros(len(select) + 1, np.int64)
     offsets[1:] = np.cumsum([len(s) for s in select])
     out = np.zeros((int(offsets[-1]), n_states(encoder), encoder.hidden_size), dtype)
 
-    def embed(idx: np.ndarray) -> None:
-        batch = encoder.tokenizer.pad([encodings[i] for i in idx]).to(encoder.device)
-        states = torch.stack(encoder.run_batch(batch, hidden_states=True).hidden_states, 2)  # (B, T, S, H)
+    def embed(idx: np.ndarray, batch) -> None:
+        hidden = encoder.run_batch(batch, hidden_states=True).hidden_states
+        states = torch.stack([torch.as_tensor(h) for h in hidden], 2)  # (B, T, S, H)
         for row, i in enumerate(idx):
             if len(select[i]):
                 pick = states[row, torch.as_tensor(select[i], device=states.device)]
                 out[offsets[i] : offsets[i + 1]] = pick.float().cpu().numpy().astype(dtype)
 
-    batches = by_length([len(e.ids) for e in encodings], batch_size, DEFAULT_MAX_TOKENS)
-    with torch.inference_mode():
-        encoder.map_batches(embed, batches, None, progress, len(encodings))
+    encoder.each_batch(encodings, embed, batch_size=batch_size, progress=progress)
     return out
