@@ -96,9 +96,23 @@ def prepare(args, model: Path, py: dict[str, str | None]) -> dict[str, str]:
         if done.returncode != 0:
             failed[name] = done.stderr.strip()[-1500:]
             log.warning("export %s failed:\n%s", name, failed[name])
+    torch_folder = args.work / "infinity-torch"  # infinity's torch engine on the model, 512 tokens
+    shutil.copytree(model, torch_folder, dirs_exist_ok=True)
+    max_length_512(torch_folder)
     if "st3" not in failed:
         folders(args.work)
     return failed
+
+
+def max_length_512(folder: Path) -> None:
+    """Truncate at 512 tokens like every other system here: the packaged configs say 256 (sentence_bert_config,
+    read by infinity's torch engine) and 128 (tokenizer_config's max_length, read by fastembed)."""
+    for name, keys in (("tokenizer_config.json", ("max_length", "model_max_length")),
+                       ("sentence_bert_config.json", ("max_seq_length",))):
+        path = folder / name
+        if path.is_file():
+            config = json.loads(path.read_text())
+            path.write_text(json.dumps({**config, **dict.fromkeys(keys, 512)}, indent=2))
 
 
 def folders(work: Path) -> None:
@@ -117,6 +131,7 @@ def folders(work: Path) -> None:
             shutil.copytree(src / "1_Pooling", work / folder / "1_Pooling", dirs_exist_ok=True)
         for graph, name in graphs.items():
             shutil.copy(src / "onnx" / graph, work / folder / name)
+        max_length_512(work / folder)
 
 
 class Worker:
@@ -277,7 +292,8 @@ def main() -> None:
     report["rows"] += cold_starts(list(workers), py, model, args)
     if args.clients != [0]:
         infinity_bin = args.venv_infinity / "bin" / "infinity_emb"
-        report["servers"] = run_servers(server_commands(py["main"], infinity_bin, model, args.threads),
+        report["servers"] = run_servers(server_commands(py["main"], infinity_bin, model, args.work / "infinity-torch",
+                                                        args.threads),
                                         environment(args.threads, True), short, args.clients,
                                         args.server_requests, args.reps, max_seconds=300)
     args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -36,15 +36,18 @@ def schedule(clients: int, total_requests: int, texts: list[str], seed: int = 0)
     return out
 
 
-def server_commands(python_main: str, infinity_bin: Path | None, model: Path, threads: int) -> dict[str, list[str]]:
-    """name -> a command that serves on port {port}; infinity only where its venv is installed."""
+def server_commands(python_main: str, infinity_bin: Path | None, model: Path, infinity_model: Path,
+                    threads: int) -> dict[str, list[str]]:
+    """name -> a command that serves on port {port}; infinity only where its venv is installed (infinity_model:
+    the same model, its configs set to 512 tokens as in bench/peers.py)."""
     cmds = {"bertkit-serve": [python_main, "-m", "bertkit.cli", "serve", "--model", str(model), "--port", "{port}",
                               "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning"]}
     if infinity_bin is not None and infinity_bin.is_file():
-        cmds["infinity-v2"] = [str(infinity_bin), "v2", "--model-id", str(model), "--engine", "torch",
+        cmds["infinity-v2"] = [str(infinity_bin), "v2", "--model-id", str(infinity_model), "--engine", "torch",
                                "--device", "cpu", "--port", "{port}", "--host", "127.0.0.1", "--url-prefix", "/v1",
                                "--served-model-name", "bench", "--batch-size", "32", "--log-level", "warning",
-                               "--no-model-warmup", "--no-bettertransformer"]
+                               "--no-model-warmup", "--no-bettertransformer",
+                               "--pooling-method", "mean"]
     return cmds
 
 

@@ -94,11 +94,14 @@ def load_bertkit(mode: str, model: Path, threads: int) -> Encode:
     import torch
 
     from bertkit.encoder import Encoder
+    from bertkit.tokenizer import BertTokenizer
 
     os.environ["BERTKIT_VERDICTS"] = "off"  # every mode runs as asked: measuring them is the point
     torch.set_num_threads(threads)
     backend, precision = mode.split("-", 1)
     enc = Encoder.load(str(model), device="cpu", precision=precision, backend=backend)
+    # 512 tokens, as every peer here is set to (the model's own limit is 256): the long set is 512 long
+    enc.tokenizer = BertTokenizer.from_dir(enc.path, max_length=512, root=enc.path)
     return lambda texts, bs: enc.encode(texts, batch_size=bs)
 
 
@@ -170,7 +173,7 @@ def load_infinity(mode: str, model: Path, work: Path, threads: int) -> Encode:
 
     torch.set_num_threads(threads)
     if mode == "torch-fp32":
-        path, engine = str(model), "torch"
+        path, engine = str(work / "infinity-torch"), "torch"  # the model, set to 512 tokens
     else:
         os.chdir(work / f"infinity-{mode}")
         path, engine = ".", "optimum"
@@ -180,8 +183,9 @@ def load_infinity(mode: str, model: Path, work: Path, threads: int) -> Encode:
     def encode(texts: list[str], bs: int) -> np.ndarray:
         async def run() -> list:
             if "engine" not in holder:  # the engine is made and started once, on this loop
+                # pooling "auto" is CLS for its optimum engine; this model is mean-pooled
                 args = EngineArgs(model_name_or_path=path, engine=engine, device="cpu", batch_size=bs,
-                                  bettertransformer=False, model_warmup=False)
+                                  bettertransformer=False, model_warmup=False, pooling_method="mean")
                 holder["engine"] = AsyncEmbeddingEngine.from_args(args)
                 await holder["engine"].astart()
             return (await holder["engine"].embed(sentences=texts))[0]
