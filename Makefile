@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= test,serve,scale,fast,torch,openvino,docs
 
-.PHONY: install demo test docs fuzz bench clean
+.PHONY: install demo test docs fuzz bench bench-peers clean
 
 $(STAMP): pyproject.toml Makefile tests/js/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,5 +49,30 @@ fuzz: install
 bench: install
 	$(PY) bench/encode.py
 
+# bertkit against sentence-transformers, fastembed and infinity-emb (bench/peers.py, issue 30); not part of
+# `make test`. Each peer environment gets torch==2.13.0 first, alone, then its packages under the constraints
+# file (torch pinned): .venv-bench holds the `bench` extra, .venv-infinity infinity-emb (which pins numpy<2 and
+# sentence-transformers<4, so it shares neither bertkit's environment nor the extra's). PEERS_ARGS passes options.
+BENCH_VENV    ?= .venv-bench
+INFINITY_VENV ?= .venv-infinity
+PEERS_ARGS    ?=
+
+$(BENCH_VENV)/.installed-stamp: pyproject.toml bench/peers-constraints.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/python -m pip install -q -c bench/peers-constraints.txt -e ".[bench]"
+	$(BENCH_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+$(INFINITY_VENV)/.installed-stamp: bench/peers-infinity.txt bench/peers-constraints.txt
+	test -x $(INFINITY_VENV)/bin/python || $(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(INFINITY_VENV)/bin/python -m pip install -q -c bench/peers-constraints.txt -r bench/peers-infinity.txt
+	$(INFINITY_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+bench-peers: install $(BENCH_VENV)/.installed-stamp $(INFINITY_VENV)/.installed-stamp
+	$(PY) bench/peers.py --venv-bench $(BENCH_VENV) --venv-infinity $(INFINITY_VENV) $(PEERS_ARGS)
+
 clean:
-	rm -rf $(VENV) build site src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(INFINITY_VENV) build site src/*.egg-info .pytest_cache
