@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= test,serve,scale,fast,torch,openvino,docs
+EXTRAS ?= test,serve,scale,fast,torch,openvino,docs,mteb
 
 .PHONY: install demo test docs fuzz bench bench-peers clean
 

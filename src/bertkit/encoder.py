@@ -37,6 +37,7 @@ from bertkit.pooling import (
     mask_positions,
     needs_hidden_states,
     pool,
+    prompt_for,
 )
 from bertkit.runtime.folder import Folder, open_folder
 from bertkit.runtime.open import open_runner, torch_runner
@@ -156,6 +157,11 @@ class Encoder:
         if self.has_head(head):
             return
         if head == "pooler":
+            # A family that never has one (DistilBERT, ELECTRA, ModernBERT) says so; a graph runner does not
+            # load the torch model just to word the message.
+            lacks = self.model.config.lacks.get("pooler") if self.runner.backend == "torch" else None
+            if lacks:
+                raise MissingHeadError(f"{purpose}: {lacks}")
             raise MissingHeadError(f"{purpose} needs the pooler (bert.pooler.dense.*), which this checkpoint does "
                                    "not have; use cls or mean pooling")
         self.model.require(head, purpose)
@@ -189,6 +195,7 @@ class Encoder:
         texts = as_text_list(texts)
         second = as_text_list(pairs, "second text") if pairs is not None else None
         if template is not None:
+            template = prompt_for(template, self.tokenizer.mask_token)
             check_template(template, self.tokenizer.mask_token)
             wrapped, uncut = prompt_texts(self.tokenizer, texts, template)
             encodings = self.tokenizer.encode(wrapped, truncate=truncate) if texts else []
@@ -354,14 +361,15 @@ class Encoder:
         batch = self.tokenize([text])
         positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().flatten().tolist()
         if not positions:
-            raise InputError(f"the text has no {self.tokenizer.mask_token} token to fill in; add one, e.g. 'Paris is the [MASK] of France.'")
+            mask = self.tokenizer.mask_token
+            raise InputError(f"the text has no {mask} token to fill in; add one, e.g. 'Paris is the {mask} of France.'")
         with self.runner.inference():
             logits = self.run_batch(batch, heads=True).mlm_logits[0]  # (T, V)
             results = []
             for p in positions:
                 probs = logits[p].float().softmax(-1)
                 top = probs.topk(min(top_k, probs.numel()))
-                results.append([(self.tokenizer.id_to_token(i), float(v)) for v, i in zip(top.values, top.indices)])
+                results.append([(self.tokenizer.token_text(i), float(v)) for v, i in zip(top.values, top.indices)])
         return results
 
     def next_sentence(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:

@@ -42,7 +42,16 @@ def check_pooling(mode: str, layers: list[int] | None = None) -> None:
         raise OptionError("layers= needs at least one layer index (0 = embeddings, -1 = last layer)")
 
 
+def prompt_for(template: str, mask_token: str) -> str:
+    """The template with BERT's `[MASK]` written as this model's mask token (RoBERTa's `<mask>`), so one
+    template (the default one too) serves every family; a template that names the model's own token is kept."""
+    if mask_token != "[MASK]" and mask_token not in template:
+        return template.replace("[MASK]", mask_token)
+    return template
+
+
 def check_template(template: str, mask_token: str = "[MASK]") -> None:
+    template = prompt_for(template, mask_token)
     if template.count("{text}") != 1 or mask_token not in template:
         raise OptionError(f"prompt template must contain {{text}} once and {mask_token}; got {template!r}")
 

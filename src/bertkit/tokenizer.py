@@ -278,6 +278,13 @@ class BertTokenizer:
     def id_to_token(self, i: int) -> str:
         return self.tokenizer.id_to_token(int(i))
 
+    def token_text(self, i: int) -> str:
+        """One id as a reader sees it, through the tokenizer's decoder: byte-level BPE's 'Ġcapital' and
+        SentencePiece's '▁long' become 'capital' and 'long'; WordPiece keeps '##ing' (a word's continuation)
+        as it is; the raw token where the decoder makes nothing of it alone."""
+        text = self.tokenizer.decode([int(i)], skip_special_tokens=False).strip()
+        return text or self.id_to_token(i)
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)

@@ -1,7 +1,7 @@
 """The other encoder families (issue 31): RoBERTa, XLM-R, DistilBERT, ELECTRA, MPNet and ModernBERT.
 
 For each, a small random model built by transformers from a config, saved with save_pretrained, with a
-tokenizer of its own kind built here with the `tokenizers` library (byte-level BPE, Unigram, WordPiece):
+tokenizer of its own kind (families_support.py builds both, with the `tokenizers` library (byte-level BPE, Unigram, WordPiece)):
 bertkit's load_model and tokenizer must give every hidden state and attention of transformers within 1e-4 on
 a padded batch, the masked-LM logits too where the family has the head. No network.
 """
@@ -12,114 +12,22 @@ import json
 
 import pytest
 import torch
+from families_support import FAMILIES, save_family
 from model_parity import TEXTS, assert_close, hf_model
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from bertkit.errors import CheckpointError, MissingHeadError
 from bertkit.model import describe, load_model
 from bertkit.tokenizer import BertTokenizer
 
-CORPUS = TEXTS + ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.",
-                  "Numbers 0123456789 and punctuation: ,.;!?", "naïve café résumé", "日本語のテキスト"] * 3
-ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, RoBERTa's order: <pad> = 1
-BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-SHAPE = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64)
-
-
-def roberta_template(tok: Tokenizer, cls: str = "<s>", sep: str = "</s>") -> None:
-    ids = {t: tok.token_to_id(t) for t in (cls, sep)}
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B:1 {sep}:1", special_tokens=list(ids.items()))
-
-
-def byte_bpe(specials: list[str], template: tuple[str, str]) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    roberta_template(tok, *template)
-    return tok
-
-
-def unigram() -> Tokenizer:
-    tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=200, special_tokens=ROBERTA_SPECIALS,
-                                                            unk_token="<unk>"))
-    roberta_template(tok)
-    return tok
-
-
-def wordpiece(specials: list[str], template: tuple[str, str]) -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token=specials[[s.strip("[]<>").lower() for s in specials].index("unk")]))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    cls, sep = template
-    if cls == "[CLS]":  # BERT's template
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
-    else:
-        roberta_template(tok, cls, sep)
-    return tok
-
-
-# family -> (tokenizer builder, its (cls, sep, pad, mask), HF config class, its kwargs, HF model classes).
-# The first model class carries the masked-LM head where the family has one; the second is the bare body
-# (with its pooler where the family has one).
-FAMILIES = {
-    "roberta": (lambda: byte_bpe(ROBERTA_SPECIALS, ("<s>", "</s>")), ("<s>", "</s>", "<pad>", "<mask>"),
-                "RobertaConfig", dict(SHAPE, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1),
-                ("RobertaForMaskedLM", "RobertaModel")),
-    "xlm-roberta": (unigram, ("<s>", "</s>", "<pad>", "<mask>"),
-                    "XLMRobertaConfig", dict(SHAPE, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1),
-                    ("XLMRobertaForMaskedLM", "XLMRobertaModel")),
-    "distilbert": (lambda: wordpiece(BERT_SPECIALS, ("[CLS]", "[SEP]")), ("[CLS]", "[SEP]", "[PAD]", "[MASK]"),
-                   "DistilBertConfig", dict(dim=32, n_layers=3, n_heads=4, hidden_dim=64, max_position_embeddings=64),
-                   ("DistilBertForMaskedLM", "DistilBertModel")),
-    "electra": (lambda: wordpiece(BERT_SPECIALS, ("[CLS]", "[SEP]")), ("[CLS]", "[SEP]", "[PAD]", "[MASK]"),
-                "ElectraConfig", dict(SHAPE, embedding_size=16, max_position_embeddings=64),
-                ("ElectraForMaskedLM", "ElectraForPreTraining")),
-    "mpnet": (lambda: wordpiece(ROBERTA_SPECIALS, ("<s>", "</s>")), ("<s>", "</s>", "<pad>", "<mask>"),
-              "MPNetConfig", dict(SHAPE, max_position_embeddings=66, pad_token_id=1),
-              ("MPNetForMaskedLM", "MPNetModel")),
-    "modernbert": (lambda: byte_bpe(BERT_SPECIALS, ("[CLS]", "[SEP]")), ("[CLS]", "[SEP]", "[PAD]", "[MASK]"),
-                   "ModernBertConfig", dict(SHAPE, num_hidden_layers=4, max_position_embeddings=128, local_attention=8,
-                                            global_attn_every_n_layers=2),
-                   ("ModernBertForMaskedLM", "ModernBertModel")),
-}
 CASES = [(family, i) for family in FAMILIES for i in (0, 1)]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{FAMILIES[c[0]][4][c[1]]}")
 def saved(request, tmp_path_factory):
     """(family, HF class name, folder) of a saved random model with its tokenizer."""
-    import transformers
-
     family, which = request.param
-    build, (cls, sep, pad, mask), config_class, kwargs, classes = FAMILIES[family]
-    tok = build()
-    ids = {t: tok.token_to_id(t) for t in (cls, sep, pad)}
-    torch.manual_seed(0)
-    config = getattr(transformers, config_class)(
-        vocab_size=tok.get_vocab_size(), **{"pad_token_id": ids[pad], **kwargs},
-        **({"cls_token_id": ids[cls], "sep_token_id": ids[sep]} if family == "modernbert" else {}))
-    model = getattr(transformers, classes[which])(config).eval()
-    with torch.no_grad():  # transformers initialises some parts at zero or one; make every tensor count
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    folder = tmp_path_factory.mktemp(f"{family}-{which}")
-    model.save_pretrained(folder)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"cls_token": cls, "sep_token": sep, "pad_token": pad, "mask_token": mask, "model_max_length": 64,
-         "tokenizer_class": "PreTrainedTokenizerFast"}))
-    return family, classes[which], folder
+    folder = save_family(family, which, tmp_path_factory.mktemp(f"{family}-{which}"))
+    return family, FAMILIES[family][4][which], folder
 
 
 def padded_batch(folder):
@@ -133,7 +41,7 @@ def test_every_hidden_state_and_attention_equals_transformers(saved):
     family, hf_class, folder = saved
     model, _ = load_model(folder)
     hf = hf_model(folder, hf_class)
-    tok, batch = padded_batch(folder)
+    _tok, batch = padded_batch(folder)
     with torch.no_grad():
         ours = model(batch.input_ids, batch.attention_mask, batch.token_type_ids,
                      output_hidden_states=True, output_attentions=True)
@@ -182,11 +90,11 @@ def test_tokenizer_reads_the_familys_special_tokens(saved):
     else:
         assert pairs.token_type_ids.abs().sum() == 0, "a family with one token type gets all zeros"
     enc = tok.encode(["Paris is the capital"])[0]
-    assert [("Paris is the capital"[s:e]) for s, e in enc.offsets if e > s][0].strip().startswith("P")
+    assert next(("Paris is the capital"[s:e]) for s, e in enc.offsets if e > s).strip().startswith("P")
 
 
 def test_describe_names_each_part_and_missing_heads_are_one_line(saved):
-    family, hf_class, folder = saved
+    family, _hf_class, folder = saved
     model, _ = load_model(folder)
     parts = describe(model)
     assert sum(p.count for p in parts) == sum(p.numel() for p in model.parameters())

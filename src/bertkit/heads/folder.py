@@ -51,11 +51,22 @@ def require_examples(items: list, path: str | Path, what: str) -> list:
 
 
 def st_pooling(folder: str) -> str:
-    """The pooling a sentence-transformers folder declares (1_Pooling/config.json), else mean."""
+    """The pooling a sentence-transformers folder declares (1_Pooling/config.json), else mean. Both forms:
+    sentence-transformers < 6 writes one boolean per mode (pooling_mode_cls_token: true), 6 writes
+    pooling_mode: "cls" (or a list of modes, concatenated)."""
     config = Path(resolve_model_dir(folder)) / "1_Pooling" / "config.json"
-    if config.is_file():
-        declared = read_json(config)
-        for name, key in ST_POOLINGS.items():
-            if declared.get(key):
-                return name
+    if not config.is_file():
+        return "mean"
+    declared = read_json(config)
+    modes = declared.get("pooling_mode")
+    if modes is not None:
+        modes = [modes] if isinstance(modes, str) else list(modes)
+        ours = {"mean_sqrt_len_tokens": "mean_sqrt_len"}
+        if len(modes) == 1 and ours.get(modes[0], modes[0]) in ST_POOLINGS:
+            return ours.get(modes[0], modes[0])
+        log.warning("%s declares pooling %s, which bertkit has no equivalent of; pooling with mean", config, modes)
+        return "mean"
+    for name, key in ST_POOLINGS.items():
+        if declared.get(key):
+            return name
     return "mean"

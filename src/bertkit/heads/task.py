@@ -100,12 +100,32 @@ class BertTokenClassifier(nn.Module):
 
 TaskHead = BertSequenceClassifier | BertTokenClassifier
 
+# transformers' classifier heads of the other families that are more than one Linear: a checkpoint holding one
+# is refused rather than run with its extra layer dropped (or with a fresh random classifier).
+FOREIGN_HEADS = {
+    "classifier.out_proj.weight": "RoBERTa-style: <s> -> classifier.dense -> tanh / GELU -> classifier.out_proj "
+                                  "(RoBERTa, XLM-R, MPNet, ELECTRA)",
+    "pre_classifier.weight": "DistilBERT's: [CLS] -> pre_classifier -> ReLU -> classifier",
+    "head.dense.weight": "ModernBERT's: pooled -> head.dense -> act -> head.norm -> classifier",
+}
+
+
+def check_head_keys(left: dict) -> None:
+    """Refuse a checkpoint whose classifier head is another family's two-layer head (FOREIGN_HEADS)."""
+    for key, what in FOREIGN_HEADS.items():
+        if key in left:
+            raise CheckpointError(
+                f"this checkpoint's classifier is {what}; bertkit's task heads are one Linear over a pooling, so "
+                "they cannot run it as trained: fine-tune a bertkit head on its body (a folder without that head), "
+                "or run this checkpoint with transformers")
+
 
 def load_task_head(model: Bert, head: type[TaskHead], num_labels: int, **kwargs) -> TaskHead:
     """Wrap a loaded model (from load_model) in a task head, taking the head's weights from its leftover
     checkpoint entries (`classifier.weight` / `classifier.bias`) when the checkpoint has them."""
-    task = head(model, num_labels, **kwargs)
     left = getattr(model, "leftover_state", {}) or {}
+    check_head_keys(left)
+    task = head(model, num_labels, **kwargs)
     if "classifier.weight" in left:
         w, b = left["classifier.weight"], left.get("classifier.bias")
         if tuple(w.shape) != tuple(task.classifier.weight.shape) or b is None or tuple(b.shape) != (num_labels,):

@@ -270,6 +270,13 @@ class ModernBert(nn.Module):
             out.mlm_logits = self.decoder(self.head(out.last_hidden_state))  # (B, T, V)
         return out
 
+    def mlm_head(self) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        """As Bert.mlm_head: (`head`, the tied decoder weight, its bias or zeros where decoder_bias is off)."""
+        self.require("mlm", "the masked-LM head")
+        w = self.decoder.weight
+        bias = self.decoder.bias if self.decoder.bias is not None else torch.zeros(w.shape[0], device=w.device)
+        return self.head, w, bias
+
     def forward_packed(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states=False) -> BertOutput:
         """Not packed yet: the padded forward, with padding positions zeroed as the packed path's are."""
         out = self.bert(input_ids, attention_mask, None, output_hidden_states)
@@ -291,7 +298,9 @@ class ModernBert(nn.Module):
 
 
 def parts(state: dict) -> dict[str, bool]:
-    return {"mlm": "head.dense.weight" in state}
+    # A sequence classifier (ModernBertForSequenceClassification) has a `head` too, before its `classifier`:
+    # that one is a task head (left over for bertkit.heads.task, which refuses it), not the masked-LM head.
+    return {"mlm": "head.dense.weight" in state and "classifier.weight" not in state}
 
 
 def names(config: ModernBertConfig, mlm: bool) -> list[str]:

@@ -304,6 +304,13 @@ class Bert(nn.Module):
     def has_nsp(self) -> bool:
         return self.cls is not None and self.cls.seq_relationship is not None
 
+    def mlm_head(self) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        """The masked-LM head as (transform, decoder weight (V, E), bias (V,)): logits = transform(h) @ W.T + b,
+        the same three parts in every family (SPLADE runs them on real tokens only, bertkit.vectors.sparse)."""
+        self.require("mlm", "the masked-LM head")
+        p = self.cls.predictions
+        return p.transform, p.decoder.weight, p.bias
+
     def init_weights(self) -> None:
         """BERT's initialisation: N(0, 0.02) weights, zero biases, LayerNorm at identity."""
         std = 0.02

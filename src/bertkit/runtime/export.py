@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertkit.model import Bert
+from bertkit.model import Bert, BertModel
 from bertkit.runtime import cache
 from bertkit.runtime.cache import Graph
 from bertkit.runtime.folder import load_body, open_folder
@@ -31,37 +31,53 @@ log = logging.getLogger(__name__)
 
 class _ExportGraph(nn.Module):
     """What the ONNX graph computes: last hidden state, every hidden state (stacked) and the pooler output.
-    The key mask is always built (no data-dependent branch), so one graph serves padded and unpadded batches."""
+    The key mask is always built (no data-dependent branch), so one graph serves padded and unpadded batches.
+    A family without token types (DistilBERT, MPNet, ModernBERT) gets a graph without that input."""
 
     def __init__(self, model: Bert):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
         m = self.model
-        x = m.bert.embeddings(input_ids, token_type_ids)
-        mask = attention_mask.bool()[:, None, None, :]
-        x, hidden, _ = m.bert.encoder(x, mask, output_hidden_states=True)  # the padded forward's layer loop
+        if isinstance(m.bert, BertModel):  # the BERT-shaped families: the padded forward's layer loop
+            x = m.bert.embeddings(input_ids, token_type_ids)
+            mask = attention_mask.bool()[:, None, None, :]
+            x, hidden, _ = m.bert.encoder(x, mask, output_hidden_states=True)
+        else:  # ModernBERT: its body builds its masks and rotations from the shapes, with no branch on data
+            out = m.bert(input_ids, attention_mask, output_hidden_states=True)
+            x, hidden = out.last_hidden_state, out.hidden_states
         outputs = (x, torch.stack(hidden))
         return outputs + (m.bert.pooler(x),) if m.has_pooler else outputs
 
 
-def export_onnx(model: Bert, path: Path) -> Path:
+def graph_inputs(model: Bert) -> list[str]:
+    """The inputs the exported graph takes: token_type_ids only where the family has token types."""
+    types = getattr(model.bert.embeddings, "token_type_embeddings", None) is not None
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if types else [])
+
+
+def example_batch(tokenizer) -> tuple[torch.Tensor, ...]:
+    """Two texts of different lengths in the model's own vocabulary, padded with its own pad id (the export
+    traces the graph on them; their values do not matter, their ids must exist)."""
+    batch = tokenizer.pad(tokenizer.encode(["Hello world, again.", "Hi"]))
+    return batch.input_ids, batch.attention_mask, batch.token_type_ids
+
+
+def export_onnx(model: Bert, path: Path, tokenizer) -> Path:
     """Export the fp32 model with dynamic batch and sequence axes (written to a temp file, then renamed)."""
     model = copy.deepcopy(model).float().cpu().eval()
-    ids = torch.tensor([[101, 7592, 2088, 102, 0], [101, 7592, 102, 0, 0]])
-    mask = (ids != 0).long()
+    inputs = graph_inputs(model)
     names = ["last_hidden_state", "hidden_states"] + (["pooler_output"] if model.has_pooler else [])
-    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-            "token_type_ids": {0: "batch", 1: "seq"}, "last_hidden_state": {0: "batch", 1: "seq"},
-            "hidden_states": {1: "batch", 2: "seq"}, "pooler_output": {0: "batch"}}
+    axes = {name: {0: "batch", 1: "seq"} for name in [*inputs, "last_hidden_state"]}
+    axes |= {"hidden_states": {1: "batch", 2: "seq"}, "pooler_output": {0: "batch"}}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with torch.no_grad():
             torch.onnx.export(
-                _ExportGraph(model), (ids, mask, torch.zeros_like(ids)), str(tmp), dynamo=False, opset_version=17,
-                input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=names,
-                dynamic_axes={k: v for k, v in axes.items() if k in names or k.endswith("_ids") or k == "attention_mask"},
+                _ExportGraph(model), example_batch(tokenizer)[: len(inputs)], str(tmp), dynamo=False,
+                opset_version=17, input_names=inputs, output_names=names,
+                dynamic_axes={k: v for k, v in axes.items() if k in names or k in inputs},
             )
         os.replace(tmp, path)
     finally:
@@ -74,7 +90,9 @@ def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key
     """The cached graph of this model and precision, exported (and quantized) when missing, corrupt or asked to
     be recalibrated (calibration texts given), with its record. key=None: the model folder's source key (the
     model was loaded from those files), the only key a graph is found by."""
-    from importlib.metadata import version  # not `bertkit.__version__`: the runtime does not import the package top
+    from importlib.metadata import (
+        version,  # not `bertkit.__version__`: the runtime does not import the package top
+    )
 
     require_onnxruntime()
     if precision == "int8-static":
@@ -98,7 +116,7 @@ def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key
     try:
         if precision == "fp32":
             log.info("exporting the model to ONNX: %s", path)
-            export_onnx(model, tmp)
+            export_onnx(model, tmp, tokenizer)
         elif precision == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 

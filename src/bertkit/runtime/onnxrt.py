@@ -17,7 +17,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from bertkit.runtime.cache import Graph
-from bertkit.runtime.seam import ArrayOutput, BackendError, Cpu, Facts, local_threads, set_local_threads
+from bertkit.runtime.seam import (
+    ArrayOutput,
+    BackendError,
+    Cpu,
+    Facts,
+    graph_feed,
+    local_threads,
+    set_local_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +56,9 @@ class OrtSession:
         self.path = Path(path)
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
-        self.outputs = [o.name for o in self.session(local_threads()).get_outputs()]
+        first = self.session(local_threads())
+        self.outputs = [o.name for o in first.get_outputs()]
+        self.inputs = [i.name for i in first.get_inputs()]
 
     def session(self, threads: int):
         with self._lock:
@@ -69,9 +79,7 @@ class OrtSession:
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
             output_hidden_states: bool = False) -> ArrayOutput:
-        feed = {"input_ids": np.asarray(input_ids, dtype=np.int64),
-                "attention_mask": np.asarray(attention_mask, dtype=np.int64),
-                "token_type_ids": np.asarray(token_type_ids, dtype=np.int64)}
+        feed = graph_feed(self.inputs, input_ids, attention_mask, token_type_ids)
         wanted = [n for n in self.outputs if n != "hidden_states" or output_hidden_states]
         got = dict(zip(wanted, self.session(local_threads()).run(wanted, feed)))
         hidden = got.get("hidden_states")

@@ -33,14 +33,13 @@ from typing import Any
 import numpy as np
 
 from bertkit.errors import InputError, OptionError
-from bertkit.runtime.seam import ArrayOutput, BackendError, cpu_budget, local_threads
+from bertkit.runtime.seam import ArrayOutput, BackendError, cpu_budget, graph_feed, local_threads
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE = "bertkit default (calibration_texts.txt)"
 METHOD = ("nncf.quantize (OpenVINO post-training quantization), model type TRANSFORMER, preset MIXED: int8 "
           "per-channel weights, activation ranges fixed from the calibration texts (one text per sample)")
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def default_texts() -> list[str]:
@@ -96,11 +95,12 @@ def quantize_static_graph(fp32: Path, out: Path, tokenizer, texts: list[str] | N
         raise InputError(f"int8-static calibration needs at least 10 non-empty texts, got {len(texts)}; "
                          "pass a file with a few hundred typical texts (one a line)")
     log.info("calibrating int8-static on %d texts (%s)", len(texts), source or "user texts")
+    model = ov.convert_model(str(fp32))
+    inputs = [p.get_any_name() for p in model.inputs]
     samples = []
     for encoding in tokenizer.encode(texts):
         b = tokenizer.pad([encoding], numpy=True)
-        samples.append({name: np.asarray(getattr(b, name), dtype=np.int64) for name in INPUTS})
-    model = ov.convert_model(str(fp32))
+        samples.append(graph_feed(inputs, b.input_ids, b.attention_mask, b.token_type_ids))
     with _stdout_to_stderr():
         quantized = nncf.quantize(model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
                                   preset=nncf.QuantizationPreset.MIXED, subset_size=len(samples))
@@ -139,6 +139,7 @@ class OpenVinoSession:
             raise BackendError(f"OpenVINO cannot read {self.path} ({e.__class__.__name__}); delete it and run "
                                "`bertkit export --precision int8-static` again") from e
         self.outputs = [o.get_any_name() for o in self.model.outputs]
+        self.inputs = [i.get_any_name() for i in self.model.inputs]
         self._compiled: dict[tuple[int, bool], Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -167,8 +168,7 @@ class OpenVinoSession:
         request = requests.get(id(compiled))
         if request is None:
             request = requests[id(compiled)] = compiled.create_infer_request()
-        feed = {name: np.ascontiguousarray(a, dtype=np.int64)
-                for name, a in zip(INPUTS, (input_ids, attention_mask, token_type_ids))}
+        feed = graph_feed(self.inputs, input_ids, attention_mask, token_type_ids)
         got = {k.get_any_name(): v for k, v in request.infer(feed).items()}
         hidden = got.get("hidden_states") if output_hidden_states else None
         return ArrayOutput(got["last_hidden_state"], got.get("pooler_output"),

@@ -34,6 +34,13 @@ class ArrayOutput:
     hidden_states: tuple[np.ndarray, ...] | None = None  # L + 1 of (B, T, H)
 
 
+def graph_feed(names, input_ids, attention_mask, token_type_ids) -> dict[str, np.ndarray]:
+    """The int64 inputs of a graph, by the names it lists: a family without token types (DistilBERT, MPNet,
+    ModernBERT) exports no token_type_ids input, and a graph refuses an input it does not have."""
+    arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    return {name: np.ascontiguousarray(arrays[name], dtype=np.int64) for name in names}
+
+
 @dataclass(frozen=True)
 class Facts:
     """What an encoder needs to know about its model without loading it (a graph's record keeps these)."""

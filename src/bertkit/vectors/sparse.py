@@ -56,13 +56,13 @@ def _head_weights(encoder: Encoder, hidden: torch.Tensor, mask: torch.Tensor) ->
 
     log(1 + ReLU(x)) never decreases in x, so the max over tokens is taken on the logits (starting from 0,
     which is the ReLU) and the log applied once per text: the same numbers, with no (tokens x V) log1p."""
-    head = encoder.model.cls.predictions
+    transform, weight, bias = encoder.model.mlm_head()  # every family's head in the same three parts
     rows, cols = mask.nonzero(as_tuple=True)
-    out = torch.zeros(hidden.shape[0], head.bias.shape[0], device=hidden.device)
+    out = torch.zeros(hidden.shape[0], weight.shape[0], device=hidden.device)
     for start in range(0, len(rows), HEAD_ROWS):
         r, c = rows[start : start + HEAD_ROWS], cols[start : start + HEAD_ROWS]
         # The head's decoder with its bias in one GEMM (addmm): a separate (n, V) add costs a quarter as much again.
-        logits = F.linear(head.transform(hidden[r, c]), head.decoder.weight, head.bias).float()  # (n, V)
+        logits = F.linear(transform(hidden[r, c]), weight, bias).float()  # (n, V)
         out.scatter_reduce_(0, r.unsqueeze(1).expand_as(logits), logits, "amax", include_self=True)
     return torch.log1p(out)
 
@@ -127,11 +127,12 @@ def encode_sparse(
 
 
 def row_terms(matrix: csr_matrix, row: int, tokenizer, top_k: int | None = None) -> list[tuple[str, float]]:
-    """One row's (wordpiece, weight) pairs, heaviest first (ties by vocabulary id)."""
+    """One row's (token, weight) pairs, heaviest first (ties by vocabulary id); tokens as the tokenizer's
+    decoder writes them (RoBERTa's 'Ġguitar' as 'guitar')."""
     start, end = matrix.indptr[row], matrix.indptr[row + 1]
     ids, vals = matrix.indices[start:end], matrix.data[start:end]
     order = np.lexsort((ids, -vals))[: top_k if top_k is not None else None]
-    return [(tokenizer.id_to_token(int(ids[i])), float(vals[i])) for i in order]
+    return [(tokenizer.token_text(int(ids[i])), float(vals[i])) for i in order]
 
 
 def expansion_terms(encoder: Encoder, texts: str | Sequence[str], top_k: int = 20) -> list:

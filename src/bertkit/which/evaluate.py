@@ -113,7 +113,7 @@ def default_specs(encoder, poolings: Sequence[str] | None = None, layers: Sequen
     if poolings:
         names = list(poolings)
     else:
-        names = [p for p in POOLING_MODES if p != "pooler" or encoder.model.has_pooler]
+        names = [p for p in POOLING_MODES if p != "pooler" or encoder.has_head("pooler")]
     lay = tuple(layers) if layers else None
     return [Spec(p, lay if p not in ("pooler", "first_last_avg") else None) for p in names]
 
@@ -181,7 +181,7 @@ def compare(encoder, pairs: Sequence[SentencePair], data_name: str = "", per_lay
             batch_size: int = 32, progress: bool = False) -> Comparison:
     """Every pooling of the model ranked by Spearman; with per_layer, cls/mean/max on each hidden state too."""
     specs = default_specs(encoder)
-    n_states = encoder.model.config.num_hidden_layers + 1
+    n_states = encoder.num_hidden_layers + 1
     layer_specs = [Spec(p, (i,)) for p in LAYER_POOLINGS for i in range(n_states)] if per_layer else []
     scores = evaluate_sts(encoder, pairs, specs + layer_specs, batch_size=batch_size, progress=progress)
     main = sorted(scores[: len(specs)], key=lambda s: -s.spearman)
