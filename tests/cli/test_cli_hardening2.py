@@ -191,10 +191,10 @@ def test_row16_calibrate_output_naming_a_folder_is_refused_before_the_work(run, 
 def exported(tmp_path_factory, packaged_dir) -> Path:
     """A small random BERT with its fp32 ONNX graph cached beside it."""
     import torch
+    from support import run_process
 
     from bertkit.model import Bert, BertConfig, save_model
     from bertkit.tokenizer import BertTokenizer
-    from support import run_process
 
     torch.manual_seed(1)
     folder = tmp_path_factory.mktemp("small-bert")

@@ -21,8 +21,8 @@ from bertkit.corpus import (
     write_shard,
 )
 from bertkit.errors import BertkitError, VectorIndexError
-from bertkit.index.folder import Index, build_index, recall_at_k
 from bertkit.index.compact import set_rescore
+from bertkit.index.folder import Index, build_index, recall_at_k
 from bertkit.vectors.compact import calibrate
 
 pytest.importorskip("faiss", reason="compact indexes need FAISS (the scale extra)")

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from bertkit.data import DataError, TaggedSentence
-from bertkit.errors import InputError
 from bertkit.data.metrics import bio_spans, entity_prf
+from bertkit.errors import InputError
 from bertkit.heads.predict import Tagger, encode_sentences, word_spans
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.common import save_folder

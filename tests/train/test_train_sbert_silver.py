@@ -10,8 +10,8 @@ from ce_support import PAIRS, train_tiny_cross_encoder
 
 from bertkit.data import SentencePair
 from bertkit.errors import InputError
-from bertkit.model import Bert, BertConfig
 from bertkit.heads.rerank import CrossEncoder
+from bertkit.model import Bert, BertConfig
 from bertkit.tokenizer import BertTokenizer
 from bertkit.train.sbert_silver import nearest_partners, silver_pairs
 
