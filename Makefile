@@ -30,9 +30,10 @@ demo: install
 	$(VENV)/bin/bertkit demo
 	$(VENV)/bin/bertkit expand "A man is playing a guitar." --model splade-tiny --top-k 12
 
-# lint-imports first: the layering contracts in pyproject.toml ([tool.importlinter]) take seconds.
+# lint-imports and ruff first: the layering contracts and the lint rules in pyproject.toml take seconds.
 test: install
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check src tests bench tools
 	$(MAKE) docs
 	$(PY) -m pytest -q
 

@@ -109,7 +109,8 @@ def measure_corpus(enc, name: str, texts: list[str], args, work: Path) -> list[d
         med, p95 = latency_ms(index, queries[: args.latency_queries])
         spec = index.info["params"].get("compact", {})
         per_vector = spec.get("bytes_per_vector", 4 * index.info["dim"])
-        rows.append({"corpus": name, "n": len(index), "variant": label, "recall@10": round(recall_at_k(positions, truth, 10), 4),
+        rows.append({"corpus": name, "n": len(index), "variant": label,
+                     "recall@10": round(recall_at_k(positions, truth, 10), 4),
                      "bytes_per_vector": per_vector, "ratio": round(4 * queries.shape[1] / per_vector, 1),
                      "build_s": round(build_s, 2), "median_ms": round(med, 3), "p95_ms": round(p95, 3)})
         log.info("%s", json.dumps(rows[-1]))

@@ -25,7 +25,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agnews"
 
 
 def embed(src: Path, out: Path, extra: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "bertkit.cli", "embed-corpus", str(src), str(out), "--no-header", "--overwrite", *extra]
+    cmd = [sys.executable, "-m", "bertkit.cli", "embed-corpus", str(src), str(out), "--no-header",
+           "--overwrite", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -74,7 +75,8 @@ def main() -> None:
         f.writelines(text for _ in range(args.repeat))
     once = embed(args.data, args.work / "once", extra)
     repeated = embed(big, args.work / f"x{args.repeat}", extra)
-    result = {"model": "tiny random BERT" if args.tiny else "packaged all-MiniLM-L6-v2", "once": once, f"x{args.repeat}": repeated,
+    result = {"model": "tiny random BERT" if args.tiny else "packaged all-MiniLM-L6-v2",
+              "once": once, f"x{args.repeat}": repeated,
               "rss_ratio": round(repeated["peak_rss_mib"] / once["peak_rss_mib"], 3)}
     print(json.dumps(result, indent=1))
 

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SYSTEMS = ("st", "hf", "bertkit", "bertkit-bf16", "bertkit-int8", "bertkit-onnx", "bertkit-onnx-int8",
            "bertkit-onnx-int8-static")
-# Every mode runs as asked, even one this CPU's verdict calls slow (bertkit.runtime.verdicts): measuring them is the point.
+# Every mode runs as asked, even one this CPU's verdict calls slow (bertkit.runtime.verdicts): measuring them
+# is the point.
 os.environ["BERTKIT_VERDICTS"] = "off"
 
 
@@ -165,7 +166,8 @@ def run(args) -> dict:
     for set_name, texts in sets.items():
         lengths = [len(e.ids) for e in tokenizer.encode(texts)]
         flops = model_flops(lengths, config) if config else 0.0
-        print(f"\n== {set_name}: {len(texts)} texts, {sum(lengths)} tokens (mean {np.mean(lengths):.1f}, max {max(lengths)})")
+        print(f"\n== {set_name}: {len(texts)} texts, "
+              f"{sum(lengths)} tokens (mean {np.mean(lengths):.1f}, max {max(lengths)})")
         for bs in args.batches:
             # Batch 1 is a latency measurement: one text per call, over a short sample of the set.
             sample = texts[: args.latency_texts] if bs == 1 else texts
@@ -203,8 +205,10 @@ def run(args) -> dict:
                            ms_per_text=1000 * sec / len(sample), runs=[round(x, 4) for x in times[name]])
                 report["rows"].append(row)
                 x = f"{row['x_st']:.2f}" if row["x_st"] else "-"
-                print(f"   {'':8}{name:<18} {row['sent_s']:8.1f} {row['tok_s']:8.0f} {x:>6} {dev if dev is None else f'{dev:.2e}':>10} "
-                      f"{spear.get(name, float('nan')):8.4f} {gflops:8.1f} {100 * gflops / peak:5.1f}% {row['ms_per_text']:8.2f}")
+                print(f"   {'':8}{name:<18} {row['sent_s']:8.1f} {row['tok_s']:8.0f} {x:>6} "
+                      f"{dev if dev is None else f'{dev:.2e}':>10} "
+                      f"{spear.get(name, float('nan')):8.4f} {gflops:8.1f} {100 * gflops / peak:5.1f}% "
+                      f"{row['ms_per_text']:8.2f}")
         del flops
     cur, peak_rss = rss_mib()
     report["rss_mib"] = {"current": cur, "peak": peak_rss}

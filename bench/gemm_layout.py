@@ -87,8 +87,8 @@ def main() -> None:
               f"{'x@W.T ms':>9} {'W@x.T ms':>9} {'ratio':>6}")
         for rows in args.rows:
             a, b, fa, fb = time_rows(model, linears, rows, args.reps)
-            print(f"{rows:>5} | {'':>10}{a:>9.2f} {b:>9.2f} {b / a:>6.2f} | {'':>16}{fa:>9.2f} {fb:>9.2f} {fb / fa:>6.2f}",
-                  flush=True)
+            print(f"{rows:>5} | {'':>10}{a:>9.2f} {b:>9.2f} {b / a:>6.2f} | "
+                  f"{'':>16}{fa:>9.2f} {fb:>9.2f} {fb / fa:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -208,8 +208,9 @@ def throughput(workers: dict[str, Worker], sets: dict[str, list[str]], args, err
         for name, runs in times.items():
             cos = cosines(vectors[name], ref) if ref is not None else None
             sec = statistics.median(runs)
-            rows.append(dict(workload=set_name, system=name, texts=len(texts), batch=args.batch, sent_s=len(texts) / sec,
-                             spearman=spear.get(name), cos_min=cos and cos[0], cos_mean=cos and cos[1], runs=runs))
+            rows.append(dict(workload=set_name, system=name, texts=len(texts), batch=args.batch,
+                             sent_s=len(texts) / sec, spearman=spear.get(name), cos_min=cos and cos[0],
+                             cos_mean=cos and cos[1], runs=runs))
             log.info("%-8s %-28s %8.1f sent/s", set_name, name, len(texts) / sec)
     return rows
 

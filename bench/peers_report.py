@@ -84,7 +84,8 @@ def server_table(servers: dict) -> list[str]:
     out = ["| clients | server | requests/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     rows = sorted(servers["rows"], key=lambda r: (r["clients"], r["server"]))
     for r in rows:
-        out.append(f"| {r['clients']} | {r['server']} | {r['requests_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+        out.append(f"| {r['clients']} | {r['server']} | {r['requests_s']:.1f} "
+                   f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
     by = {(r["server"], r["clients"]): r for r in rows}
     for c in sorted({r["clients"] for r in rows}):
         if ("bertkit-serve", c) in by and ("infinity-v2", c) in by:
@@ -102,7 +103,8 @@ def markdown(report: dict) -> str:
     ok, spear = accurate(report)
     gate = (f"within {STS_POINTS} STS points of exact ({REFERENCE}, {100 * spear[REFERENCE]:.2f})"
             if ok is not None else "no STS-B row: not gated by accuracy")
-    lines += [f"Each family's best mode {gate} (and mean cosine to exact >= {SAME_WORK} on that workload):", "", *best_table(report), "", "Every row:", "", *all_rows(report)]
+    lines += [f"Each family's best mode {gate} (and mean cosine to exact >= {SAME_WORK} on that workload):", "",
+              *best_table(report), "", "Every row:", "", *all_rows(report)]
     if report.get("servers"):
         lines += ["", "Servers (same model, same threads, loopback):", "", *server_table(report["servers"])]
     problems = {**{f"export {k}": v for k, v in report["exports_failed"].items()}, **report["errors"],

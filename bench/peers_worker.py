@@ -122,7 +122,8 @@ def load_st(mode: str, model: Path, work: Path, threads: int) -> Encode:
         st = SentenceTransformer(str(work / "st_onnx"), backend="onnx", device="cpu",
                                  model_kwargs={"file_name": name, "session_options": options})
     else:
-        name = {"openvino-fp32": "openvino_model.xml", "openvino-int8-static": "openvino_model_qint8_quantized.xml"}[mode]
+        name = {"openvino-fp32": "openvino_model.xml",
+                "openvino-int8-static": "openvino_model_qint8_quantized.xml"}[mode]
         st = SentenceTransformer(str(work / "st_ov"), backend="openvino", device="cpu",
                                  model_kwargs={"file_name": f"openvino/{name}",
                                                "ov_config": {"INFERENCE_NUM_THREADS": threads}})

@@ -86,7 +86,8 @@ def rerank(reranker: str, queries: list[str], corpus: list[str], candidates: np.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA / "mrpc" / "train.txt")
-    ap.add_argument("--queries", type=int, default=None, help="A seeded random N of the paraphrase pairs (default all).")
+    ap.add_argument("--queries", type=int, default=None,
+                    help="A seeded random N of the paraphrase pairs (default all).")
     ap.add_argument("--dense-model", default=None, help="Default: the packaged all-MiniLM-L6-v2.")
     ap.add_argument("--sparse-model", default="splade-tiny")
     ap.add_argument("--reranker", default=None, help="Cross-encoder folder; without it the rerank row is skipped.")

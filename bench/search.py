@@ -116,7 +116,8 @@ def main() -> None:
             rows += measure(grow(args.embeddings, work / "grown", args.grow), work, args.queries, args.ef,
                             f"synthetic-{args.grow}")
         src = Path(read_manifest(args.embeddings)["input"]["path"])
-        texts = [" ".join(line.split("\t")[0].split()[:8]) for line in src.read_text().splitlines()[: args.text_queries]]
+        lines = src.read_text().splitlines()[: args.text_queries]
+        texts = [" ".join(line.split("\t")[0].split()[:8]) for line in lines]
         for kind in ("exact", "hnsw"):
             med, p95 = text_latency(work / f"agnews-{kind}", texts)
             rows.append({"corpus": "agnews", "index": f"{kind} (text query: encode + search)",

@@ -222,7 +222,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(60)
-    _, t_offline2, cpu_offline2 = offline(bench_texts, args.model, args.threads)  # again, after: the machine is shared, so average the two
+    # again, after: the machine is shared, so average the two
+    _, t_offline2, cpu_offline2 = offline(bench_texts, args.model, args.threads)
 
     worst = 0.0
     for idx, got in answers:
@@ -230,7 +231,8 @@ def main() -> None:
     offline_tps = len(bench_texts) / ((t_offline + t_offline2) / 2)
     served_tps = good / wall
     lat = np.array(latencies) * 1000
-    batches = [float(x) for x in (_metric(metrics, "bertkit_batch_size_sum"), _metric(metrics, "bertkit_batch_size_count"))]
+    batches = [float(x) for x in (_metric(metrics, "bertkit_batch_size_sum"),
+                                  _metric(metrics, "bertkit_batch_size_count"))]
     five_xx = sum(n for per in statuses.values() for s, n in per.items() if s >= 500)
     result = {
         "clients": args.clients,

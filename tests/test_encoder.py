@@ -159,7 +159,8 @@ def test_sentence_transformers_folder_with_a_transformer_subfolder(packaged_dir,
     sub = tmp_path / "0_Transformer"
     shutil.copytree(packaged_dir, sub, ignore=shutil.ignore_patterns("1_Pooling", "modules.json"))
     (tmp_path / "modules.json").write_text(
-        json.dumps([{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}])
+        json.dumps([{"idx": 0, "name": "0", "path": "0_Transformer",
+                     "type": "sentence_transformers.models.Transformer"}])
     )
     enc = Encoder.load(tmp_path, device="cpu")
     assert np.abs(enc.encode(TEXTS) - encoder.encode(TEXTS)).max() < 1e-6

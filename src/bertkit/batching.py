@@ -79,7 +79,8 @@ def progress_iter(items: Iterable[np.ndarray], enabled: bool, total_items: int):
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("encoding"), BarColumn(), TextColumn("{task.completed}/{task.total} texts"), TimeRemainingColumn())
+    columns = (TextColumn("encoding"), BarColumn(), TextColumn("{task.completed}/{task.total} texts"),
+               TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("encode", total=total_items)
         for item in items:

@@ -227,7 +227,8 @@ class Encoder:
 
     # -- the public API ------------------------------------------------------------------------------------
 
-    def tokenize(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None, truncate: bool = True) -> Batch:
+    def tokenize(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
+                 truncate: bool = True) -> Batch:
         texts = as_text_list(texts)
         pairs = as_text_list(pairs, "second text") if pairs is not None else None
         encodings = self.tokenizer.encode(texts, pairs, truncate=truncate)
@@ -235,7 +236,8 @@ class Encoder:
         return self.tokenizer.pad(encodings)
 
     def forward(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False, truncate: bool = True) -> BertOutput:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                truncate: bool = True) -> BertOutput:
         """The raw model output for one padded batch (in input order); padding rows are in `tokenize(...)`."""
         batch = self.tokenize(texts, pairs, truncate=truncate)
         with self.runner.inference():
@@ -267,7 +269,8 @@ class Encoder:
         return spec.apply(encoded.vectors[0])
 
     def encode_poolings(self, texts: str | Sequence[str] | Prepared,
-                        poolings: Sequence[tuple[str, Sequence[int] | None]], normalize: bool = False, batch_size: int = 32, progress: bool = False,
+                        poolings: Sequence[tuple[str, Sequence[int] | None]], normalize: bool = False,
+                        batch_size: int = 32, progress: bool = False,
                         template: str = DEFAULT_PROMPT, truncate: bool = True,
                         max_tokens: int | None = DEFAULT_MAX_TOKENS, workers: int | None = None) -> Encoded:
         """Several (pooling, layers) vectors of the same texts, through the encoder's runner.
@@ -325,7 +328,8 @@ class Encoder:
         self.each_batch(prepared, embed, **loop)
 
     def encode_tokens(
-        self, texts: str | Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 32, truncate: bool = True
+        self, texts: str | Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 32,
+        truncate: bool = True
     ) -> list[TokenVectors]:
         """Per text: its wordpieces, their character offsets and their vectors (last layer or a layer average)."""
         from bertkit.pooling import layer_average
@@ -339,7 +343,8 @@ class Encoder:
             hidden = _as_numpy(layer_average(self.run_batch(batch, hidden_states=layers is not None), layers))
             for row, i in enumerate(idx):
                 e = prepared.encodings[i]
-                results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets], hidden[row, : len(e.ids)].copy())
+                results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets],
+                                          hidden[row, : len(e.ids)].copy())
 
         self.each_batch(prepared, read, batch_size=batch_size, max_tokens=None, workers=1)
         return results

@@ -195,7 +195,8 @@ def pool(
     ops = _ops(attention_mask)
     if mode == "pooler":
         if output.pooler_output is None:
-            raise MissingHeadError("pooling='pooler' needs the pooler (bert.pooler.dense.*), which this checkpoint does not have; use cls or mean pooling")
+            raise MissingHeadError("pooling='pooler' needs the pooler (bert.pooler.dense.*), which this checkpoint "
+                                   "does not have; use cls or mean pooling")
         vec = output.pooler_output
     elif mode == "first_last_avg":
         if output.hidden_states is None:

@@ -181,7 +181,8 @@ def test_row16_compare_plot_into_a_read_only_place_is_refused_before_the_work(ru
 
 def test_row16_calibrate_output_naming_a_folder_is_refused_before_the_work(run, tmp_path):
     (tmp_path / "texts.txt").write_text("one\ntwo\nthree\n", encoding="utf-8")
-    assert_user_error(run("calibrate", tmp_path / "texts.txt", "--output", tmp_path), f"--output {tmp_path} is a folder")
+    assert_user_error(run("calibrate", tmp_path / "texts.txt", "--output", tmp_path),
+                      f"--output {tmp_path} is a folder")
 
 
 # -- row 17 --------------------------------------------------------------------------------------------------
@@ -218,7 +219,8 @@ def test_row17_a_folder_where_the_graph_should_be_is_one_line(run, exported, tmp
     folder, graph = copy_with_graph(exported, tmp_path / "m")
     graph.unlink()
     graph.mkdir()
-    assert_user_error(run("encode", "hi", "--backend", "onnx", "--model", folder), f"cannot write {graph}: it is a folder", "delete it")
+    assert_user_error(run("encode", "hi", "--backend", "onnx", "--model", folder),
+                      f"cannot write {graph}: it is a folder", "delete it")
 
 
 def test_row17_a_record_whose_sizes_disagree_is_exported_again(run, exported, tmp_path):

@@ -23,7 +23,8 @@ def test_encode_file_round_trips_through_every_output_format(run, encoder, tmp_p
     texts = ["first line", "second, longer line of text", "ünïcode third"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     out = tmp_path / f"vecs{suffix}"
-    r = run("encode", "--input", tmp_path / "in.txt", "--output", out, "--pooling", "cls", "--layers", "2", "--layers", "-1")
+    r = run("encode", "--input", tmp_path / "in.txt", "--output", out, "--pooling", "cls", "--layers", "2",
+            "--layers", "-1")
     assert r.returncode == 0, r.stderr.decode()
     expected = encoder.encode(texts, pooling="cls", layers=[2, -1])
     if suffix == ".npy":

@@ -30,10 +30,12 @@ SICK_ROWS = [
 @pytest.fixture()
 def files(tmp_path):
     stsb = tmp_path / "stsb.tsv"
-    stsb.write_text("".join(f"g\tf\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (s, a, b) in enumerate(STSB_ROWS)), encoding="utf-8")
+    stsb.write_text("".join(f"g\tf\t2012\t{i}\t{s}\t{a}\t{b}\n" for i, (s, a, b) in enumerate(STSB_ROWS)),
+                    encoding="utf-8")
     sick = tmp_path / "sick.txt"
     sick.write_text("pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment\n"
-                    + "".join(f"{i}\t{a}\t{b}\t{s}\t{lab}\n" for i, (a, b, s, lab) in enumerate(SICK_ROWS)), encoding="utf-8")
+                    + "".join(f"{i}\t{a}\t{b}\t{s}\t{lab}\n" for i, (a, b, s, lab) in enumerate(SICK_ROWS)),
+                    encoding="utf-8")
     nli = tmp_path / "nli.jsonl"  # class labels, no scores
     nli.write_text("".join(json.dumps({"premise": a, "hypothesis": b, "label": lab.lower()}) + "\n"
                            for a, b, _, lab in SICK_ROWS), encoding="utf-8")
@@ -49,7 +51,8 @@ def test_bad_inputs_one_line_exit_2(run, files, tmp_path):
     out = ["--output", str(tmp_path / "out")]
     assert_user_error(run("train", "sbert", "--train", files["unknown"], *out), "--train", "notes.dat",
                       "not sentence pairs", "--format")
-    assert_user_error(run("train", "sbert", "--train", files["stsb"], "--train", files["nli"], "--loss", "cosent", *out),
+    assert_user_error(run("train", "sbert", "--train", files["stsb"], "--train", files["nli"],
+                          "--loss", "cosent", *out),
                       "nli.jsonl", "--loss cosent needs a score")
     assert_user_error(run("train", "sbert", "--train", files["stsb"], "--loss", "softmax", *out),
                       "stsb.tsv", "--loss softmax needs a class label")
@@ -61,7 +64,8 @@ def test_bad_inputs_one_line_exit_2(run, files, tmp_path):
     assert_user_error(run("train", "sbert", "--train", files["stsb"], "--recipe", "fastest", *out), "--recipe fastest")
     assert_user_error(run("train", "sbert", "--train", files["stsb"], "--train", files["sick"], "--loss", "cosent",
                           "--loss", "mnrl", "--loss", "angle", *out), "3 --loss for 2 --train")
-    assert_user_error(run("train", "sbert", "--train", files["stsb"], "--sampling", "random", *out), "--sampling random")
+    assert_user_error(run("train", "sbert", "--train", files["stsb"], "--sampling", "random", *out),
+                      "--sampling random")
     assert_user_error(run("train", "sbert", "--train", files["stsb"], "--matryoshka", "384,x", *out), "--matryoshka")
     assert_user_error(run("train", "sbert", "--train", files["stsb"], "--matryoshka", "999", "--max-steps", "1", *out),
                       "Matryoshka dims [999]")

@@ -25,8 +25,8 @@ def test_encode_sparse_and_expand(run, tmp_path):
     r = run("encode", "--sparse", "--top-k", "4", "A man is playing a guitar.", "Oil prices rose.", "-m", "splade-tiny")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
-    expected = Encoder.load("splade-tiny", device="cpu").encode_sparse(["A man is playing a guitar.", "Oil prices rose."],
-                                                                       top_k=4)
+    splade = Encoder.load("splade-tiny", device="cpu")
+    expected = splade.encode_sparse(["A man is playing a guitar.", "Oil prices rose."], top_k=4)
     assert [row["indices"] for row in rows] == [expected.indices[:4].tolist(), expected.indices[4:].tolist()]
     np.testing.assert_allclose(rows[0]["values"], expected.data[:4], atol=1e-5)
 
@@ -43,7 +43,8 @@ def test_encode_sparse_and_expand(run, tmp_path):
 
 def test_train_rerank_and_search_with_rerank(run, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.tsv")
-    r = run("train", "cross-encoder", "--train", pairs, "--dev", pairs, "--output", tmp_path / "ce", "-m", "splade-tiny",
+    r = run("train", "cross-encoder", "--train", pairs, "--dev", pairs, "--output", tmp_path / "ce",
+            "-m", "splade-tiny",
             "--max-steps", "2", "--batch-size", "8", "--freeze-embeddings", "--checkpoint-every", "1000")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.decode().splitlines()[-1])
@@ -62,7 +63,8 @@ def test_train_rerank_and_search_with_rerank(run, tmp_path):
     r = run("search", tmp_path / "idx", "oil prices", "-k", "2", "--json")
     hits = [json.loads(line) for line in r.stdout.decode().splitlines()]
     assert r.returncode == 0 and hits[0]["id"] == "0" and hits[0]["text"] == DOCS[0]
-    r = run("search", tmp_path / "idx", "oil prices", "-k", "2", "--json", "--rerank", tmp_path / "ce", "--candidates", "4")
+    r = run("search", tmp_path / "idx", "oil prices", "-k", "2", "--json", "--rerank", tmp_path / "ce",
+            "--candidates", "4")
     reranked = [json.loads(line) for line in r.stdout.decode().splitlines()]
     assert r.returncode == 0 and [h["rank"] for h in reranked] == [1, 2], r.stderr
     ce = run("rerank", tmp_path / "ce", "oil prices", *DOCS, "--json")
@@ -85,7 +87,8 @@ def test_train_rerank_and_search_with_rerank(run, tmp_path):
 def test_train_cross_encoder_with_silver_pairs_in_both_orders(run, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.tsv")  # 16 gold pairs, 12 distinct sentences
     packaged = Encoder.load(device="cpu").path
-    r = run("train", "cross-encoder", "--train", pairs, "--dev", pairs, "--output", tmp_path / "ce", "-m", "splade-tiny",
+    r = run("train", "cross-encoder", "--train", pairs, "--dev", pairs, "--output", tmp_path / "ce",
+            "-m", "splade-tiny",
             "--max-steps", "1", "--batch-size", "8", "--checkpoint-every", "1000", "--symmetric",
             "--silver-from", packaged, "--silver-k", "1", "--silver-random", "3")
     assert r.returncode == 0, r.stderr

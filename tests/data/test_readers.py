@@ -119,7 +119,8 @@ def test_agnews_decodes_bare_and_regular_entities_and_csv_quoting(tmp_path):
     path = write(tmp_path, "ag.tsv", text)
     assert infer_format(path) == "agnews"
     rows = read_agnews(path)
-    assert rows == [LabeledText("It's over. Prices rose $5 $2.", "Sci/Tech", 1), LabeledText("Slow to adapt. -Ellen", "Business", 2)]
+    assert rows == [LabeledText("It's over. Prices rose $5 $2.", "Sci/Tech", 1),
+                    LabeledText("Slow to adapt. -Ellen", "Business", 2)]
     with pytest.raises(DataError, match="line 1: expected 2 tab-separated fields"):
         read_agnews(write(tmp_path, "bad.tsv", "no label here\n"))
 
@@ -139,13 +140,15 @@ def test_conll_sentences_docstart_and_tag_column(tmp_path):
 
 def test_generic_csv_tsv_jsonl_pairs(tmp_path):
     csv_path = write(tmp_path, "p.csv", 'sentence1,sentence2,score\n"A man, smiling.",A man.,4.2\nx,y,1\n')
-    assert read_pairs(csv_path) == [SentencePair("A man, smiling.", "A man.", 4.2, None, 2), SentencePair("x", "y", 1.0, None, 3)]
+    assert read_pairs(csv_path) == [SentencePair("A man, smiling.", "A man.", 4.2, None, 2),
+                                    SentencePair("x", "y", 1.0, None, 3)]
     tsv_path = write(tmp_path, "p.tsv", "premise\thypothesis\tlabel\nA dog.\tAn animal.\tentailment\n")
     assert infer_format(tsv_path) == "tsv"
     assert read_dataset(tsv_path)[0] == SentencePair("A dog.", "An animal.", None, "entailment", 2)
     jsonl = write(tmp_path, "p.jsonl", '{"anchor": "q", "positive": "d"}\n\n{"anchor": "q2", "positive": "d2"}\n')
     assert [(p.a, p.b, p.line) for p in read_dataset(jsonl)] == [("q", "d", 1), ("q2", "d2", 3)]
-    named = read_pairs(write(tmp_path, "n.csv", "left,right,sim\na,b,0.5\n"), text_a="left", text_b="right", score="sim")
+    named = read_pairs(write(tmp_path, "n.csv", "left,right,sim\na,b,0.5\n"),
+                       text_a="left", text_b="right", score="sim")
     assert named == [SentencePair("a", "b", 0.5, None, 2)]
 
 

@@ -27,7 +27,8 @@ def test_heads_share_the_body_and_keep_transformers_names(pretraining_checkpoint
         assert not isinstance(head, Bert) and head.bert is body.bert and head.config is body.config
         body_names = {k for k in body.state_dict() if k.startswith("bert.")}
         assert set(head.state_dict()) == body_names | {"classifier.weight", "classifier.bias"}  # no cls.*
-        assert head.bert.embeddings.word_embeddings.weight.data_ptr() == body.bert.embeddings.word_embeddings.weight.data_ptr()
+        words = body.bert.embeddings.word_embeddings.weight
+        assert head.bert.embeddings.word_embeddings.weight.data_ptr() == words.data_ptr()
 
 
 def test_pooler_head_needs_the_pooler_and_a_known_pooling(pretraining_checkpoint):
@@ -80,7 +81,8 @@ def test_losses_match_transformers(pretraining_checkpoint, tmp_path):
 
 def test_checkpoint_classifier_of_the_wrong_shape_is_a_checkpoint_error(pretraining_checkpoint):
     body, _ = load_model(pretraining_checkpoint)
-    body.leftover_state = {"classifier.weight": torch.zeros(4, body.config.hidden_size), "classifier.bias": torch.zeros(4)}
+    body.leftover_state = {"classifier.weight": torch.zeros(4, body.config.hidden_size),
+                           "classifier.bias": torch.zeros(4)}
     with pytest.raises(CheckpointError, match="id2label does not match"):
         load_task_head(body, BertTokenClassifier, 3)
     head = load_task_head(body, BertTokenClassifier, 4)

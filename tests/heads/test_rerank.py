@@ -48,7 +48,8 @@ def test_rank_sorts_best_first_and_keeps_positions(one_output):
 
     hits = [Hit(rank=i + 1, score=0.0, id=f"d{i}", row=i, text=d) for i, d in enumerate(docs)]
     reranked = rerank_hits(ce, "cats?", hits, k=3)
-    assert [h.id for h in reranked] == [f"d{r['index']}" for r in ranked[:3]] and [h.rank for h in reranked] == [1, 2, 3]
+    assert [h.id for h in reranked] == [f"d{r['index']}" for r in ranked[:3]]
+    assert [h.rank for h in reranked] == [1, 2, 3]
 
 
 def test_bad_inputs_are_refused_with_the_fix(one_output, tmp_path, packaged_dir):

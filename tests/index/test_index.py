@@ -20,7 +20,8 @@ def corpus(data_dir, tmp_path_factory, encoder) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     (root / "ag.tsv").write_text("".join(lines), encoding="utf-8")
     options = EmbedOptions(normalize=True, keep_text=True)
-    embed_corpus(CorpusJob(root / "ag.tsv", root / "emb", header=False, shard_rows=64, options=options), encoder=encoder)
+    embed_corpus(CorpusJob(root / "ag.tsv", root / "emb", header=False, shard_rows=64, options=options),
+                 encoder=encoder)
     return root / "emb"
 
 
@@ -113,7 +114,8 @@ def test_cli_embed_build_search(tmp_path, data_dir, monkeypatch, capsys):
         out, err = capsys.readouterr()
         return code, out, err
 
-    code, _, err = cli("embed-corpus", tmp_path / "ag.tsv", tmp_path / "emb", "--no-header", "--normalize", "--keep-text")
+    code, _, err = cli("embed-corpus", tmp_path / "ag.tsv", tmp_path / "emb", "--no-header", "--normalize",
+                       "--keep-text")
     assert code == 0 and "40 vectors in 1 shard(s)" in err, err
     code, _, err = cli("index", "build", tmp_path / "emb", "--output", tmp_path / "idx", "--kind", "hnsw")
     assert code == 0, err
@@ -172,7 +174,8 @@ def test_server_post_search_on_loopback(indexes, corpus):
 def test_serve_refuses_an_index_of_another_model(indexes, monkeypatch, capsys):
     from bertkit.cli import main
 
-    monkeypatch.setattr(sys, "argv", ["bertkit", "serve", "--index", str(indexes["exact"]), "--model", "bert-base-uncased"])
+    monkeypatch.setattr(sys, "argv",
+                        ["bertkit", "serve", "--index", str(indexes["exact"]), "--model", "bert-base-uncased"])
     with pytest.raises(SystemExit) as e:
         main()
     err = capsys.readouterr().err

@@ -1,9 +1,9 @@
 """The other encoder families (issue 31): RoBERTa, XLM-R, DistilBERT, ELECTRA, MPNet and ModernBERT.
 
 For each, a small random model built by transformers from a config, saved with save_pretrained, with a
-tokenizer of its own kind (families_support.py builds both, with the `tokenizers` library (byte-level BPE, Unigram, WordPiece)):
-bertkit's load_model and tokenizer must give every hidden state and attention of transformers within 1e-4 on
-a padded batch, the masked-LM logits too where the family has the head. No network.
+tokenizer of its own kind (families_support.py builds both, with the `tokenizers` library (byte-level BPE,
+Unigram, WordPiece)): bertkit's load_model and tokenizer must give every hidden state and attention of
+transformers within 1e-4 on a padded batch, the masked-LM logits too where the family has the head. No network.
 """
 
 from __future__ import annotations

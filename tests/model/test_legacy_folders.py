@@ -33,7 +33,8 @@ FIELDS = {  # BertConfig's fields, in their order: the head of every config.json
 }
 # Keys of the packaged model's config.json that bertkit does not interpret and copied through on save.
 COPIED = {"_name_or_path": "nreimers/MiniLM-L6-H384-uncased", "architectures": ["BertModel"],
-          "gradient_checkpointing": False, "initializer_range": 0.02, "transformers_version": "4.8.2", "use_cache": True}
+          "gradient_checkpointing": False, "initializer_range": 0.02, "transformers_version": "4.8.2",
+          "use_cache": True}
 TAIL = {"model_type": "bert", "position_embedding_type": "absolute", "bertkit_config_version": 1}
 TEXTS = ["A man is playing a guitar.", "Hi.", "The stock market fell sharply today after the bank raised rates."]
 PAIRS = ["Someone plays an instrument.", "Hello there, how are you?", "No."]
@@ -74,7 +75,8 @@ def pretraining_tensors(gen: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def classifier_tensors(gen: torch.Generator, n: int) -> dict[str, torch.Tensor]:
-    return {"classifier.weight": torch.randn(n, H, generator=gen) * 0.5, "classifier.bias": torch.randn(n, generator=gen)}
+    return {"classifier.weight": torch.randn(n, H, generator=gen) * 0.5,
+            "classifier.bias": torch.randn(n, generator=gen)}
 
 
 def write_folder(folder: Path, tensors: dict, config: dict, packaged: Path) -> Path:

@@ -263,7 +263,8 @@ def test_read_only_model_folder_as_an_unprivileged_user(small_model):
     import tempfile
 
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    if subprocess.run([*nobody, sys.executable, "-c", "import bertkit.cli"], capture_output=True, check=False).returncode:
+    if subprocess.run([*nobody, sys.executable, "-c", "import bertkit.cli"],
+                      capture_output=True, check=False).returncode:
         pytest.skip("the virtual environment is not readable by an unprivileged user")
     root = Path(tempfile.mkdtemp(prefix="bertkit-readonly-"))  # pytest's own tmp folders are private to root
     try:

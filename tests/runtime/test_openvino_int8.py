@@ -115,7 +115,8 @@ def test_cached_ir_runs_without_torch(static, minilm):
         from bertkit import Encoder
         enc = Encoder.load({str(minilm)!r}, backend="onnx", precision="int8-static")
         v = enc.encode({TEXTS!r}, normalize=True).tolist()
-        print(json.dumps({{"torch": "torch" in sys.modules, "nncf": "nncf" in sys.modules, "p": enc.precision, "v": v}}))
+        loaded = {{"torch": "torch" in sys.modules, "nncf": "nncf" in sys.modules}}
+        print(json.dumps({{**loaded, "p": enc.precision, "v": v}}))
     """
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "HF_HUB_OFFLINE": "1", "BERTKIT_VERDICTS": "off"}, check=False)
@@ -128,7 +129,8 @@ def test_cached_ir_runs_without_torch(static, minilm):
 def test_a_corrupt_bin_is_refused(static, tmp_path):
     from bertkit.runtime.cache import check_graph
 
-    for f in (static.runner.graph.path, static.runner.graph.path.with_suffix(".bin"), Path(str(static.runner.graph.path) + ".json")):
+    for f in (static.runner.graph.path, static.runner.graph.path.with_suffix(".bin"),
+              Path(str(static.runner.graph.path) + ".json")):
         shutil.copy(f, tmp_path / f.name)
     copy = tmp_path / static.runner.graph.path.name
     assert check_graph(copy)[0] is not None
@@ -144,7 +146,8 @@ def test_int8_static_without_openvino_names_the_extra(minilm, tmp_path):
     for args in (("encode", "hi"), ("export",)):
         r = run_process(*args, "--model", minilm, "--backend" if args[0] == "encode" else "--precision",
                         "onnx" if args[0] == "encode" else "int8-static",
-                        *(("--precision", "int8-static") if args[0] == "encode" else ()), env=hide(tmp_path, "openvino"))
+                        *(("--precision", "int8-static") if args[0] == "encode" else ()),
+                        env=hide(tmp_path, "openvino"))
         assert_user_error(r, "int8-static needs OpenVINO", "pip install 'bertkit[openvino]'")
 
 

@@ -49,7 +49,8 @@ def test_packed_forward_equals_padded_forward_for_mixed_lengths_and_pairs(encode
     assert (batch.attention_mask == 0).sum() > (100 if pairs else 20)  # the batch really is padded
     with torch.inference_mode():
         ref = model(batch.input_ids, batch.attention_mask, batch.token_type_ids, output_hidden_states=True)
-        got = model.forward_packed(batch.input_ids, batch.attention_mask, batch.token_type_ids, output_hidden_states=True)
+        got = model.forward_packed(batch.input_ids, batch.attention_mask, batch.token_type_ids,
+                                   output_hidden_states=True)
     real = batch.attention_mask.bool()
     assert len(got.hidden_states) == len(ref.hidden_states) == 7
     for r, g in zip(ref.hidden_states, got.hidden_states):

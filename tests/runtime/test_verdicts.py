@@ -64,7 +64,8 @@ def test_onnx_fallback_and_cli_inspect_show_the_verdicts(tmp_path, monkeypatch, 
 
     torch.manual_seed(0)
     folder = tmp_path / "small"
-    save_model(Bert(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)), folder)
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    save_model(Bert(config), folder)
     BertTokenizer.from_dir(packaged_dir).save(folder)
     force(tmp_path, monkeypatch, {"int8-static/onnx": False, "int8/onnx": True})
     with caplog.at_level("WARNING", logger="bertkit"):
@@ -89,4 +90,5 @@ def test_bertkit_verdicts_off_runs_the_mode_as_asked(encoder, tmp_path, monkeypa
 
     force(tmp_path, monkeypatch, {"int8/torch": False})
     monkeypatch.setenv("BERTKIT_VERDICTS", "off")
-    assert Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8").precision == "int8"
+    int8 = Encoder.from_model(encoder.model, encoder.tokenizer, encoder.path, "cpu", precision="int8")
+    assert int8.precision == "int8"

@@ -30,7 +30,8 @@ def test_silver_scores_are_the_bi_encoders_cosine_on_the_gold_scale(tmp_path, en
     keys = [frozenset((e.text, e.pair)) for e in silver]
     assert len(set(keys)) == len(keys) and not set(keys) & gold_keys  # new pairs, each once
     neighbours = nearest_partners(v, 1, {(min(at[e.text], at[e.pair]), max(at[e.text], at[e.pair])) for e in gold})
-    assert [(e.text, e.pair) for e in silver[: len(neighbours)]] == [(sentences[i], sentences[j]) for i, j in neighbours]
+    partners = [(sentences[i], sentences[j]) for i, j in neighbours]
+    assert [(e.text, e.pair) for e in silver[: len(neighbours)]] == partners
     assert len(silver) == len(neighbours) + 5 and [e.line for e in silver] == list(range(-1, -len(silver) - 1, -1))
     assert bi_encoder_silver(gold, packaged_dir, k=1, random_pairs=5) == silver  # seeded: the same pairs again
 

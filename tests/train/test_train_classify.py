@@ -54,7 +54,8 @@ def hf_logits(folder, clf: Classifier, texts, pairs=None):
     theirs = transformers.BertForSequenceClassification.from_pretrained(folder).eval()
     batch = clf.tokenizer(texts, pairs)
     with torch.no_grad():
-        ref = theirs(input_ids=batch.input_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids).logits
+        ref = theirs(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                     token_type_ids=batch.token_type_ids).logits
     return theirs, ref
 
 
@@ -62,12 +63,14 @@ def test_learns_saves_and_matches_transformers(tmp_path, tiny_model):
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(160, 0))
     dev = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(40, 1))
     out = tmp_path / "clf"
-    r = train_classifier(train, dev, out, model=tiny_model, config=TrainConfig(epochs=4, batch_size=16, lr=2e-3, progress=False))
+    r = train_classifier(train, dev, out, model=tiny_model,
+                         config=TrainConfig(epochs=4, batch_size=16, lr=2e-3, progress=False))
     assert r.labels == ["negative", "positive"] and r.train_examples == 160 and r.dev_examples == 40
     assert r.dev_metrics["accuracy"] >= 90 and r.dev_metrics["macro_f1"] >= 90
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForSequenceClassification"]
-    assert config["id2label"] == {"0": "negative", "1": "positive"} and config["label2id"] == {"negative": 0, "positive": 1}
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
 
     clf = Classifier.load(out, device="cpu")
     texts = ["what a superb", "the film was dreadful", "a truly boring and long and slow movie of no merit"]

@@ -94,7 +94,8 @@ def test_kill_and_resume_gives_the_same_result(tmp_path):
     reference, ref_result = run(tmp_path / "ref")
     out = tmp_path / "killed"
     # A separate process is killed (os._exit) at micro-batch 23: after the checkpoint of step 12, mid-epoch 2.
-    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_train_loop as t; t.run(__import__('pathlib').Path({str(out)!r}), kill_at=23)"
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_train_loop as t; "
+            f"t.run(__import__('pathlib').Path({str(out)!r}), kill_at=23)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 137, proc.stderr
     assert (out / "checkpoint" / "state.pt").is_file()

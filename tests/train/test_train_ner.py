@@ -91,7 +91,8 @@ def test_entity_scores_match_seqeval():
     assert ours["f1"] == pytest.approx(100 * f1_score(gold, pred), abs=1e-6)
     assert ours["precision"] == pytest.approx(100 * precision_score(gold, pred), abs=1e-6)
     assert ours["recall"] == pytest.approx(100 * recall_score(gold, pred), abs=1e-6)
-    assert bio_spans(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"]) == [("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 5), ("ORG", 5, 6)]
+    spans = bio_spans(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG"])
+    assert spans == [("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 5), ("ORG", 5, 6)]
 
 
 def test_train_predict_offsets_and_transformers_parity(tmp_path, tiny_model):
@@ -117,7 +118,8 @@ def test_train_predict_offsets_and_transformers_parity(tmp_path, tiny_model):
     theirs = transformers.BertForTokenClassification.from_pretrained(out).eval()
     batch = tagger.tokenizer([text, "mary saw paris ."])
     with torch.no_grad():
-        ref = theirs(input_ids=batch.input_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids).logits
+        ref = theirs(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                     token_type_ids=batch.token_type_ids).logits
         mine = tagger.model(batch.input_ids, batch.attention_mask, batch.token_type_ids).logits
     real = batch.attention_mask.bool()
     assert torch.allclose(mine[real], ref[real], atol=1e-4)
@@ -129,11 +131,13 @@ def test_bad_inputs(tmp_path, tiny_model):
     bad = tmp_path / "bad.txt"
     bad.write_text("john B-PER 0\nvisited O 0\nparis\n. O 0\n")
     with pytest.raises(DataError, match="line 3"):
-        train_ner(tmp_path / "train.txt", bad, tmp_path / "o", model=tiny_model, config=TrainConfig(max_steps=1, progress=False))
+        train_ner(tmp_path / "train.txt", bad, tmp_path / "o", model=tiny_model,
+                  config=TrainConfig(max_steps=1, progress=False))
     unseen = tmp_path / "unseen.txt"
     unseen.write_text("ibm B-ORG 0\nrose O 0\n")
     with pytest.raises(InputError, match="tag 'B-ORG'.*was not seen in training"):
-        train_ner(tmp_path / "train.txt", unseen, tmp_path / "o", model=tiny_model, config=TrainConfig(max_steps=1, progress=False))
+        train_ner(tmp_path / "train.txt", unseen, tmp_path / "o", model=tiny_model,
+                  config=TrainConfig(max_steps=1, progress=False))
     empty = tmp_path / "empty.txt"
     empty.write_text("-DOCSTART- -X- O O\n\n")
     with pytest.raises(InputError, match="holds no tagged sentences"):

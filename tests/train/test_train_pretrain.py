@@ -83,7 +83,8 @@ def test_continued_packaged_model_loads_in_transformers_and_fills_masks(tmp_path
     batch = ours.tokenize(texts, pairs)
     mine = ours.forward(texts, pairs)
     with torch.no_grad():
-        ref = theirs(input_ids=batch.input_ids, attention_mask=batch.attention_mask, token_type_ids=batch.token_type_ids)
+        ref = theirs(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                     token_type_ids=batch.token_type_ids)
     real = batch.attention_mask.bool()
     assert torch.allclose(mine.mlm_logits[real], ref.prediction_logits[real], atol=1e-4)
     assert torch.allclose(mine.nsp_logits, ref.seq_relationship_logits, atol=1e-4)

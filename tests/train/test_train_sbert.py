@@ -48,7 +48,8 @@ def tiny(packaged_dir):
 
 
 def config(**kw) -> TrainConfig:
-    return TrainConfig(**({"max_steps": 2, "batch_size": 4, "lr": 1e-3, "checkpoint_every": None, "progress": False} | kw))
+    return TrainConfig(**({"max_steps": 2, "batch_size": 4, "lr": 1e-3, "checkpoint_every": None,
+                           "progress": False} | kw))
 
 
 def snapshot(model: Bert) -> dict[str, torch.Tensor]:
@@ -66,11 +67,13 @@ def test_losses_known_answers():
     # one-hot u = v with scale 2: the right pair scores 2, each of the 3 others 0 -> loss = log(1 + 3 e^-2)
     assert float(MultipleNegativesRankingLoss(2.0)(u, u)) == pytest.approx(math.log(1 + 3 * math.exp(-2)), rel=1e-5)
     # shifted: the right pair scores 0 and one wrong pair 2 -> loss = log(3 + e^2)
-    assert float(MultipleNegativesRankingLoss(2.0)(u, u.roll(1, 0))) == pytest.approx(math.log(3 + math.exp(2)), rel=1e-5)
+    shifted = MultipleNegativesRankingLoss(2.0)(u, u.roll(1, 0))
+    assert float(shifted) == pytest.approx(math.log(3 + math.exp(2)), rel=1e-5)
     head = SoftmaxLoss(4, 3)
     torch.nn.init.zeros_(head.classifier.weight)
     torch.nn.init.zeros_(head.classifier.bias)
-    assert float(head(u, u, torch.tensor([0, 1, 2, 0])).detach()) == pytest.approx(math.log(3))  # uniform over 3 classes
+    uniform = head(u, u, torch.tensor([0, 1, 2, 0])).detach()
+    assert float(uniform) == pytest.approx(math.log(3))  # uniform over 3 classes
 
 
 def test_prepare_per_loss():
@@ -150,7 +153,8 @@ def test_cli_train_sbert_on_packaged_model_loads_in_sentence_transformers(tmp_pa
     from bertkit.cli import app
 
     data = tmp_path / "train.tsv"
-    data.write_text("".join(f"g\tf\t2012\t{i}\t{p.score}\t{p.a}\t{p.b}\n" for i, p in enumerate(TRAIN)), encoding="utf-8")
+    data.write_text("".join(f"g\tf\t2012\t{i}\t{p.score}\t{p.a}\t{p.b}\n" for i, p in enumerate(TRAIN)),
+                    encoding="utf-8")
     out = tmp_path / "out"
     r = CliRunner().invoke(app, ["train", "sbert", "--train", str(data), "--dev", str(data), "--loss", "cosine",
                                  "--max-steps", "2", "--batch-size", "4", "--output", str(out)])

@@ -13,7 +13,8 @@ import typer
 log = logging.getLogger("bertkit")
 
 ModelOpt = typer.Option(None, "--model", "-m", help="Model folder or hub id (default: packaged all-MiniLM-L6-v2).")
-PoolingOpt = typer.Option("mean", "--pooling", "-p", help="cls|pooler|mean|max|mean_sqrt_len|first_last_avg|mask_prompt")
+PoolingOpt = typer.Option("mean", "--pooling", "-p",
+                          help="cls|pooler|mean|max|mean_sqrt_len|first_last_avg|mask_prompt")
 LayersOpt = typer.Option(None, "--layers", "-l", help="Hidden states to average (0 = embeddings, -1 = last); repeat.")
 # The choices of backends.PRECISIONS / BACKENDS (not imported here: that would load torch for every command).
 PRECISIONS, BACKENDS = ("fp32", "bf16", "int8", "int8-static"), ("torch", "onnx")
@@ -38,7 +39,8 @@ PrecisionOpt = typer.Option("fp32", "--precision", metavar="[fp32|bf16|int8|int8
                             "(onnx, calibrated): faster, approximate; slower than fp32 on this CPU falls back to fp32.")
 BackendOpt = typer.Option("torch", "--backend", metavar="[torch|onnx]", callback=one_of("backend", BACKENDS),
                           help="torch | onnx (ONNX Runtime, exported and cached once).")
-FormatOpt = typer.Option(None, "--format", "-f", help="stsb|sick|mrpc|csv|tsv|jsonl (inferred from the file when omitted).")
+FormatOpt = typer.Option(None, "--format", "-f",
+                         help="stsb|sick|mrpc|csv|tsv|jsonl (inferred from the file when omitted).")
 SkipRowsOpt = typer.Option(False, "--skip-bad-rows", help="Skip malformed rows (reported with their line numbers).")
 
 OUTPUT_SUFFIXES = (".npy", ".jsonl", ".parquet")

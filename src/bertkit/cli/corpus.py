@@ -23,7 +23,8 @@ from bertkit.errors import OptionError
 def embed_corpus(
     input: str = typer.Argument(..., help="Corpus: .jsonl / .csv / .tsv / .parquet / .txt (one text a line); a path "
                                 "or s3://bucket/key."),
-    output_dir: str = typer.Argument(..., help="Folder (or s3://bucket/prefix) for the Parquet shards and manifest.json."),
+    output_dir: str = typer.Argument(...,
+                                     help="Folder (or s3://bucket/prefix) for the Parquet shards and manifest.json."),
     engine: str = typer.Option("local", "--engine", help="local, or ray (extra 'scale')."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)."),
     text_column: str | None = typer.Option(None, "--text-column", help="Column / key of the text (default 'text'; "
@@ -35,23 +36,30 @@ def embed_corpus(
     pooling: str = PoolingOpt,
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
-    chunk_tokens: int | None = typer.Option(None, "--chunk-tokens", min=1, help="Split texts into windows of N wordpieces."),
+    chunk_tokens: int | None = typer.Option(None, "--chunk-tokens", min=1,
+                                            help="Split texts into windows of N wordpieces."),
     chunk_overlap: int = typer.Option(0, "--chunk-overlap", min=0, help="Wordpieces shared by neighbouring windows."),
     keep_text: bool = typer.Option(False, "--keep-text", help="Store the text (or chunk text) beside its vector."),
     shard_rows: int = typer.Option(4096, "--shard-rows", min=1, help="Input rows per output shard."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip rows with no text instead of stopping."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output of a different job in OUTPUT_DIR."),
-    actors: int | None = typer.Option(None, "--actors", min=1, help="Ray: model actors (default: 1 per GPU, else per CPU)."),
+    actors: int | None = typer.Option(None, "--actors", min=1,
+                                      help="Ray: model actors (default: 1 per GPU, else per CPU)."),
     cpus_per_actor: int = typer.Option(1, "--cpus-per-actor", min=1, help="Ray: CPUs (torch threads) per actor."),
-    precision: str | None = typer.Option(None, "--precision", metavar="[fp32|bf16|int8|int8-static]", callback=one_of("precision", PRECISIONS),
+    precision: str | None = typer.Option(None, "--precision", metavar="[fp32|bf16|int8|int8-static]",
+                                         callback=one_of("precision", PRECISIONS),
                                          help="fp32 (exact, default) | bf16 | int8."),
     backend: str | None = typer.Option(None, "--backend", metavar="[torch|onnx]", callback=one_of("backend", BACKENDS),
                                        help="torch (default) | onnx (ONNX Runtime)."),
-    sparse: bool = typer.Option(False, "--sparse", help="SPLADE vectors from the masked-LM head (e.g. --model splade-tiny)."),
-    sparse_top_k: int | None = typer.Option(None, "--sparse-top-k", min=1, help="With --sparse: keep each text's k heaviest terms."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 | int8 | uint8 (need --calibration) | binary | ubinary."),
+    sparse: bool = typer.Option(False, "--sparse",
+                                help="SPLADE vectors from the masked-LM head (e.g. --model splade-tiny)."),
+    sparse_top_k: int | None = typer.Option(None, "--sparse-top-k", min=1,
+                                            help="With --sparse: keep each text's k heaviest terms."),
+    dtype: str = typer.Option("float32", "--dtype",
+                              help="float32 | int8 | uint8 (need --calibration) | binary | ubinary."),
     dimensions: int | None = typer.Option(None, "--dimensions", help="Keep the first N dimensions, re-normalised."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="int8 / uint8: ranges from `bertkit calibrate`."),
+    calibration: Path | None = typer.Option(None, "--calibration",
+                                            help="int8 / uint8: ranges from `bertkit calibrate`."),
 ):
     """Embed a corpus into Parquet shards (id, text hash, embedding) with a manifest; rerun to resume."""
     from bertkit.corpus import CorpusJob, EmbedOptions
@@ -69,7 +77,8 @@ def embed_corpus(
     result = run(job, engine=engine, address=address, progress=sys.stderr.isatty(), **extra)
     sys.stderr.write(
         f"embed-corpus: {result.rows} vectors in {result.shards} shard(s) in {result.output_dir} "
-        f"({result.written} embedded now, {result.shards - result.written} already done, {result.skipped} rows skipped)\n"
+        f"({result.written} embedded now, {result.shards - result.written} already done, "
+        f"{result.skipped} rows skipped)\n"
     )
 
 
@@ -84,7 +93,8 @@ def index_build(
     ef_search: int = typer.Option(128, "--ef-search", min=1, help="hnsw: default query-time beam width."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
     dimensions: int | None = typer.Option(None, "--dimensions", help="Index the first N dimensions, re-normalised."),
-    rescore: int = typer.Option(0, "--rescore", help="binary / int8: rescore the top K with the corpus's float vectors."),
+    rescore: int = typer.Option(0, "--rescore",
+                                help="binary / int8: rescore the top K with the corpus's float vectors."),
     calibration: Path | None = typer.Option(None, "--calibration", help="int8: ranges (default: fit on the corpus)."),
 ):
     """Build an exact, HNSW, sparse, binary or int8 index over embed-corpus output, persisted to a folder."""
@@ -105,7 +115,8 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per hit."),
     show_text: bool = typer.Option(True, "--text/--no-text", help="Show texts (stored, or read back from the input)."),
     rerank: Path | None = typer.Option(None, "--rerank", help="Rerank the candidates with this cross-encoder folder."),
-    candidates: int | None = typer.Option(None, "--candidates", help="With --rerank: candidates recalled (default 50)."),
+    candidates: int | None = typer.Option(None, "--candidates",
+                                          help="With --rerank: candidates recalled (default 50)."),
 ):
     """The K nearest corpus items to QUERY: rank, score, id, chunk offsets and text."""
     from bertkit.index.folder import Index

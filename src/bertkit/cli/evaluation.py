@@ -43,13 +43,18 @@ def print_sts_table(title: str, scores) -> None:
 
 
 def evaluate_sts_cmd(
-    data: str = typer.Argument(..., help="Similarity set with gold scores (STS-B, SICK, or a pair file with a score column)."),
-    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model folder or hub id; repeat to compare models."),
-    pooling: list[str] | None = typer.Option(None, "--pooling", "-p", help="Repeat for several (default: all of them)."),
+    data: str = typer.Argument(..., help="Similarity set with gold scores "
+                               "(STS-B, SICK, or a pair file with a score column)."),
+    model: list[str] | None = typer.Option(None, "--model", "-m",
+                                           help="Model folder or hub id; repeat to compare models."),
+    pooling: list[str] | None = typer.Option(None, "--pooling", "-p",
+                                             help="Repeat for several (default: all of them)."),
     layers: list[int] | None = LayersOpt,
     format: str | None = FormatOpt,
-    whiten: Path | None = typer.Option(None, "--whiten", help="Also score with a whitening file (from `bertkit whiten`)."),
-    whiten_k: list[int] | None = typer.Option(None, "--whiten-k", min=1, help="Also score the whitening cut to k dims; repeat."),
+    whiten: Path | None = typer.Option(None, "--whiten",
+                                       help="Also score with a whitening file (from `bertkit whiten`)."),
+    whiten_k: list[int] | None = typer.Option(None, "--whiten-k", min=1,
+                                              help="Also score the whitening cut to k dims; repeat."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout instead of a table."),
     skip_bad_rows: bool = SkipRowsOpt,
@@ -98,8 +103,10 @@ def compare(
     task: str | None = TaskOpt,
     test: str | None = typer.Option(None, "--test", help="Test file for classify / pair / ner (default: a seeded "
                                     "20% of DATA held out)."),
-    model: list[str] | None = typer.Option(None, "--model", "-m", help="Model folder or hub id; repeat to compare models."),
-    layers: bool = typer.Option(False, "--layers", help="Also cls/mean/max on every hidden state (chart: OUT.layers.png)."),
+    model: list[str] | None = typer.Option(None, "--model", "-m",
+                                           help="Model folder or hub id; repeat to compare models."),
+    layers: bool = typer.Option(False, "--layers",
+                                help="Also cls/mean/max on every hidden state (chart: OUT.layers.png)."),
     plot: Path | None = typer.Option(None, "--plot", help="Chart PNG (sts: default compare-<data>.png here)."),
     format: str | None = FormatOpt,
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
@@ -228,8 +235,10 @@ def compare_sts(data: str, model: str | None, layers: bool, plot: Path | None, f
 
 
 def whiten(
-    texts: str = typer.Argument(..., help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Whitening .npz (default: next to a --model folder)."),
+    texts: str = typer.Argument(...,
+                                help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Whitening .npz (default: next to a --model folder)."),
     model: str | None = ModelOpt,
     pooling: str = PoolingOpt,
     layers: list[int] | None = LayersOpt,
@@ -262,13 +271,15 @@ def whiten(
 
 
 def calibrate(
-    texts: str = typer.Argument(..., help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
+    texts: str = typer.Argument(...,
+                                help="Unlabelled texts: one a line, or any dataset file (all its sentences are used)."),
     output: Path = typer.Option(..., "--output", "-o", help="Calibration .npz to write (per-dimension ranges)."),
     model: str | None = ModelOpt,
     pooling: str = PoolingOpt,
     layers: list[int] | None = LayersOpt,
     normalize: bool = typer.Option(False, "--normalize", help="Calibrate L2-normalised vectors (as encoded with it)."),
-    dimensions: int | None = typer.Option(None, "--dimensions", help="Calibrate the first N dimensions, re-normalised."),
+    dimensions: int | None = typer.Option(None, "--dimensions",
+                                          help="Calibrate the first N dimensions, re-normalised."),
     format: str | None = typer.Option(None, "--format", "-f", help="txt|stsb|sick|... (inferred when omitted)."),
     max_texts: int | None = typer.Option(None, "--max-texts", min=2, help="Use a seeded random sample of N texts."),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),

@@ -37,18 +37,23 @@ def encode(
     normalize: bool = typer.Option(False, "--normalize", help="L2-normalise the vectors."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", min=1),
     template: str | None = typer.Option(None, "--template", help='mask_prompt template, with {text} and [MASK].'),
-    truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long texts (default) or refuse them."),
+    truncate: bool = typer.Option(True, "--truncate/--no-truncate",
+                                  help="Cut over-long texts (default) or refuse them."),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="Skip blank / invalid UTF-8 lines of --input."),
-    max_line_bytes: int = typer.Option(MAX_LINE_BYTES, "--max-line-bytes", min=1, help="Longer --input lines are refused unread."),
-    whiten: Path | None = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` (fit with the same pooling)."),
+    max_line_bytes: int = typer.Option(MAX_LINE_BYTES, "--max-line-bytes", min=1,
+                                       help="Longer --input lines are refused unread."),
+    whiten: Path | None = typer.Option(None, "--whiten", help="Apply a whitening file from `bertkit whiten` "
+                                       "(fit with the same pooling)."),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
-    sparse: bool = typer.Option(False, "--sparse", help="SPLADE vectors from the masked-LM head (.npz / .jsonl output)."),
+    sparse: bool = typer.Option(False, "--sparse",
+                                help="SPLADE vectors from the masked-LM head (.npz / .jsonl output)."),
     top_k: int | None = typer.Option(None, "--top-k", min=1, help="With --sparse: keep each text's k heaviest terms."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | int8 | uint8 (need --calibration) | binary | "
                               "ubinary (packed sign bits): compact vectors, see `bertkit calibrate`."),
     dimensions: int | None = typer.Option(None, "--dimensions", help="Keep the first N dimensions, re-normalised."),
-    calibration: Path | None = typer.Option(None, "--calibration", help="int8 / uint8: ranges from `bertkit calibrate`."),
+    calibration: Path | None = typer.Option(None, "--calibration",
+                                            help="int8 / uint8: ranges from `bertkit calibrate`."),
 ):
     """Sentence vectors: one JSON array per text on stdout, or a .npy / .jsonl / .parquet file.
 
@@ -100,7 +105,8 @@ def encode(
 SPARSE_SUFFIXES = (".npz", ".jsonl")
 
 
-def write_sparse(enc, items: list[str], output: Path | None, top_k: int | None, batch_size: int, truncate: bool) -> None:
+def write_sparse(enc, items: list[str], output: Path | None, top_k: int | None, batch_size: int,
+                 truncate: bool) -> None:
     """`encode --sparse`: SPLADE rows as JSON on stdout, or a scipy .npz / a .jsonl file (temporary file, rename)."""
     import os
 
@@ -143,7 +149,8 @@ def expand(
     if as_json:
         sys.stdout.writelines(json.dumps({"term": t, "weight": round(w, 4)}) + "\n" for t, w in terms)
         return
-    sys.stdout.write(f"expansion terms of {text!r} ({enc.name}, SPLADE: max over tokens of log(1 + ReLU(MLM logit))):\n")
+    sys.stdout.write(f"expansion terms of {text!r} "
+                     f"({enc.name}, SPLADE: max over tokens of log(1 + ReLU(MLM logit))):\n")
     sys.stdout.write("  " + "  ".join(f"{t} {w:.2f}" for t, w in terms) + "\n")
 
 
@@ -157,7 +164,8 @@ def tokens(
     (tv,) = enc.encode_tokens([text])
     if vectors:
         for tok, off, vec in zip(tv.tokens, tv.offsets, tv.vectors):
-            sys.stdout.write(json.dumps({"token": tok, "start": off[0], "end": off[1], "vector": vec.round(6).tolist()}) + "\n")
+            sys.stdout.write(json.dumps({"token": tok, "start": off[0], "end": off[1],
+                                         "vector": vec.round(6).tolist()}) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -227,7 +235,8 @@ def inspect(model: str | None = ModelOpt,
     total = 0
     for part in describe(enc.model):
         total += part.count
-        branch = tree.add(f"[bold]{part.name}[/]  {part.count:,} parameters" + (f"  ({part.note})" if part.note else ""))
+        note = f"  ({part.note})" if part.note else ""
+        branch = tree.add(f"[bold]{part.name}[/]  {part.count:,} parameters{note}")
         for name, shape, count in part.tensors:
             branch.add(f"{name}  {tuple(shape)}  {count:,}")
     console = Console()
@@ -237,8 +246,13 @@ def inspect(model: str | None = ModelOpt,
     console.print(f"[bold]total parameters: {total:,}[/]")
     v = all_verdicts()
     console.print(f"precision verdicts on this CPU ({v['cpu']}; {', '.join(v['flags']) or 'no VNNI/BF16/AMX flags'}): "
-                  + "; ".join(f"{mode} {'fast' if m['fast'] else 'slow, falls back to fp32' if m['fast'] is False else 'unknown'}"
-                              f" ({m['why']})" for mode, m in v["modes"].items()), soft_wrap=True)
+                  + "; ".join(f"{mode} {speed(m['fast'])} ({m['why']})" for mode, m in v["modes"].items()),
+                  soft_wrap=True)
+
+
+def speed(fast: bool | None) -> str:
+    """A precision verdict in words: fast, slow (with its fallback) or not yet measured."""
+    return "fast" if fast else "slow, falls back to fp32" if fast is False else "unknown"
 
 
 DEMO_PAIRS = [

@@ -10,41 +10,76 @@ import typer
 from bertkit.cli.common import BackendOpt, ModelOpt, PrecisionOpt, load_cross_encoder, load_encoder, log
 from bertkit.errors import OptionError
 
+# The request limits (serve.Limits): past each, a request is refused with the status named.
+MaxInputsOpt = typer.Option(256, "--max-inputs", min=1, help="Texts per request; more -> 413.")
+MaxCharsOpt = typer.Option(20_000, "--max-chars", min=1, help="Characters per text; more -> 413.")
+MaxQueuedTokensOpt = typer.Option(65_536, "--max-queued-tokens", min=1, help="Tokens waiting; more -> 429.")
+BatchTokensOpt = typer.Option(8_192, "--batch-tokens", min=1, help="Token budget of a merged model batch.")
+MaxWaitMsOpt = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests.")
+SplitTokensOpt = typer.Option(1_024, "--split-tokens", min=1,
+                              help="A request over N tokens runs in pieces, others between them.")
+MaxBodyBytesOpt = typer.Option(16 * 1024 * 1024, "--max-body-bytes", min=1, help="Request body size; more -> 413.")
+BodyTimeoutOpt = typer.Option(30.0, "--body-timeout", min=0.001, help="Seconds to receive a request body; more -> 408.")
+MaxPoolingsOpt = typer.Option(7, "--max-poolings", min=1,
+                              help="Distinct poolings per /similarity request; more -> 413.")
+MaxLayersOpt = typer.Option(13, "--max-layers", min=1, help="Layers averaged per request (each once); more -> 413.")
+GracefulTimeoutOpt = typer.Option(30.0, "--graceful-timeout", min=0,
+                                  help="Seconds to finish in-flight requests on shutdown.")
+
+# Who may call the server: API keys and their quotas, TLS, browser origins, Host names; and request logging.
+ApiKeyOpt = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' (repeatable).")
+ApiKeysOpt = typer.Option(None, "--api-keys", help="Keys file, a line per key: KEY NAME rpm=N tpm=N "
+                          "(all but KEY optional); re-read on SIGHUP.")
+QuotaWindowOpt = typer.Option(60.0, "--quota-window", min=0.001, hidden=True, help="Quota window in seconds (tests).")
+SslCertfileOpt = typer.Option(None, "--ssl-certfile", help="Serve https with this PEM certificate (chain).")
+SslKeyfileOpt = typer.Option(None, "--ssl-keyfile", help="The certificate's PEM private key.")
+CorsOriginOpt = typer.Option(None, "--cors-origin",
+                             help="Let pages of this origin (https://app.example) call the server (repeatable).")
+AllowHostOpt = typer.Option(None, "--allow-host", help="Answer this Host name too (repeatable; by default a loopback "
+                            "server without keys answers only loopback names).")
+LogTextsOpt = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only.")
+
 
 def serve(
     model: str | None = ModelOpt,
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    max_inputs: int = typer.Option(256, "--max-inputs", min=1, help="Texts per request; more -> 413."),
-    max_chars: int = typer.Option(20_000, "--max-chars", min=1, help="Characters per text; more -> 413."),
-    max_queued_tokens: int = typer.Option(65_536, "--max-queued-tokens", min=1, help="Tokens waiting; more -> 429."),
-    batch_tokens: int = typer.Option(8_192, "--batch-tokens", min=1, help="Token budget of a merged model batch."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests."),
-    split_tokens: int = typer.Option(1_024, "--split-tokens", min=1, help="A request over N tokens runs in pieces, others between them."),
-    max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes", min=1, help="Request body size; more -> 413."),
-    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.001, help="Seconds to receive a request body; more -> 408."),
-    max_poolings: int = typer.Option(7, "--max-poolings", min=1, help="Distinct poolings per /similarity request; more -> 413."),
-    max_layers: int = typer.Option(13, "--max-layers", min=1, help="Layers averaged per request (each once); more -> 413."),
-    graceful_timeout: float = typer.Option(30.0, "--graceful-timeout", min=0, help="Seconds to finish in-flight requests on shutdown."),
+    max_inputs: int = MaxInputsOpt,
+    max_chars: int = MaxCharsOpt,
+    max_queued_tokens: int = MaxQueuedTokensOpt,
+    batch_tokens: int = BatchTokensOpt,
+    max_wait_ms: float = MaxWaitMsOpt,
+    split_tokens: int = SplitTokensOpt,
+    max_body_bytes: int = MaxBodyBytesOpt,
+    body_timeout: float = BodyTimeoutOpt,
+    max_poolings: int = MaxPoolingsOpt,
+    max_layers: int = MaxLayersOpt,
+    graceful_timeout: float = GracefulTimeoutOpt,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
-    index: Path | None = typer.Option(None, "--index", help="Serve POST /search over this `bertkit index build` folder."),
-    whitening: Path | None = typer.Option(None, "--whitening", help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
-    calibration: Path | None = typer.Option(None, "--calibration", help='int8 / uint8 ranges (`bertkit calibrate`) for {"dtype": "int8"}.'),
+    index: Path | None = typer.Option(None, "--index",
+                                      help="Serve POST /search over this `bertkit index build` folder."),
+    whitening: Path | None = typer.Option(None, "--whitening",
+                                          help='Whitening .npz (`bertkit whiten`) for /embed {"whiten": true}.'),
+    calibration: Path | None = typer.Option(None, "--calibration",
+                                            help='int8 / uint8 ranges (`bertkit calibrate`) for {"dtype": "int8"}.'),
     precision: str = PrecisionOpt,
     backend: str = BackendOpt,
-    api_key: list[str] | None = typer.Option(None, "--api-key", help="Require 'Authorization: Bearer KEY' (repeatable)."),
-    api_keys: Path | None = typer.Option(None, "--api-keys", help="Keys file, a line per key: KEY NAME rpm=N tpm=N (all but KEY optional); re-read on SIGHUP."),
-    quota_window: float = typer.Option(60.0, "--quota-window", min=0.001, hidden=True, help="Quota window in seconds (tests)."),
-    ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Serve https with this PEM certificate (chain)."),
-    ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="The certificate's PEM private key."),
-    cors_origin: list[str] | None = typer.Option(None, "--cors-origin", help="Let pages of this origin (https://app.example) call the server (repeatable)."),
-    allow_host: list[str] | None = typer.Option(None, "--allow-host", help="Answer this Host name too (repeatable; by default a loopback server without keys answers only loopback names)."),
-    log_texts: bool = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only."),
+    api_key: list[str] | None = ApiKeyOpt,
+    api_keys: Path | None = ApiKeysOpt,
+    quota_window: float = QuotaWindowOpt,
+    ssl_certfile: Path | None = SslCertfileOpt,
+    ssl_keyfile: Path | None = SslKeyfileOpt,
+    cors_origin: list[str] | None = CorsOriginOpt,
+    allow_host: list[str] | None = AllowHostOpt,
+    log_texts: bool = LogTextsOpt,
     reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
-    report: Path | None = typer.Option(None, "--report", help="Show this `bertkit report` folder in the playground (GET /report)."),
-    mask_model: str | None = typer.Option(None, "--mask-model", help="A masked-LM model for /fill-mask (e.g. splade-tiny)."),
-    engine: str = typer.Option("local", "--engine", help="local (uvicorn, one model copy), or ray (Ray Serve, extra 'scale')."),
+    report: Path | None = typer.Option(None, "--report",
+                                       help="Show this `bertkit report` folder in the playground (GET /report)."),
+    mask_model: str | None = typer.Option(None, "--mask-model",
+                                          help="A masked-LM model for /fill-mask (e.g. splade-tiny)."),
+    engine: str = typer.Option("local", "--engine",
+                               help="local (uvicorn, one model copy), or ray (Ray Serve, extra 'scale')."),
     address: str | None = typer.Option(None, "--address", help="Ray: the cluster to deploy on (default: a local Ray)."),
     replicas: int = typer.Option(1, "--replicas", help="Ray: replicas, each with its own model copy and batcher."),
 ):
@@ -56,7 +91,8 @@ def serve(
     except ModuleNotFoundError as e:
         if (e.name or "").partition(".")[0] == "bertkit":
             raise  # a module of bertkit itself is missing: a bug, not a missing extra
-        raise OptionError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'bertkit[serve]'") from None
+        raise OptionError(f"serving needs the 'serve' extra ({e.name} is missing): "
+                          "pip install 'bertkit[serve]'") from None
 
     # Keys and certificates are checked before anything slow loads: a bad file is one line and exit 2.
     access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host)

@@ -14,7 +14,8 @@ from bertkit.errors import OptionError
 # Options shared by the classifier, NER and pretraining commands.
 EpochsOpt = typer.Option(3.0, "--epochs", help="Passes over the training set (fractions allowed).")
 MaxStepsOpt = typer.Option(None, "--max-steps", min=1, help="Stop after N optimizer steps (overrides --epochs).")
-MinutesOpt = typer.Option(None, "--minutes", min=0.01, help="Stop after M minutes of training (then evaluate and save).")
+MinutesOpt = typer.Option(None, "--minutes", min=0.01,
+                          help="Stop after M minutes of training (then evaluate and save).")
 BatchOpt = typer.Option(32, "--batch-size", "-b", min=1)
 LrOpt = typer.Option(5e-5, "--lr", help="Peak learning rate (AdamW, linear warm-up and decay).")
 AccumOpt = typer.Option(1, "--grad-accum", min=1, help="Micro-batches per optimizer step.")
@@ -22,6 +23,7 @@ SeedOpt = typer.Option(42, "--seed")
 EvalEveryOpt = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch).")
 CkptOpt = typer.Option(200, "--checkpoint-every", min=1, help="Write a resumable checkpoint every N steps.")
 MaxLenOpt = typer.Option(128, "--max-length", min=2, help="Cut training inputs to this many tokens.")
+FreezeOpt = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU).")
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an --output folder that holds other files "
                             "(the model is written to a temporary folder, then renamed into place).")
 
@@ -55,32 +57,45 @@ def sbert_train_config(epochs: float, batch_size: int, lr: float, warmup: float,
 
 
 def train_sbert(
-    train: list[str] = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl); repeat for several datasets."),
-    dev: list[str] | None = typer.Option(None, "--dev", help="Scored dev pairs; repeat: the mean Spearman picks the best."),
+    train: list[str] = typer.Option(..., "--train", help="Training pairs (STS-B, SICK, MRPC, csv/tsv/jsonl); repeat "
+                                    "for several datasets."),
+    dev: list[str] | None = typer.Option(None, "--dev",
+                                         help="Scored dev pairs; repeat: the mean Spearman picks the best."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model."),
     format: str | None = FormatOpt,
     dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev (inferred when omitted)."),
-    loss: list[str] | None = typer.Option(None, "--loss", help="cosine (default) | cosent | angle | mnrl | softmax; one for all --train files or one per file."),
-    recipe: str | None = typer.Option(None, "--recipe", help="best: each file's loss from its kind, tuned settings (see README)."),
-    sampling: str | None = typer.Option(None, "--sampling", help="Several --train: proportional (default) | round-robin; each batch from one dataset."),
-    matryoshka: str | None = typer.Option(None, "--matryoshka", help="Also train truncated vectors, e.g. 384,256,128,64."),
-    minutes: float | None = typer.Option(None, "--minutes", help="Stop after M minutes of training (then evaluate and save)."),
-    epochs: float | None = typer.Option(None, "--epochs", help="Passes over the training set (default 1; recipe: its own)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1, help="Pairs per batch (default 16; recipe: its own)."),
+    loss: list[str] | None = typer.Option(None, "--loss", help="cosine (default) | cosent | angle | mnrl | softmax; "
+                                          "one for all --train files or one per file."),
+    recipe: str | None = typer.Option(None, "--recipe",
+                                      help="best: each file's loss from its kind, tuned settings (see README)."),
+    sampling: str | None = typer.Option(None, "--sampling", help="Several --train: proportional (default) | "
+                                        "round-robin; each batch from one dataset."),
+    matryoshka: str | None = typer.Option(None, "--matryoshka",
+                                          help="Also train truncated vectors, e.g. 384,256,128,64."),
+    minutes: float | None = typer.Option(None, "--minutes",
+                                         help="Stop after M minutes of training (then evaluate and save)."),
+    epochs: float | None = typer.Option(None, "--epochs",
+                                        help="Passes over the training set (default 1; recipe: its own)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1,
+                                          help="Pairs per batch (default 16; recipe: its own)."),
     pooling: str = typer.Option("mean", "--pooling", "-p", help="cls | mean | max | mean_sqrt_len"),
     model: str | None = ModelOpt,
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-5; recipe: its own)."),
     warmup: float | None = typer.Option(None, "--warmup", help="Warm-up fraction of the steps (default 0.1)."),
     seed: int = typer.Option(42, "--seed"),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Stop after N steps (overrides --epochs)."),
-    eval_every: int | None = typer.Option(None, "--eval-every", min=1, help="Evaluate every N steps (default: each epoch)."),
+    eval_every: int | None = typer.Option(None, "--eval-every", min=1,
+                                          help="Evaluate every N steps (default: each epoch)."),
     normalize: bool = typer.Option(False, "--normalize", help="Add a Normalize module to the saved model."),
-    silver_from: Path | None = typer.Option(None, "--silver-from", help="Augmented SBERT: a cross-encoder folder that scores nearest-neighbour re-pairings of the training sentences (one more CoSENT dataset)."),
-    silver_k: int | None = typer.Option(None, "--silver-k", min=1, help="Neighbours per sentence for --silver-from (default 1)."),
+    silver_from: Path | None = typer.Option(None, "--silver-from", help="Augmented SBERT: a cross-encoder folder that "
+                                            "scores nearest-neighbour re-pairings of the training sentences (one more "
+                                            "CoSENT dataset)."),
+    silver_k: int | None = typer.Option(None, "--silver-k", min=1,
+                                        help="Neighbours per sentence for --silver-from (default 1)."),
     skip_bad_rows: bool = SkipRowsOpt,
     overwrite: bool = OverwriteOpt,
 ):
-    """Fine-tune a siamese bi-encoder (Sentence-BERT) and save a bertkit / sentence-transformers / transformers folder."""
+    """Fine-tune a siamese bi-encoder (Sentence-BERT) and save a bertkit / sentence-transformers / transformers folder."""  # noqa: E501 (its --help line, kept whole)
     from bertkit.train.sbert import ST_POOLINGS, train_sentence_tasks
     from bertkit.train.sbert_data import SAMPLINGS
     from bertkit.train.sbert_recipe import RECIPES, parse_dims, plan_tasks, read_devs
@@ -152,9 +167,10 @@ def train_simcse_cmd(
     result = train_simcse(enc.model, enc.tokenizer, sentences, dev_pairs, output, pooling=pooling,
                           temperature=temperature, config=config)
     best = f"; best dev Spearman {result.best['spearman']:.2f}" if result.best else ""
-    sys.stderr.write(f"SimCSE: {result.steps} steps on {len(sentences)} sentences in {result.seconds:.0f} s{best}; saved to {output}\n")
+    sys.stderr.write(f"SimCSE: {result.steps} steps on {len(sentences)} sentences in {result.seconds:.0f} s{best}; "
+                     f"saved to {output}\n")
 
-def task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
+def task_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every):
     """The training loop's settings for the classifier, NER and pretraining commands."""
     from bertkit.train.loop import TrainConfig
 
@@ -181,14 +197,17 @@ def report(title: str, rows: dict) -> None:
 def train_classify(
     train: Path = typer.Option(..., "--train", help="Training file (sst2, mrpc, sick, agnews, stsb, tsv, jsonl, csv)."),
     dev: Path | None = typer.Option(None, "--dev", help="Dev file; without it --dev-fraction of --train is held out."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForSequenceClassification)."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Folder for the best model (BertForSequenceClassification)."),
     format: str | None = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
     dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
-    pooling: str = typer.Option("pooler", "--pooling", "-p", help="pooler (as transformers) | cls | mean | max | mean_sqrt_len"),
+    pooling: str = typer.Option("pooler", "--pooling", "-p",
+                                help="pooler (as transformers) | cls | mean | max | mean_sqrt_len"),
     regression: bool = typer.Option(False, "--regression", help="Predict the pair score (MSE) instead of the label."),
-    class_weights: str | None = typer.Option(None, "--class-weights", help="balanced | none | w1,w2,... (label order)."),
+    class_weights: str | None = typer.Option(None, "--class-weights",
+                                             help="balanced | none | w1,w2,... (label order)."),
     dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Held-out share of --train when no --dev."),
-    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    freeze_embeddings: bool = FreezeOpt,
     model: str | None = ModelOpt,
     epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
@@ -200,7 +219,7 @@ def train_classify(
 
     if dev is None and not 0 < dev_fraction < 1:
         raise OptionError(f"--dev-fraction {dev_fraction:g}: give a share between 0 and 1, e.g. 0.1")
-    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config = task_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     check_output(output, overwrite)
     r = train_classifier(train, dev, output, fmt=format, dev_format=dev_format, model=model, pooling=pooling,
                          regression=regression, class_weights=class_weights, max_length=max_length,
@@ -210,11 +229,13 @@ def train_classify(
 
 
 def train_ner_cmd(
-    train: Path = typer.Option(..., "--train", help="CoNLL file: `token ... TAG` a line, blank line between sentences."),
+    train: Path = typer.Option(..., "--train",
+                               help="CoNLL file: `token ... TAG` a line, blank line between sentences."),
     dev: Path = typer.Option(..., "--dev", help="CoNLL dev file (entity F1 picks the kept model)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the best model (BertForTokenClassification)."),
-    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed lines (with a warning) instead of failing."),
-    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows",
+                                       help="Skip malformed lines (with a warning) instead of failing."),
+    freeze_embeddings: bool = FreezeOpt,
     model: str | None = ModelOpt,
     epochs: float = EpochsOpt, max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = LrOpt, grad_accum: int = AccumOpt, seed: int = SeedOpt,
@@ -224,7 +245,7 @@ def train_ner_cmd(
     """Fine-tune a token classifier (NER) on BIO-tagged CoNLL data; keep the best by dev entity F1."""
     from bertkit.train.ner import train_ner
 
-    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config = task_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     check_output(output, overwrite)
     r = train_ner(train, dev, output, model=model, max_length=max_length, freeze_embeddings=freeze_embeddings,
                   skip_bad=skip_bad_rows, config=config)
@@ -233,13 +254,19 @@ def train_ner_cmd(
 
 
 def pretrain(
-    corpus: list[str] = typer.Option(..., "--corpus", help="Text (one sentence a line, blank line between documents) or any dataset file; repeat."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the model with its MLM + NSP heads (BertForPreTraining)."),
-    init: str = typer.Option("default", "--init", help="default (packaged model) | PATH or hub id | none (from scratch)."),
-    size: str = typer.Option("tiny", "--size", help="From scratch: tiny (2x128) | mini (4x256) | small (4x512) | base (12x768)."),
-    tokenizer: str | None = typer.Option(None, "--tokenizer", help="From scratch: whose vocabulary to use (default: packaged)."),
+    corpus: list[str] = typer.Option(..., "--corpus", help="Text (one sentence a line, blank line between documents) "
+                                     "or any dataset file; repeat."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Folder for the model with its MLM + NSP heads (BertForPreTraining)."),
+    init: str = typer.Option("default", "--init",
+                             help="default (packaged model) | PATH or hub id | none (from scratch)."),
+    size: str = typer.Option("tiny", "--size",
+                             help="From scratch: tiny (2x128) | mini (4x256) | small (4x512) | base (12x768)."),
+    tokenizer: str | None = typer.Option(None, "--tokenizer",
+                                         help="From scratch: whose vocabulary to use (default: packaged)."),
     heldout: float = typer.Option(0.05, "--heldout", help="Share of documents held out for MLM / NSP accuracy."),
-    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings (= MLM decoder) fixed."),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings",
+                                           help="Keep word embeddings (= MLM decoder) fixed."),
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the corpus."),
     max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = BatchOpt, lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
@@ -251,7 +278,7 @@ def pretrain(
 
     if not 0 < heldout < 1:
         raise OptionError(f"--heldout {heldout}: give a share between 0 and 1, e.g. 0.05")
-    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config = task_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     check_output(output, overwrite)
     r = run_pretrain(corpus, output, init=init, size=size, tokenizer=tokenizer, max_length=max_length, heldout=heldout,
                      freeze_embeddings=freeze_embeddings, config=config)
@@ -293,21 +320,28 @@ def predict(
 def train_cross_encoder_cmd(
     train: Path = typer.Option(..., "--train", help="Scored or 0/1-labelled pairs (STS-B, SICK, MRPC, csv/tsv/jsonl)."),
     dev: Path | None = typer.Option(None, "--dev", help="Scored dev pairs: Spearman picks the kept model."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the cross-encoder (BertForSequenceClassification)."),
+    output: Path = typer.Option(..., "--output", "-o",
+                                help="Folder for the cross-encoder (BertForSequenceClassification)."),
     format: str | None = typer.Option(None, "--format", "-f", help="Input format (default: inferred)."),
     dev_format: str | None = typer.Option(None, "--dev-format", help="Format of --dev when it differs."),
-    score_range: str | None = typer.Option(None, "--score-range", help="LO,HI mapped to [0, 1] (default: 0,1 or the training range)."),
-    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep word embeddings fixed (faster on CPU)."),
+    score_range: str | None = typer.Option(None, "--score-range",
+                                           help="LO,HI mapped to [0, 1] (default: 0,1 or the training range)."),
+    freeze_embeddings: bool = FreezeOpt,
     model: str | None = ModelOpt,
     epochs: float = typer.Option(1.0, "--epochs", help="Passes over the training set."),
     max_steps: int | None = MaxStepsOpt, minutes: float | None = MinutesOpt,
     batch_size: int = typer.Option(16, "--batch-size", "-b", min=1), lr: float = typer.Option(2e-5, "--lr"),
     grad_accum: int = AccumOpt, seed: int = SeedOpt, eval_every: int | None = EvalEveryOpt,
     checkpoint_every: int = CkptOpt, max_length: int = MaxLenOpt,
-    symmetric: bool = typer.Option(False, "--symmetric", help="Train on each pair in both orders (for symmetric scores such as STS)."),
-    silver_from: str | None = typer.Option(None, "--silver-from", help="A bi-encoder (e.g. `bertkit train sbert` output) that scores re-pairings of the training sentences: more pairs to learn from."),
-    silver_k: int | None = typer.Option(None, "--silver-k", help="With --silver-from: nearest neighbours per sentence (default 2)."),
-    silver_random: int = typer.Option(0, "--silver-random", help="With --silver-from: random pairs added (unrelated texts)."),
+    symmetric: bool = typer.Option(False, "--symmetric",
+                                   help="Train on each pair in both orders (for symmetric scores such as STS)."),
+    silver_from: str | None = typer.Option(None, "--silver-from",
+                                           help="A bi-encoder (e.g. `bertkit train sbert` output) that scores "
+                                                "re-pairings of the training sentences: more pairs to learn from."),
+    silver_k: int | None = typer.Option(None, "--silver-k",
+                                        help="With --silver-from: nearest neighbours per sentence (default 2)."),
+    silver_random: int = typer.Option(0, "--silver-random",
+                                      help="With --silver-from: random pairs added (unrelated texts)."),
     overwrite: bool = OverwriteOpt,
 ):
     """Fine-tune a cross-encoder: each pair encoded together, [CLS]/pooler -> one logit, binary cross-entropy."""
@@ -321,7 +355,7 @@ def train_cross_encoder_cmd(
         except ValueError:
             raise OptionError(f"--score-range {score_range!r}: give LO,HI, e.g. 0,5") from None
         bounds = (lo, hi)
-    config = task_train_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
+    config = task_config(epochs, max_steps, minutes, batch_size, lr, grad_accum, seed, eval_every, checkpoint_every)
     config.decay_by_time = minutes is not None  # as for sbert: warm-up and decay fit the budget when it binds
     check_output(output, overwrite)
     r = train_cross_encoder(train, dev, output, fmt=format, dev_format=dev_format, model=model, score_range=bounds,
@@ -334,13 +368,15 @@ def train_cross_encoder_cmd(
 
 
 def rerank(
-    folder: Path = typer.Argument(..., help="A cross-encoder folder (`bertkit train cross-encoder`, sentence-transformers)."),
+    folder: Path = typer.Argument(..., help="A cross-encoder folder "
+                                  "(`bertkit train cross-encoder`, sentence-transformers)."),
     query: str = typer.Argument(..., help="The query."),
     docs: list[str] | None = typer.Argument(None, help="Documents to rank (or --input)."),
     input: str | None = typer.Option(None, "--input", "-i", help="File with one document a line, or - for stdin."),
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Show the best K."),
     raw_scores: bool = typer.Option(False, "--raw-scores", help="The logit instead of the probability."),
-    truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut over-long pairs (default) or refuse them."),
+    truncate: bool = typer.Option(True, "--truncate/--no-truncate",
+                                  help="Cut over-long pairs (default) or refuse them."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per document."),
 ):
     """Rank documents for a query with a cross-encoder: rank, score, position and text, best first."""

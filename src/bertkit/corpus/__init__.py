@@ -6,8 +6,9 @@
 Layout: `spec` (the job, its options and result), `source` (formats, the shard plan, reading a shard's rows),
 `shards` (embedding a shard and writing it whole), `storage` (s3:// URIs: filesystem, credentials, bucket),
 `output` (where shards go: a local folder, or an object-store prefix with its commit protocol), `job`
-(manifest, resume, the local engine and `embed_corpus`). Input and output may be local paths or s3:// URIs. The Ray engine is `bertkit.corpus.ray`, imported only when `engine="ray"` is asked for, so
-Ray stays optional. See `job` for how shards, resume and the manifest work.
+(manifest, resume, the local engine and `embed_corpus`). Input and output may be local paths or s3:// URIs.
+The Ray engine is `bertkit.corpus.ray`, imported only when `engine="ray"` is asked for, so Ray stays optional.
+See `job` for how shards, resume and the manifest work.
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ class ShardDatasource(Datasource):
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
         return [
             ReadTask(partial(_read, self.source, s, self.skip_bad_rows),
                      BlockMetadata(num_rows=s.rows, size_bytes=None, exec_stats=None, input_files=[self.source.path]))

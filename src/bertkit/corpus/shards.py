@@ -23,7 +23,8 @@ def load_encoder(options: EmbedOptions, device: str | None = None):
     """The encoder the options name, in their precision / backend (None: Encoder.load's fp32 / torch)."""
     from bertkit.encoder import Encoder
 
-    return Encoder.load(options.model, device, precision=options.precision or "fp32", backend=options.backend or "torch")
+    return Encoder.load(options.model, device, precision=options.precision or "fp32",
+                        backend=options.backend or "torch")
 
 
 def text_hash(text: str) -> str:

@@ -163,7 +163,8 @@ def plan_shards(source: Source, shard_rows: int) -> list[Shard]:
         row += 1
     last = row - 1
     return [
-        Shard(s.index, s.first_row, (shards[i + 1].first_row if i + 1 < len(shards) else last + 1) - s.first_row, s.offset)
+        Shard(s.index, s.first_row,
+              (shards[i + 1].first_row if i + 1 < len(shards) else last + 1) - s.first_row, s.offset)
         for i, s in enumerate(shards)
     ]
 

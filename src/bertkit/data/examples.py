@@ -21,7 +21,8 @@ class Example:
     line: int = 0
 
 
-def read_examples(path: str | Path, fmt: str | None = None, regression: bool = False, skip_bad: bool = False) -> list[Example]:
+def read_examples(path: str | Path, fmt: str | None = None, regression: bool = False,
+                  skip_bad: bool = False) -> list[Example]:
     """Labelled examples from any dataset file. Pair sets give (text, pair); `regression` takes the score
     (STS-B, SICK relatedness) instead of the class label. A plain text file gives unlabelled examples."""
     fmt = fmt or infer_format(path)
@@ -42,7 +43,8 @@ def read_examples(path: str | Path, fmt: str | None = None, regression: bool = F
                 try:
                     label = float(it.label)
                 except ValueError:
-                    raise InputError(f"{path}: line {it.line}: label {it.label!r} is not a number (regression)") from None
+                    raise InputError(f"{path}: line {it.line}: "
+                                     f"label {it.label!r} is not a number (regression)") from None
             out.append(Example(it.text, None, label, it.line))
         elif isinstance(it, TaggedSentence):  # pragma: no cover - conll refused above
             continue

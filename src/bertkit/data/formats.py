@@ -35,15 +35,18 @@ def read_dataset(path: str | Path, fmt: str | None = None, skip_bad: bool = Fals
     return readers[fmt](path, skip_bad=skip_bad)
 
 
-def read_scored_pairs(path: str | Path, fmt: str | None = None, skip_bad: bool = False, **columns) -> list[SentencePair]:
+def read_scored_pairs(path: str | Path, fmt: str | None = None, skip_bad: bool = False,
+                      **columns) -> list[SentencePair]:
     """Pairs that all carry a gold score (for STS evaluation and the cosine loss)."""
     fmt = fmt or ("csv" if str(path).startswith("hf:") else infer_format(path))
     if fmt not in PAIR_FORMATS:
-        raise DataError(f"{path} is read as {fmt!r}, which has no sentence pairs; pass --format ({', '.join(PAIR_FORMATS)})")
+        raise DataError(f"{path} is read as {fmt!r}, which has no sentence pairs; "
+                        f"pass --format ({', '.join(PAIR_FORMATS)})")
     pairs = read_dataset(path, fmt, skip_bad=skip_bad, **columns)
     missing = [p.line for p in pairs if p.score is None]
     if missing:
-        raise DataError(f"{path}: line {missing[0]} has no score ({len(missing)} rows without one); a similarity set needs a score column")
+        raise DataError(f"{path}: line {missing[0]} has no score ({len(missing)} rows without one); "
+                        "a similarity set needs a score column")
     if not pairs:
         raise DataError(f"{path} has no sentence pairs")
     return pairs

@@ -26,7 +26,8 @@ def read_stsb(path: str | Path, skip_bad: bool = False) -> list[SentencePair]:
     bad, pairs = BadRows(Path(path), skip_bad, "stsb"), []
     for n, f in tsv_rows(path):
         if len(f) < 7:
-            bad(n, f"expected 7 tab-separated fields (genre, file, year, id, score, sentence1, sentence2), got {len(f)}")
+            bad(n, "expected 7 tab-separated fields (genre, file, year, id, score, sentence1, sentence2), "
+                f"got {len(f)}")
             continue
         score = parse_float(f[4], "score", bad, n, 0.0, 5.0)
         if score is not None and nonempty(f[5:7], bad, n, "sentence"):
@@ -45,7 +46,8 @@ def read_sick(path: str | Path, skip_bad: bool = False) -> list[SentencePair]:
         if f[0] == "pair_ID":  # the original distribution has a header; the shared copy does not
             continue
         if len(f) < 5:
-            bad(n, f"expected 5 tab-separated fields (pair_ID, sentence_A, sentence_B, relatedness, label), got {len(f)}")
+            bad(n, "expected 5 tab-separated fields (pair_ID, sentence_A, sentence_B, relatedness, label), "
+                f"got {len(f)}")
             continue
         score = parse_float(f[3], "relatedness score", bad, n, 1.0, 5.0)
         if score is None:

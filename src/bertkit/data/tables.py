@@ -20,7 +20,8 @@ SCORE_COLUMNS = ("score", "similarity", "relatedness_score", "relatedness", "gol
 LABEL_COLUMNS = ("label", "entailment_judgment", "gold_label", "quality")
 
 
-def pick_column(names: list[str], given: str | None, candidates: tuple[str, ...], what: str, required: bool) -> str | None:
+def pick_column(names: list[str], given: str | None, candidates: tuple[str, ...], what: str,
+                required: bool) -> str | None:
     if given is not None:
         if given not in names:
             raise DataError(f"column {given!r} ({what}) is not in the file; its columns are: {', '.join(names)}")

@@ -46,7 +46,8 @@ def load_predictor(folder: str | Path, device: str | None = None) -> Classifier 
 
 
 @torch.inference_mode()
-def batched_logits(model: Bert, tokenizer: BertTokenizer, encodings: list[Encoding], batch_size: int = 64) -> list[torch.Tensor]:
+def batched_logits(model: Bert, tokenizer: BertTokenizer, encodings: list[Encoding],
+                   batch_size: int = 64) -> list[torch.Tensor]:
     """Per encoding, its logits as float32 on CPU (unpadded rows for token heads), in input order."""
     device = next(model.parameters()).device
     out: list[torch.Tensor | None] = [None] * len(encodings)
@@ -78,11 +79,14 @@ class Classifier:
         extra = base.config.extra
         id2label = {int(k): v for k, v in (extra.get("id2label") or {}).items()}
         if not id2label:
-            raise InputError(f"{folder} has no id2label in config.json; is it a classifier made by `bertkit train classify`?")
+            raise InputError(f"{folder} has no id2label in config.json; "
+                             "is it a classifier made by `bertkit train classify`?")
         labels = [id2label[i] for i in range(len(id2label))]
-        model = load_task_head(base, BertSequenceClassifier, len(labels), pooling=extra.get("bertkit_pooling", "pooler"))
+        model = load_task_head(base, BertSequenceClassifier, len(labels),
+                               pooling=extra.get("bertkit_pooling", "pooler"))
         if "classifier.weight" not in (base.leftover_state or {}):
-            raise InputError(f"{folder} has no classifier weights (classifier.weight); train one with `bertkit train classify`")
+            raise InputError(f"{folder} has no classifier weights (classifier.weight); "
+                             "train one with `bertkit train classify`")
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         # One output is a score (a regression head, or a cross-encoder's logit), not a one-class softmax.
         return cls(model, tok, labels, extra.get("problem_type") == "regression" or len(labels) == 1)
@@ -151,7 +155,8 @@ def wordpiece_words(enc: Encoding, spans: list[tuple[int, int]]) -> list[int | N
     return out
 
 
-def word_predictions(logits: torch.Tensor, words: list[int | None], n_words: int, labels: list[str]) -> tuple[list[str], list[float], int]:
+def word_predictions(logits: torch.Tensor, words: list[int | None], n_words: int,
+                     labels: list[str]) -> tuple[list[str], list[float], int]:
     """Tag and probability per word from its first wordpiece; words cut by truncation get "O" (counted)."""
     probs = logits.softmax(-1)
     tags, scores = ["O"] * n_words, [0.0] * n_words
@@ -165,7 +170,8 @@ def word_predictions(logits: torch.Tensor, words: list[int | None], n_words: int
     return tags, scores, n_words - len(seen)
 
 
-def encode_sentences(tok: BertTokenizer, sentences: list[TaggedSentence]) -> tuple[list[Encoding], list[list[int | None]]]:
+def encode_sentences(tok: BertTokenizer,
+                     sentences: list[TaggedSentence]) -> tuple[list[Encoding], list[list[int | None]]]:
     texts, all_spans = zip(*(word_spans(s.tokens) for s in sentences))
     encodings = tok.encode(list(texts))
     return encodings, [wordpiece_words(e, sp) for e, sp in zip(encodings, all_spans)]
@@ -184,7 +190,8 @@ class Tagger:
         base, tok = load_body(opened), opened.tokenizer
         id2label = {int(k): v for k, v in (base.config.extra.get("id2label") or {}).items()}
         if not id2label or "classifier.weight" not in (base.leftover_state or {}):
-            raise InputError(f"{folder} is not a token classifier (no id2label / classifier weights); train one with `bertkit train ner`")
+            raise InputError(f"{folder} is not a token classifier (no id2label / classifier weights); "
+                             "train one with `bertkit train ner`")
         labels = [id2label[i] for i in range(len(id2label))]
         model = load_task_head(base, BertTokenClassifier, len(labels))
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -130,7 +130,8 @@ def load_task_head(model: Bert, head: type[TaskHead], num_labels: int, **kwargs)
         w, b = left["classifier.weight"], left.get("classifier.bias")
         if tuple(w.shape) != tuple(task.classifier.weight.shape) or b is None or tuple(b.shape) != (num_labels,):
             raise CheckpointError(
-                f"the checkpoint's classifier has shape {tuple(w.shape)}, expected {tuple(task.classifier.weight.shape)}"
+                f"the checkpoint's classifier has shape {tuple(w.shape)}, "
+                f"expected {tuple(task.classifier.weight.shape)}"
                 " (and a bias of the same length); its config.json id2label does not match its weights"
             )
         with torch.no_grad():

@@ -84,7 +84,8 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def model_from_state_dict(config: BertConfig, state: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+def model_from_state_dict(config: BertConfig,
+                          state: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
     """Build the config's family's model with exactly the parts present in `state` and load them.
 
     Returns the model and the checkpoint entries it did not use (e.g. a classifier head), so that task
@@ -124,7 +125,8 @@ def model_from_state_dict(config: BertConfig, state: dict[str, torch.Tensor]) ->
     return model, leftover
 
 
-def save_model(model: nn.Module, folder: Path, extra_state: dict[str, torch.Tensor] | None = None, **config_extra) -> None:
+def save_model(model: nn.Module, folder: Path, extra_state: dict[str, torch.Tensor] | None = None,
+               **config_extra) -> None:
     """Write config.json + model.safetensors in the layout transformers' classes for the family read.
 
     `model` is a Bert (or another family's model) or a task head (heads.py): anything with a `config` whose

@@ -112,7 +112,8 @@ class BertConfig:
             raise CheckpointError(f"config.json says hidden_act={act!r}; bertkit supports {', '.join(ACTIVATIONS)}")
         hidden, heads = d.get("hidden_size", cls.hidden_size), d.get("num_attention_heads", cls.num_attention_heads)
         if hidden % heads:
-            raise CheckpointError(f"config.json says hidden_size={hidden}, not a multiple of num_attention_heads={heads}")
+            raise CheckpointError(f"config.json says hidden_size={hidden}, not a multiple of "
+                                  f"num_attention_heads={heads}")
         names = {f.name for f in fields(cls)} - {"extra"}
         known = {k: v for k, v in d.items() if k in names}
         extra = {k: v for k, v in d.items() if k not in names}

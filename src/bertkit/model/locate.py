@@ -71,7 +71,8 @@ def resolve_model_dir(name_or_path: str | Path | None) -> Path:
     if name in ALIASES:
         return ALIASES[name]()
     if not HUB_ID.match(name) or name.startswith("."):
-        raise ModelNotFoundError(f"model path {name} does not exist; pass an existing folder or a hub id such as bert-base-uncased")
+        raise ModelNotFoundError(f"model path {name} does not exist; "
+                                 "pass an existing folder or a hub id such as bert-base-uncased")
     return download_from_hub(name)
 
 

@@ -76,7 +76,8 @@ class ModernBertConfig(BertConfig):
         for kind, key in (("full_attention", "global_rope_theta"), ("sliding_attention", "local_rope_theta")):
             params = rope.get(kind) or {}
             if params.get("rope_type", "default") != "default":
-                raise CheckpointError(f"config.json says rope_type={params['rope_type']!r}; bertkit runs 'default' only")
+                raise CheckpointError(f"config.json says rope_type={params['rope_type']!r}; "
+                                      "bertkit runs 'default' only")
             if "rope_theta" in params:
                 d[key] = params["rope_theta"]
         d["hidden_act"] = d.pop("hidden_activation", cls.hidden_act)
@@ -193,9 +194,9 @@ class ModernBertModel(nn.Module):
         self.pooler = None
 
     def masks(self, attention_mask: torch.Tensor | None, T: int, like: torch.Tensor) -> dict[bool, torch.Tensor]:
-        """Additive masks, (B, 1, T, T) or (T, T) without padding, keyed by "is local": padding keys and, for local layers, keys
-        beyond the window at the dtype's minimum. Additive, not boolean, so that a padding query whose whole
-        window is padding gets a uniform row instead of SDPA's NaN."""
+        """Additive masks, (B, 1, T, T) or (T, T) without padding, keyed by "is local": padding keys and, for
+        local layers, keys beyond the window at the dtype's minimum. Additive, not boolean, so that a padding query
+        whose whole window is padding gets a uniform row instead of SDPA's NaN."""
         pos = torch.arange(T, device=like.device)
         allowed = {False: torch.ones(T, T, dtype=torch.bool, device=like.device),
                    True: (pos[None, :] - pos[:, None]).abs() <= self.config.local_attention // 2}  # (T, T)
@@ -287,7 +288,8 @@ class ModernBert(nn.Module):
     def named_parts(self) -> list[tuple[str, nn.Module, str]]:
         """The parts in reading order, for describe()."""
         c = self.config
-        kinds = ["global" if t == "full_attention" else f"local, window ±{c.local_attention // 2}" for t in c.layer_types]
+        local = f"local, window ±{c.local_attention // 2}"
+        kinds = ["global" if t == "full_attention" else local for t in c.layer_types]
         parts = [("embeddings", self.bert.embeddings, "token embeddings + LayerNorm; positions are rotary")]
         parts += [(f"layers.{i}", layer, kinds[i]) for i, layer in enumerate(self.bert.layers)]
         parts.append(("final_norm", self.bert.final_norm, ""))
@@ -313,7 +315,8 @@ def names(config: ModernBertConfig, mlm: bool) -> list[str]:
         out += [f"{layer}.attn.{p}.{w}" for p in ("Wqkv", "Wo")
                 for w in (("weight", "bias") if config.attention_bias else ("weight",))]
         out += [f"{layer}.mlp_norm.{w}" for w in bias]
-        out += [f"{layer}.mlp.{p}.{w}" for p in ("Wi", "Wo") for w in (("weight", "bias") if config.mlp_bias else ("weight",))]
+        out += [f"{layer}.mlp.{p}.{w}" for p in ("Wi", "Wo")
+                for w in (("weight", "bias") if config.mlp_bias else ("weight",))]
     out += [f"bert.final_norm.{w}" for w in bias]
     if mlm:
         out += [f"head.dense.{w}" for w in (("weight", "bias") if config.classifier_bias else ("weight",))]

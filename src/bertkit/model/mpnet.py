@@ -107,7 +107,8 @@ def names(config: MPNetConfig, pooler: bool, mlm: bool, nsp: bool) -> list[str]:
 
 LAYER = r"^bert\.encoder\.layer\.(\d+)\."
 RULES = (
-    (LAYER + r"attention\.self\.(query|key|value)\.", lambda m: f"mpnet.encoder.layer.{m[1]}.attention.attn.{m[2][0]}."),
+    (LAYER + r"attention\.self\.(query|key|value)\.",
+     lambda m: f"mpnet.encoder.layer.{m[1]}.attention.attn.{m[2][0]}."),
     (LAYER + r"attention\.output\.dense\.", r"mpnet.encoder.layer.\1.attention.attn.o."),
     (LAYER + r"attention\.output\.LayerNorm\.", r"mpnet.encoder.layer.\1.attention.LayerNorm."),
     (r"^bert\.", "mpnet."),

@@ -100,7 +100,8 @@ class SelfAttention(nn.Module):
         Derived from the loaded parameters (which keep their HF names) and rebuilt whenever one of them is
         replaced, moved or updated in place (data pointer or version counter changes), e.g. after training.
         """
-        params = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias, self.value.bias)
+        params = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias,
+                  self.value.bias)
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
         if self._fused is None or self._fused[0] != key:
             with torch.no_grad():
@@ -114,7 +115,8 @@ class SelfAttention(nn.Module):
         # (B, T, H) -> (B, heads, T, head_dim)
         plain = type(self.query) is nn.Linear  # not after dynamic quantization, which swaps the module type
         if self.training or torch.is_grad_enabled() or not plain:  # gradients flow through the HF-named layers
-            q, k, v = (lin(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2) for lin in (self.query, self.key, self.value))
+            q, k, v = (lin(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+                       for lin in (self.query, self.key, self.value))
         else:
             qkv = F.linear(x, *self.fused_qkv()).view(B, T, 3, self.num_heads, self.head_dim)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)

@@ -91,7 +91,8 @@ class Packing:
     def unpack(self, t: torch.Tensor) -> torch.Tensor:
         """(N, H) -> (B, T, H), zeros at padding."""
         H = t.shape[1]
-        return (t.new_zeros(self.B * self.T, H).index_copy_(0, self.keep, t) if self.padded else t).view(self.B, self.T, H)
+        flat = t.new_zeros(self.B * self.T, H).index_copy_(0, self.keep, t) if self.padded else t  # (B*T, H)
+        return flat.view(self.B, self.T, H)
 
 
 def _attention(att: nn.Module, x: torch.Tensor, pack: Packing, plain: bool) -> torch.Tensor:

@@ -145,5 +145,6 @@ def export_folder(name_or_path: str | Path | None, precisions: list[str], calibr
         require_openvino()
     folder = open_folder(name_or_path)
     model = load_body(folder)
-    return [export_graph(model, folder.tokenizer, folder.root, p, calibration=calibration if p == "int8-static" else None,
-                         calibration_name=calibration_name) for p in precisions]
+    return [export_graph(model, folder.tokenizer, folder.root, p,
+                         calibration=calibration if p == "int8-static" else None, calibration_name=calibration_name)
+            for p in precisions]

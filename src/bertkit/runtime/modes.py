@@ -13,10 +13,10 @@ tolerances and the checks on them that need no torch (the CLI's option parsing u
 The tolerances are the minimum cosine to the exact fp32 vectors over short and long sentences that
 tests/test_speed.py holds each mode to. int8 is lossy on this small model (the worst case is a one-word text;
 typical sentences stay above 0.95): use it where ranking quality, not vector identity, matters (STS Spearman
-is reported per mode in docs/RESULTS.md). int8-static is calibrated once on a few hundred texts (bertkit.runtime.openvino)
-and so skips the per-batch activation range pass of dynamic int8; it runs on OpenVINO (`pip install
-'bertkit[openvino]'`), its tolerance is held by tests/test_onnx_int8.py (worst of those texts 0.974; on all STS-B
-dev sentences the worst is 0.928, the mean 0.995).
+is reported per mode in docs/RESULTS.md). int8-static is calibrated once on a few hundred texts
+(bertkit.runtime.openvino) and so skips the per-batch activation range pass of dynamic int8; it runs on OpenVINO
+(`pip install 'bertkit[openvino]'`), its tolerance is held by tests/test_onnx_int8.py (worst of those texts 0.974;
+on all STS-B dev sentences the worst is 0.928, the mean 0.995).
 
 Each backend is one module (bertkit.runtime.torch_backend, .onnxrt, .openvino) behind bertkit.runtime.seam;
 bertkit.runtime.open picks one. A requested mode that would be slower than exact fp32 on this CPU falls back to
@@ -42,6 +42,7 @@ def check_names(precision: str, backend: str) -> None:
     if backend not in BACKENDS:
         raise OptionError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "onnx" and precision == "bf16":
-        raise BackendError("precision bf16 runs on the torch backend only; use --backend torch (or precision int8 with onnx)")
+        raise BackendError("precision bf16 runs on the torch backend only; "
+                           "use --backend torch (or precision int8 with onnx)")
     if backend == "torch" and precision == "int8-static":
         raise BackendError("precision int8-static runs on the onnx backend only; add --backend onnx (or use int8)")

@@ -34,7 +34,8 @@ def require_onnxruntime():
     try:
         import onnxruntime
     except ImportError as e:
-        raise BackendError("backend onnx needs onnxruntime: pip install 'bertkit[onnx]' (or use --backend torch)") from e
+        raise BackendError("backend onnx needs onnxruntime: "
+                           "pip install 'bertkit[onnx]' (or use --backend torch)") from e
     return onnxruntime
 
 

@@ -8,7 +8,8 @@ fp32 graph, with the same record, checks and user-cache fallback as every graph 
 Inference: OpenVINO's CPU plugin, streams of the caller's thread count (one stream per concurrent caller
 that the CPUs allow: the encoder's workers call from several OS threads at once, and requests on one stream
 would wait for each other), the parts left in float in f32 (INFERENCE_PRECISION_HINT; OpenVINO would
-otherwise run them in bf16 on a CPU with AVX512-BF16). No torch: openvino + numpy only; nncf is needed only to quantize (at export).
+otherwise run them in bf16 on a CPU with AVX512-BF16). No torch: openvino + numpy only; nncf is needed only to
+quantize (at export).
 
 Why OpenVINO and not ONNX Runtime's `quantize_static`: its QDQ graph ran as QLinearMatMul with a quantize /
 dequantize pass around each, and was slower than ONNX Runtime's dynamic int8 (docs/RESULTS.md, issue 22).

@@ -159,7 +159,8 @@ def train_classifier(
 
     def collate(items):
         batch = tok.pad([e for e, _ in items])
-        return batch.input_ids, batch.attention_mask, batch.token_type_ids, torch.tensor([y for _, y in items], dtype=y_dtype)
+        labels = torch.tensor([y for _, y in items], dtype=y_dtype)
+        return batch.input_ids, batch.attention_mask, batch.token_type_ids, labels
 
     def step(m, b):
         return m(*b[:3], labels=b[3]).loss

@@ -166,5 +166,6 @@ def train_cross_encoder(
     result = train(clf, data, collate, step, config, eval_fn=evaluate if enc_dev else None,
                    lengths=[len(e.ids) for e in enc_train],
                    save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config))
-    return CrossEncoderResult(Path(output), gold_count, len(dev_ex), len(silver), (lo, hi), {"train": cut_train, "dev": cut_dev},
+    return CrossEncoderResult(Path(output), gold_count, len(dev_ex), len(silver), (lo, hi),
+                              {"train": cut_train, "dev": cut_dev},
                               result.best or {}, result)

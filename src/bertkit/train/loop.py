@@ -137,7 +137,8 @@ class _Run:
             self.scheduler = budget_schedule(self.optimizer, config.warmup_ratio, self.total_steps,
                                              config.minutes * 60, time.monotonic())
         else:
-            self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * self.total_steps), self.total_steps)
+            self.scheduler = linear_schedule(self.optimizer, int(config.warmup_ratio * self.total_steps),
+                                             self.total_steps)
         self.step, self.epoch, self.batch_pos = 0, 0, 0
         self.best_value: float | None = None
         self.best_metrics: dict[str, float] | None = None
@@ -166,7 +167,8 @@ class _Run:
         self.step, self.epoch, self.batch_pos = state["step"], state["epoch"], state["batch_pos"]
         self.best_value, self.best_metrics, self.history = state["best_value"], state["best_metrics"], state["history"]
         set_rng_state(state["rng"])
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", self.ckpt_dir, self.step, self.epoch, self.batch_pos)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)",
+                 self.ckpt_dir, self.step, self.epoch, self.batch_pos)
         return self.step
 
     def checkpoint(self) -> None:
@@ -195,7 +197,8 @@ class _Run:
         value = metrics[key]
         best = self.best_value
         better = best is None or (value > best if config.greater_is_better else value < best)
-        log.info("step %d: %s%s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), " (best)" if better else "")
+        log.info("step %d: %s%s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+                 " (best)" if better else "")
         self.last_was_best = better
         if better:
             self.best_value, self.best_metrics = value, metrics

@@ -1,13 +1,13 @@
 """Sentence-embedding losses: small modules over two (B, H) embedding batches `u`, `v` (the two sides of B pairs),
 a per-pair `target` and, for the ranking losses, optional hard negatives `negatives` (N, H).
 
-| name     | data                                   | what it optimises                                                   |
-|----------|----------------------------------------|---------------------------------------------------------------------|
-| cosine   | scored pairs (STS-B, SICK relatedness) | MSE between cos(u, v) and the score scaled to [0, 1]                 |
-| cosent   | scored pairs                           | rank: every pair scored higher than another must have a higher cosine |
-| angle    | scored pairs                           | CoSENT on the cosine + CoSENT on AnglE's angle similarity            |
-| mnrl     | positive pairs (+ hard negatives)      | softmax over cos(u_i, [v; negatives]) * scale, target v_i            |
-| softmax  | pairs with a class label (SICK, NLI)   | cross-entropy of a linear layer over (u, v, |u - v|)                 |
+| name    | data                                   | what it optimises                                                 |
+|---------|----------------------------------------|-------------------------------------------------------------------|
+| cosine  | scored pairs (STS-B, SICK relatedness) | MSE between cos(u, v) and the score scaled to [0, 1]              |
+| cosent  | scored pairs                           | rank: a pair scored higher than another must have a higher cosine |
+| angle   | scored pairs                           | CoSENT on the cosine + CoSENT on AnglE's angle similarity         |
+| mnrl    | positive pairs (+ hard negatives)      | softmax over cos(u_i, [v; negatives]) * scale, target v_i         |
+| softmax | pairs with a class label (SICK, NLI)   | cross-entropy of a linear layer over (u, v, |u - v|)              |
 
 `MatryoshkaLoss(loss, dims)` applies any of them (but softmax, whose classifier has a fixed width) to the first
 d coordinates for each d in dims and sums the results, so truncated vectors stay good vectors.

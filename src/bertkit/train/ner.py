@@ -116,7 +116,8 @@ def train_ner(
         pred = [word_predictions(lg, w, len(s.tokens), labels)[0] for lg, w, s in zip(logits, words_dev, dev_s)]
         return entity_prf([s.tags for s in dev_s], pred)
 
-    head_config = dict(architectures=["BertForTokenClassification"], id2label=dict(enumerate(labels)), label2id=label2id)
+    head_config = dict(architectures=["BertForTokenClassification"], id2label=dict(enumerate(labels)),
+                       label2id=label2id)
     result = train(tagger, data, collate, lambda m, b: m(*b[:3], labels=b[3]).loss, config, eval_fn=evaluate,
                    save_fn=lambda m, folder: save_folder(m, full_tok, folder, **head_config),
                    lengths=[len(e.ids) for e in enc_train])

@@ -60,7 +60,8 @@ def read_corpus(paths: list[str | Path], fmt: str | None = None) -> list[list[st
             docs += [[s for s in SENTENCE_END.split(t) if s.strip()] for t in texts]
     docs = [d for d in docs if d]
     if sum(len(d) for d in docs) < 2:
-        raise InputError(f"the corpus {', '.join(map(str, paths))} holds fewer than two sentences; pretraining needs text")
+        raise InputError(f"the corpus {', '.join(map(str, paths))} holds fewer than two sentences; "
+                         "pretraining needs text")
     return docs
 
 
@@ -99,7 +100,8 @@ def mask_tokens(ids: torch.Tensor, special: torch.Tensor, tok: BertTokenizer, ge
     return masked, labels
 
 
-def pretrain_loss(model: Bert, input_ids, attention_mask, token_type_ids, labels, nsp_labels) -> tuple[torch.Tensor, dict]:
+def pretrain_loss(model: Bert, input_ids, attention_mask, token_type_ids, labels,
+                  nsp_labels) -> tuple[torch.Tensor, dict]:
     out = model(input_ids, attention_mask, token_type_ids, compute_heads=False)
     picked = labels != IGNORE
     mlm_logits = model.cls.predictions(out.last_hidden_state[picked])  # (n_masked, V)
@@ -210,7 +212,7 @@ def pretrain(
     def save(m, folder: Path) -> None:
         save_folder(m, full_tok, folder, architectures=["BertForPreTraining"])
 
-    result = train(model, train_data, collate, lambda m, b: pretrain_loss(m, *b)[0], config, eval_fn=evaluate, save_fn=save,
-                   lengths=[len(e.ids) for e, _ in train_data])
+    result = train(model, train_data, collate, lambda m, b: pretrain_loss(m, *b)[0], config,
+                   eval_fn=evaluate, save_fn=save, lengths=[len(e.ids) for e, _ in train_data])
     return PretrainResult(Path(output), len(train_data), len(held_data), before, result.best or {}, 100 * baseline,
                           tok.id_to_token(top_id), result)

@@ -81,12 +81,14 @@ def save_sentence_model(model: Bert, tokenizer: BertTokenizer, folder: str | Pat
     """config.json + model.safetensors + tokenizer files (transformers), modules.json + 1_Pooling/config.json
     + sentence_bert_config.json (sentence-transformers), with 2_Normalize when `normalize`."""
     if pooling not in ST_POOLINGS:
-        raise InputError(f"pooling {pooling!r} has no sentence-transformers equivalent; use one of {', '.join(ST_POOLINGS)}")
+        raise InputError(f"pooling {pooling!r} has no sentence-transformers equivalent; "
+                         f"use one of {', '.join(ST_POOLINGS)}")
     folder = Path(folder)
     save_model(model, folder, architectures=["BertModel"])
     tokenizer.save(folder)
     (folder / "1_Pooling").mkdir(exist_ok=True)
-    pooling_config = {"word_embedding_dimension": model.config.hidden_size} | {k: pooling == m for m, k in ST_POOLINGS.items()}
+    pooling_config = ({"word_embedding_dimension": model.config.hidden_size}
+                      | {k: pooling == m for m, k in ST_POOLINGS.items()})
     write_json(folder / "1_Pooling" / "config.json", pooling_config)
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -97,7 +99,8 @@ def save_sentence_model(model: Bert, tokenizer: BertTokenizer, folder: str | Pat
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     write_json(folder / "modules.json", modules)
     write_json(folder / "sentence_bert_config.json", {"max_seq_length": tokenizer.max_length, "do_lower_case": False})
-    write_json(folder / "config_sentence_transformers.json", {"similarity_fn_name": "cosine", "bertkit_pooling": pooling})
+    write_json(folder / "config_sentence_transformers.json",
+               {"similarity_fn_name": "cosine", "bertkit_pooling": pooling})
     return folder
 
 

@@ -107,7 +107,8 @@ def make_collate(tokenizer: BertTokenizer, max_length: int | None) -> Callable[[
     return collate
 
 
-def make_batcher(sizes: Sequence[int], batch_size: int, seed: int, sampling: str) -> Callable[[int], list[torch.Tensor]]:
+def make_batcher(sizes: Sequence[int], batch_size: int, seed: int,
+                 sampling: str) -> Callable[[int], list[torch.Tensor]]:
     """Batches over the concatenated datasets, each batch from one dataset. proportional: every batch of every
     dataset once per epoch, in a shuffled order (a dataset's share of the steps is its share of the rows);
     round-robin: one batch of each dataset in turn, as many rounds as the smallest dataset has batches."""

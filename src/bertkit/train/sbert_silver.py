@@ -24,7 +24,8 @@ from bertkit.tokenizer import BertTokenizer
 log = logging.getLogger(__name__)
 
 
-def nearest_partners(vectors: np.ndarray, k: int, excluded: set[tuple[int, int]], chunk: int = 1024) -> list[tuple[int, int]]:
+def nearest_partners(vectors: np.ndarray, k: int, excluded: set[tuple[int, int]],
+                     chunk: int = 1024) -> list[tuple[int, int]]:
     """For each row i, its k most cosine-similar rows j != i with (i, j) not excluded; each unordered pair once."""
     v = normalize_rows(vectors)
     seen: set[tuple[int, int]] = set()
@@ -63,7 +64,8 @@ def silver_pairs(model: Bert, tokenizer: BertTokenizer, pairs: Sequence[Sentence
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    vectors = Encoder.from_model(model, tokenizer, Path("."), device).encode(sentences, pooling=pooling, batch_size=batch_size)
+    encoder = Encoder.from_model(model, tokenizer, Path("."), device)
+    vectors = encoder.encode(sentences, pooling=pooling, batch_size=batch_size)
     model.train(was_training)
     chosen = nearest_partners(np.asarray(vectors, dtype=np.float32), k, gold)
     texts = [(sentences[i], sentences[j]) for i, j in chosen]

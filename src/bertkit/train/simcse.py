@@ -36,11 +36,13 @@ def train_simcse(
     """Fine-tune `model` in place with SimCSE on `sentences`; the best folder (by dev Spearman) goes to `output`."""
     unique = list(dict.fromkeys(s.strip() for s in sentences if s.strip()))
     if len(unique) < 2:
-        raise InputError("SimCSE needs at least 2 distinct sentences (the other sentences of a batch are the negatives)")
+        raise InputError("SimCSE needs at least 2 distinct sentences "
+                         "(the other sentences of a batch are the negatives)")
     if temperature <= 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
     if model.config.hidden_dropout_prob == 0 and model.config.attention_probs_dropout_prob == 0:
-        raise InputError("SimCSE uses dropout as its augmentation, but this model's dropout is 0; set it in config.json")
+        raise InputError("SimCSE uses dropout as its augmentation, but this model's dropout is 0; "
+                         "set it in config.json")
     config = config or TrainConfig(lr=3e-5, batch_size=64)
     pairs = [SentencePair(s, s) for s in unique]
     log.info("SimCSE on %d distinct sentences, temperature %g", len(unique), temperature)

@@ -98,7 +98,8 @@ class Whitening:
         if path.is_dir():
             raise InputError(f"whitening file {path} is a folder; give the .npz that `bertkit whiten` wrote")
         if not path.is_file():
-            raise InputError(f"whitening file {path} does not exist; create one with `bertkit whiten TEXTS --output {path}`")
+            raise InputError(f"whitening file {path} does not exist; "
+                             f"create one with `bertkit whiten TEXTS --output {path}`")
         try:
             with np.load(path, allow_pickle=False) as z:
                 mean, matrix, meta = z["mean"], z["matrix"], json.loads(str(z["meta"]))
@@ -120,7 +121,8 @@ def fit(vectors: np.ndarray, k: int | None = None, eps: float = 1e-8, **meta) ->
         raise InputError(f"k must be between 1 and the vector size {h}; got {k}")
     if n <= h:
         # The covariance is then rank-deficient: trailing directions are noise scaled up by 1/sqrt(~0).
-        log.warning("fitting whitening on %d texts for %d dimensions; use more texts than dimensions (or a small k)", n, h)
+        log.warning("fitting whitening on %d texts for %d dimensions; "
+                    "use more texts than dimensions (or a small k)", n, h)
     mean = x.mean(0)
     cov = np.cov(x - mean, rowvar=False)  # (H, H)
     u, s, _ = np.linalg.svd(cov)  # cov is symmetric PSD, so its SVD is its eigendecomposition, sorted

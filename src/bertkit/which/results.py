@@ -86,8 +86,8 @@ def reading(r: TaskResult) -> str:
     text += FOLKLORE.get(r.task, lambda _r: "")(r)
     layers = r.per_layer()
     if layers:
-        text += "Per hidden state (0 = embeddings): " + ", ".join(
-            f"{fam} peaks at {max(range(len(v)), key=v.__getitem__)} ({max(v):.1f})" for fam, v in layers.items()) + ". "
+        peaks = (f"{fam} peaks at {max(range(len(v)), key=v.__getitem__)} ({max(v):.1f})" for fam, v in layers.items())
+        text += "Per hidden state (0 = embeddings): " + ", ".join(peaks) + ". "
     top = frozen[0] if frozen else best
     text += f"Recommendation for {r.task} with this model: {top.representation}"
     tuned = [s for s in r.scores if s.input == "fine-tuned"]

@@ -113,7 +113,8 @@ def check_fit(task: str, items: list, path: str) -> None:
         raise InputError(f"{path} holds {kind}, not CoNLL tagged tokens; --task ner needs a `token TAG` file")
     if task == "classify":
         if not isinstance(first, LabeledText):
-            hint = " (use --task pair for labelled pairs, sts for scored ones)" if isinstance(first, SentencePair) else ""
+            is_pair = isinstance(first, SentencePair)
+            hint = " (use --task pair for labelled pairs, sts for scored ones)" if is_pair else ""
             raise InputError(f"{path} holds {kind}: --task classify needs one text and a class label per row{hint}")
         if all(is_number(x.label) for x in items) and any(not float(x.label).is_integer() for x in items):
             raise InputError(f"{path}: the labels are scores (e.g. {items[0].label}), not classes; "
