@@ -2,6 +2,13 @@
 
     .venv/bin/python bench/serve_hol.py                     # 3 rounds of a 30k-token request, probes every 50 ms
     .venv/bin/python bench/serve_hol.py --rounds 5 --json hol.json --threads 2
+    .venv/bin/python bench/serve_hol.py --routes all --rounds 3 --json hol-routes.json   # every model route
+    .venv/bin/python bench/serve_hol.py --routes all --model splade-tiny --rounds 3      # + /embed_sparse, /fill-mask
+
+With --routes (comma-separated, or `all`), the big request goes to each model route in turn: the largest
+request that route accepts (the --big-tokens texts, halved until it is not refused with 413; a route the served
+model lacks, 4xx, is reported and skipped), with 1-text /v1/embeddings probes behind it; p99 per route
+(issue 29's goal: <= 500 ms on the benchmark machine).
 
 It encodes the texts offline (the reference vectors), starts `bertkit serve` in a subprocess, measures a
 1-text /v1/embeddings request alone (baseline), then, per round, posts one request of --big-tokens tokens
@@ -40,21 +47,66 @@ def big_texts(tokens: int, tokenizer) -> list[str]:
     return texts
 
 
-async def measure(url: str, big: list[str], probes: list[str], rounds: int, probe_ms: float):
+# Each model route's body for a list of texts (the big request): path and JSON body.
+ROUTES = {
+    "/v1/embeddings": lambda t: ("/v1/embeddings", {"input": t, "model": "bench"}),
+    "/embed": lambda t: ("/embed", {"texts": t}),
+    "tei/embed": lambda t: ("/embed", {"inputs": t}),
+    "/similarity": lambda t: ("/similarity", {"texts": t, "poolings": ["mean", "cls", "max"]}),
+    "/search": lambda t: ("/search", {"query": t, "k": 10}),
+    "/tokens": lambda t: ("/tokens", {"texts": t}),
+    "/embed_all": lambda t: ("/embed_all", {"inputs": t}),
+    "/embed_sparse": lambda t: ("/embed_sparse", {"inputs": t}),
+    "/rerank": lambda t: ("/rerank", {"query": t[0], "texts": t}),
+    "/layers": lambda t: ("/layers", {"texts": t[:8], "poolings": ["mean", "cls", "max"]}),
+    "/layers/tokens": lambda t: ("/layers/tokens", {"text": t[0]}),
+    "/attention": lambda t: ("/attention", {"text": t[0][:200]}),
+    "/model/outputs": lambda t: ("/model/outputs", {"text": t[0]}),
+    "/fill-mask": lambda t: ("/fill-mask", {"text": t[0][:400] + " [MASK].", "top_k": 100}),
+    "/nsp": lambda t: ("/nsp", {"a": t, "b": t}),
+    "/classify": lambda t: ("/classify", {"texts": t}),
+    "/ner": lambda t: ("/ner", {"texts": t}),
+}
+
+
+async def largest(session, url: str, route: str, big: list[str]) -> tuple[str, dict] | None:
+    """The route's largest accepted request: all of `big`, halved while it is refused 413; None when the
+    server refuses the route itself (a head the model lacks, no index)."""
+    texts = big
+    while texts:
+        path, body = ROUTES[route](texts)
+        async with session.post(url + path, json=body) as r:
+            await r.read()
+            if r.status == 200:
+                return path, body
+            if r.status != 413:
+                print(f"{route}: {r.status}, skipped", file=sys.stderr)
+                return None
+        texts = texts[: len(texts) // 2]
+    return None
+
+
+async def measure(url: str, big: list[str], probes: list[str], rounds: int, probe_ms: float,
+                  route: str = "/v1/embeddings"):
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        async def post(texts):
+        async def post(texts, path="/v1/embeddings", body=None):
             start = time.perf_counter()
-            async with session.post(url + "/v1/embeddings", json={"input": texts, "model": "bench"}) as r:
-                body = await r.json()
-                assert r.status == 200, (r.status, body)
-            return time.perf_counter() - start, np.array([d["embedding"] for d in body["data"]], np.float32)
+            async with session.post(url + path, json=body or {"input": texts, "model": "bench"}) as r:
+                answer = await r.json()
+                assert r.status == 200, (r.status, answer)
+            if body is not None:
+                return time.perf_counter() - start, None
+            return time.perf_counter() - start, np.array([d["embedding"] for d in answer["data"]], np.float32)
 
+        request = None if route == "/v1/embeddings" else await largest(session, url, route, big)
+        if route != "/v1/embeddings" and request is None:
+            return None
         baseline = [(await post([probes[i % len(probes)]]))[0] for i in range(20)]
         during, big_seconds, answers = [], [], []
         for _ in range(rounds):
-            task = asyncio.create_task(post(big))
+            task = asyncio.create_task(post(big) if request is None else post(None, *request))
             await asyncio.sleep(0.2)  # the big request is queued and running
             n = 0
             while not task.done():
@@ -78,6 +130,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--split-tokens", type=int, default=None, help="serve --split-tokens (default: the server's)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--routes", default=None, help="model routes to put the big request on (comma-separated, or all)")
     args = ap.parse_args()
 
     from bertkit import Encoder
@@ -104,6 +157,21 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
+        if args.routes:
+            names = list(ROUTES) if args.routes == "all" else args.routes.split(",")
+            per_route = {}
+            for name in names:
+                got = asyncio.run(measure(url, big, probes, args.rounds, args.probe_ms, name))
+                if got is not None:
+                    ms = np.array(got[1]) * 1000
+                    per_route[name] = {"big_request_s": [round(x, 2) for x in got[2]], "probes_during": len(ms),
+                                       "probe_p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
+                    print(name, per_route[name], file=sys.stderr)
+            result = {"routes": per_route, "threads": args.threads, "model": args.model}
+            print(json.dumps(result, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
+            sys.exit(0 if all((r["probe_p99_ms"] or 0) <= 500 for r in per_route.values()) else 1)
         baseline, during, big_seconds, big_vectors, answers = asyncio.run(
             measure(url, big, probes, args.rounds, args.probe_ms))
     finally:

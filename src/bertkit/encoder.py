@@ -328,14 +328,15 @@ class Encoder:
         self.each_batch(prepared, embed, **loop)
 
     def encode_tokens(
-        self, texts: str | Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 32,
-        truncate: bool = True
+        self, texts: str | Sequence[str] | Prepared, layers: Sequence[int] | None = None, batch_size: int = 32,
+        truncate: bool = True,
     ) -> list[TokenVectors]:
-        """Per text: its wordpieces, their character offsets and their vectors (last layer or a layer average)."""
+        """Per text: its wordpieces, their character offsets and their vectors (last layer or a layer average).
+        A `prepare(...)`d batch is not tokenized again."""
         from bertkit.pooling import layer_average
 
         layers = list(layers) if layers is not None else None
-        prepared = self.prepare(texts, truncate=truncate)
+        prepared = texts if isinstance(texts, Prepared) else self.prepare(texts, truncate=truncate)
         self.last_truncated = len(prepared.truncated)
         results: list[TokenVectors | None] = [None] * len(prepared)
 

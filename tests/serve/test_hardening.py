@@ -266,21 +266,35 @@ def test_row13_error_codes_are_snake_case_and_param_is_set(server):
 # -- row 14: a small request behind a huge one ---------------------------------------------------------------
 
 
-KEY = ("mean", None, False, "{text}", True)  # the batcher's key: pooling, layers, normalize, template, truncate
+KEY = ("vectors", "mean")  # jobs with equal keys may share a forward pass
 
 
 class StandIn:
-    """An encoder whose `encode` takes time in proportion to its tokens and records each call."""
+    """A model whose run takes time in proportion to its tokens and records each call (on a runner stand-in
+    whose thread count the batcher copies to its model thread)."""
 
     hidden_size = 4
 
     def __init__(self):
         self.calls: list[int] = []
+        self.runner = self
 
-    def encode(self, texts, **kwargs):
-        self.calls.append(len(texts))
-        time.sleep(0.0001 * sum(len(t) for t in texts))
-        return np.ones((len(texts), self.hidden_size), np.float32)
+    def threads(self) -> int:
+        return 1
+
+    def set_threads(self, n: int) -> None:
+        pass
+
+    def run(self, prepared, rows):
+        self.calls.append(len(prepared))
+        time.sleep(0.0001 * sum(prepared.tokens))
+        return np.ones((len(prepared), self.hidden_size), np.float32)
+
+
+def prepared_of(counts: list[int]):
+    from bertkit.batching import Prepared
+
+    return Prepared(["w"] * len(counts), [None] * len(counts), [], counts)
 
 
 def test_row14_a_one_text_request_does_not_wait_behind_a_35k_token_request():
@@ -291,18 +305,18 @@ def test_row14_a_one_text_request_does_not_wait_behind_a_35k_token_request():
     encoder = StandIn()
     limits = Limits(max_queued_tokens=65_536, split_tokens=1_024)
     batcher = Batcher(encoder, limits, Metrics())
-    big_texts, counts = ["w" * 256] * 137, [256] * 136 + [184]  # 35,000 tokens
+    counts = [256] * 136 + [184]  # 35,000 tokens in 137 texts
     assert sum(counts) == 35_000
     done: list[str] = []
 
     async def big():
-        out = await batcher.encode(KEY, big_texts, sum(counts), counts)
+        out = await batcher.submit(KEY, prepared_of(counts), encoder.run)
         done.append("big")
         return out
 
     async def small():
         await asyncio.sleep(0.05)  # the huge request is queued and running
-        out = await batcher.encode(KEY, ["hi"], 3, [3])
+        out = await batcher.submit(KEY, prepared_of([3]), encoder.run)
         done.append(f"small after {len(encoder.calls)} model calls")
         return out
 

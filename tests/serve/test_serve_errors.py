@@ -75,7 +75,7 @@ def test_bug_in_the_model_thread_fails_each_merged_request_with_its_own_id(app, 
 
     caplog.set_level(logging.ERROR)
     with thread_server(app) as srv:
-        monkeypatch.setattr(encoder, "encode", broken_encode)
+        monkeypatch.setattr(encoder, "encode_poolings", broken_encode)  # what the batcher runs
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda i: srv.post("/embed", {"texts": [f"text {i}"]}), range(4)))
         ids = [internal_error(r) for r in answers]

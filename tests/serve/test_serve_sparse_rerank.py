@@ -33,8 +33,8 @@ def splade():
 def server(splade, ce_dir, tmp_path_factory):
     """splade-tiny with a sparse index of TEXTS (POST /search) and a cross-encoder (as `serve --reranker`)."""
     from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus
-    from bertkit.index.folder import Index, build_index
     from bertkit.heads.rerank import CrossEncoder
+    from bertkit.index.folder import Index, build_index
     from bertkit.serve import create_app
 
     root = tmp_path_factory.mktemp("sparse-serve")

@@ -23,6 +23,9 @@ BodyTimeoutOpt = typer.Option(30.0, "--body-timeout", min=0.001, help="Seconds t
 MaxPoolingsOpt = typer.Option(7, "--max-poolings", min=1,
                               help="Distinct poolings per /similarity request; more -> 413.")
 MaxLayersOpt = typer.Option(13, "--max-layers", min=1, help="Layers averaged per request (each once); more -> 413.")
+MaxAnswerValuesOpt = typer.Option(4_000_000, "--max-answer-values", min=1,
+                                  help="Values (floats, ids, scores) in one answer, estimated before any work; "
+                                  "more -> 413.")
 GracefulTimeoutOpt = typer.Option(30.0, "--graceful-timeout", min=0,
                                   help="Seconds to finish in-flight requests on shutdown.")
 
@@ -54,6 +57,7 @@ def serve(
     body_timeout: float = BodyTimeoutOpt,
     max_poolings: int = MaxPoolingsOpt,
     max_layers: int = MaxLayersOpt,
+    max_answer_values: int = MaxAnswerValuesOpt,
     graceful_timeout: float = GracefulTimeoutOpt,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level: critical|error|warning|info|debug"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
@@ -101,6 +105,7 @@ def serve(
         max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
         batch_tokens=batch_tokens, max_wait_ms=max_wait_ms, split_tokens=split_tokens, max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout, max_poolings=max_poolings, max_layers=max_layers,
+        max_answer_values=max_answer_values,
     )
     build = functools.partial(
         build_app, model=model, precision=precision, backend=backend, limits=limits, index=index, whitening=whitening,

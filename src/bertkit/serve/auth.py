@@ -115,12 +115,18 @@ def read_keys_file(path: Path, window: float = DEFAULT_WINDOW_S) -> list[KeyEntr
 
 
 def unique(entries: list[KeyEntry]) -> list[KeyEntry]:
+    """Each key once, each name once: logs, /metrics and quotas tell keys apart by name."""
     seen: dict[bytes, str] = {}
+    names: set[str] = set()
     for e in entries:
         if e.digest in seen:
             raise OptionError(f"the same API key is given twice (as '{seen[e.digest]}' and '{e.name}'); "
                               "give each key once")
+        if e.name in names:
+            raise OptionError(f"two API keys are named '{e.name}'; give each key its own name (logs and /metrics "
+                              "tell keys apart by name)")
         seen[e.digest] = e.name
+        names.add(e.name)
     return entries
 
 

@@ -1,9 +1,12 @@
-"""The queue in front of the model: merges concurrent `encode` requests into model batches on one thread.
+"""The queue in front of the model: every request's model work, as prepared encodings, on one thread.
 
-Requests that want sentence vectors are put in a queue; a batcher task on the event loop merges whatever is
-waiting (up to a token budget, after a short wait) into one `Encoder.encode` call in the model thread and
-hands each request its rows. When a merged batch fails, each of its requests is retried alone, so one bad
-request cannot fail the others it happened to be merged with.
+Every route that runs the model hands its work here (through `Service.admit`, serve/admission.py) as a
+`Prepared` (texts tokenized once) and a function that runs the model on it. The batcher task on the event loop
+merges waiting jobs with the same key (sentence vectors pooled the same way: their encodings are concatenated
+and run as one `encode`) up to a token budget, after a short wait, and hands each job its rows. A request over
+`split_tokens` is queued as pieces of consecutive texts, its own jobs, with other requests' batches between
+them. When a merged batch fails, each of its jobs is retried alone, so one bad request cannot fail the others
+it happened to be merged with.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bertkit.batching import Prepared
 from bertkit.serve.costs import pieces
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
@@ -32,21 +36,68 @@ log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
 
+# The model work of a job: (its prepared encodings, the request's rows they are) -> one result per row
+# (an array, a list, a sparse matrix: anything sliced by rows), or any value for work that is not split.
+Run = Callable[[Prepared, slice], Any]
+
 
 @dataclass
 class Job:
-    key: tuple  # requests with equal keys can share a forward pass: (pooling, layers, normalize, template, truncate)
-    texts: list[str]
-    tokens: int
+    key: Any  # jobs with equal keys share a forward pass; a fresh object() for work that is never merged
+    prepared: Prepared  # the encodings it runs (a piece of its request's when split)
+    rows: slice  # which rows of its request they are
+    run: Run = field(repr=False)
     future: asyncio.Future = field(repr=False)
     part: bool = False  # a piece of a request over split_tokens: at most one piece runs per model round
 
+    @property
+    def tokens(self) -> int:
+        return sum(self.prepared.tokens)
+
+
+def piece(prepared: Prepared, start: int, end: int) -> Prepared:
+    """Rows start:end of a Prepared (their truncated positions renumbered)."""
+    if (start, end) == (0, len(prepared)):
+        return prepared
+    cut = [i - start for i in prepared.truncated if start <= i < end]
+    return Prepared(prepared.texts[start:end], prepared.encodings[start:end], cut, prepared.tokens[start:end],
+                    prepared.template, prepared.truncate)
+
+
+def merged(parts: list[Prepared]) -> Prepared:
+    """Prepared batches one after another, as one (same template and truncation: the jobs' key says so)."""
+    if len(parts) == 1:
+        return parts[0]
+    texts, encodings, cut, tokens = [], [], [], []
+    for p in parts:
+        cut += [len(texts) + i for i in p.truncated]
+        texts += p.texts
+        encodings += p.encodings
+        tokens += p.tokens
+    return Prepared(texts, encodings, cut, tokens, parts[0].template, parts[0].truncate)
+
+
+def joined(results: list[Any]) -> Any:
+    """The results of a request's pieces, in order, as one (rows stacked)."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(results)
+    if isinstance(first, list):
+        return [row for r in results for row in r]
+    if hasattr(first, "tocsr"):  # a scipy.sparse matrix (SPLADE vectors)
+        from scipy.sparse import vstack
+
+        return vstack(results, format="csr")
+    raise TypeError(f"cannot join pieces of type {type(first).__name__}")
+
 
 class Batcher:
-    """Merges concurrent `encode` requests into model batches bounded by a token budget and a short wait.
+    """Merges concurrent model work into model batches bounded by a token budget and a short wait.
 
-    All model work (batched or not) goes through `run`, i.e. one worker thread: one model copy, no two
-    forward passes fighting over the cores, and the event loop never waits on the model.
+    All model work goes through one worker thread: one model copy, no two forward passes fighting over the
+    cores, and the event loop never waits on the model.
     """
 
     def __init__(self, encoder: Encoder, limits: Limits, metrics: Metrics):
@@ -80,23 +131,25 @@ class Batcher:
         self.executor.shutdown(wait=True)
 
     async def run(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        """Any model call, on the model thread."""
+        """A call on the model thread, outside the queue (the batcher's own merged batches)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
-    async def encode(self, key: tuple, texts: list[str], tokens: int, counts: list[int] | None = None) -> np.ndarray:
-        """The texts' vectors. `counts` (tokens per text) lets a request over split_tokens run in pieces, with
-        other requests' batches between them (no small request waits behind the whole of a huge one)."""
-        limit = self.limits.max_queued_tokens
+    async def submit(self, key: Any, prepared: Prepared, run: Run, split: bool = True) -> Any:
+        """`run`'s result on `prepared`, after the work queued before it. A request over split_tokens (when
+        `split`: its result has a row per text) runs in pieces, other requests' batches between them; with a
+        key (None: never merged) it may share a forward pass with other jobs of that key. 429 when the tokens
+        accepted and not yet answered would pass max_queued_tokens."""
+        tokens, limit = sum(prepared.tokens), self.limits.max_queued_tokens
         if self.accepted_tokens and self.accepted_tokens + tokens > limit:
             raise ServeError(
                 f"server busy: {self.accepted_tokens} tokens queued, this request adds {tokens} and "
                 f"max_queued_tokens is {limit}; retry shortly", 429, "max_queued_tokens",
             )
-        split = counts is not None and tokens > self.limits.split_tokens
-        spans = pieces(counts, self.limits.split_tokens) if split else [(0, len(texts))]
+        split = split and tokens > self.limits.split_tokens
+        spans = pieces(prepared.tokens, self.limits.split_tokens) if split else [(0, len(prepared))]
         loop = asyncio.get_running_loop()
-        jobs = [Job(key, texts[a:b], sum(counts[a:b]) if split else tokens, loop.create_future(), part=split)
-                for a, b in spans]
+        jobs = [Job(key if key is not None else object(), piece(prepared, a, b), slice(a, b), run,
+                    loop.create_future(), part=split) for a, b in spans]
         self.pending.extend(jobs)
         self._account(tokens)
         self._wakeup.set()
@@ -106,7 +159,7 @@ class Batcher:
             for job in jobs:  # one piece failed (or the request was cancelled): the others are not run
                 job.future.cancel()
             self._account(-tokens)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return joined(parts)
 
     def _account(self, tokens: int) -> None:
         self.accepted_tokens += tokens
@@ -127,9 +180,9 @@ class Batcher:
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:  # a piece of a huge request is never merged with small requests: it runs alone, last
                 groups.setdefault((job.part, job.key), []).append(job)
-            for (_, key), group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            for _, group in sorted(groups.items(), key=lambda kv: kv[0][0]):
                 try:
-                    await self._run_group(key, group)
+                    await self._run_group(group)
                 except Exception as e:  # the batcher must outlive any one batch, or all requests hang
                     log.exception("batch failed")
                     for job in group:
@@ -139,51 +192,48 @@ class Batcher:
     def _take(self, budget: int) -> list[Job]:
         """The next round's jobs: in arrival order while they fit the token budget (the first always does),
         skipping, not stopping at, what does not fit; at most one piece of a split request per round."""
-        jobs, kept, tokens, piece = [], deque(), 0, False
+        jobs, kept, tokens, piece_taken = [], deque(), 0, False
         while self.pending:
             job = self.pending.popleft()
             if job.future.done():  # cancelled: its client went away, or another piece of its request failed
                 continue
-            if (not jobs or tokens + job.tokens <= budget) and not (job.part and piece):
+            if (not jobs or tokens + job.tokens <= budget) and not (job.part and piece_taken):
                 jobs.append(job)
                 tokens += job.tokens
-                piece = piece or job.part
+                piece_taken = piece_taken or job.part
             else:
                 kept.append(job)
         self.pending = kept
         return jobs
 
-    async def _run_group(self, key: tuple, jobs: list[Job]) -> None:
+    async def _run_group(self, jobs: list[Job]) -> None:
         jobs = [j for j in jobs if not j.future.done()]  # the client may have gone away
         if not jobs:
             return
-        texts = [t for j in jobs for t in j.texts]
+        batch = merged([j.prepared for j in jobs])  # one encode over every job's encodings: not tokenized again
         start = time.perf_counter()
         try:
-            vectors = await self.run(self._encode, key, texts)
+            result = await self.run(jobs[0].run, batch, jobs[0].rows if len(jobs) == 1 else slice(0, len(batch)))
         except Exception as e:  # noqa: BLE001 - one bad request must not fail the others it was merged with
             if len(jobs) > 1:
                 for job in jobs:
-                    await self._run_group(key, [job])
+                    await self._run_group([job])
                 return
             # Alone, the error is this request's own: its handler answers it (4xx, or 500 logged with its id).
             if not jobs[0].future.done():
                 jobs[0].future.set_exception(e)
             return
         self.metrics.model_seconds.inc(time.perf_counter() - start)
-        self.metrics.batch_size.observe(len(texts))
-        tokens = sum(j.tokens for j in jobs)
+        self.metrics.batch_size.observe(len(batch))
+        tokens = sum(batch.tokens)
         self.metrics.batch_tokens.observe(tokens)
         self.metrics.add_tokens(tokens)
+        if len(jobs) == 1:  # its own result, whatever its shape
+            if not jobs[0].future.done():
+                jobs[0].future.set_result(result)
+            return
         start = 0
         for job in jobs:
             if not job.future.done():
-                job.future.set_result(vectors[start : start + len(job.texts)])
-            start += len(job.texts)
-
-    def _encode(self, key: tuple, texts: list[str]) -> np.ndarray:
-        pooling, layers, normalize, template, truncate = key
-        return self.encoder.encode(
-            texts, pooling=pooling, layers=list(layers) if layers else None, normalize=normalize,
-            batch_size=self.limits.encode_batch_size, template=template, truncate=truncate,
-        )
+                job.future.set_result(result[start : start + len(job.prepared)])
+            start += len(job.prepared)

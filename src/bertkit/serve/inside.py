@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from starlette.concurrency import run_in_threadpool
 
+from bertkit.serve.costs import unique_poolings
 from bertkit.serve.errors import ServeError
-from bertkit.serve.quota import charge_tokens
 from bertkit.serve.schemas import Strict
 from bertkit.which import inside
 
 if TYPE_CHECKING:
+    from bertkit.batching import Prepared
     from bertkit.serve.service import Service
 
 ATTENTION_MAX_TOKENS = 64  # [CLS] and [SEP] included: 6 layers x 12 heads x 64^2 = 295k numbers at most
@@ -62,57 +62,60 @@ def mask_encoder(service: Service):
     return service.encoder if service.encoder.has_head("mlm") else None
 
 
-async def one_input(service: Service, text: str, pair: str | None, max_tokens: int | None) -> int:
-    """Check one text (or pair) against the request limits and, when given, max_tokens (413); charge its
-    tokens to the caller's quota. Returns its token count, [CLS] and [SEP] included."""
+async def one_input(service: Service, text: str, pair: str | None) -> Prepared:
+    """One text (or pair) checked against the request limits and tokenized once."""
     texts = service.texts([text] if pair is None else [text, pair])
-    encoding = await run_in_threadpool(service.untruncated.encode, *texts)
-    n = len(encoding.ids)
-    if max_tokens is not None and n > max_tokens:
-        raise ServeError(f"the input has {n} tokens; attention maps are served for at most {max_tokens} "
-                         "([CLS] and [SEP] included): shorten it", 413, "max_attention_tokens", "text")
-    charge_tokens(n)
-    service.metrics.add_tokens(n)
-    return n
+    return await service.prepare(texts[:1], texts[1:] or None)
 
 
 async def attention(service: Service, text: str, pair: str | None) -> tuple[inside.Attention, int]:
-    n = await one_input(service, text, pair, ATTENTION_MAX_TOKENS)
-    return await service.batcher.run(inside.attention_maps, service.encoder, text, pair), n
+    prepared = await one_input(service, text, pair)
+    n = prepared.tokens[0]
+    if prepared.truncated or n > ATTENTION_MAX_TOKENS:
+        more = "more than " if prepared.truncated else ""
+        raise ServeError(f"the input has {more}{n} tokens; attention maps are served for at most "
+                         f"{ATTENTION_MAX_TOKENS} ([CLS] and [SEP] included): shorten it", 413,
+                         "max_attention_tokens", "text")
+    config = service.encoder.model.config
+    maps = await service.admit(prepared, lambda p, rows: inside.attention_maps(service.encoder, text, pair),
+                               answer=config.num_hidden_layers * config.num_attention_heads * n * n,
+                               what="attention weights", split=False)
+    return maps, n
 
 
 async def layers(service: Service, texts: list[str], poolings: list[str], truncate: bool):
-    """Per pooling, (states, n, n) cosine matrices; tokens; truncated positions."""
+    """Per pooling, (states, n, n) cosine matrices; tokens; truncated positions; the poolings (each once)."""
     texts = service.texts(texts)
     if len(texts) < 2:
         raise ServeError("send at least two texts to compare", 400, "bad_shape", "texts")
     if len(texts) > LAYERS_MAX_INPUTS:
         raise ServeError(f"{len(texts)} texts; layer-by-layer similarity takes at most {LAYERS_MAX_INPUTS}", 413,
                          "max_inputs", "texts")
-    if not poolings:
-        raise ServeError("poolings is empty; name at least one, e.g. [\"mean\"]", 400, "bad_pooling", "poolings")
+    poolings = unique_poolings(poolings, service.limits)  # duplicates merged, at most max_poolings (row 2)
     for p in poolings:
         service.check_pooling(p, [0])
-    counts, _ = await service.count_tokens(texts, truncate)
-    service.metrics.add_tokens(sum(counts))
-    matrices, truncated = await service.batcher.run(inside.layer_similarities, service.encoder, texts, poolings,
-                                                    truncate)
-    return matrices, sum(counts), truncated
+    prepared = await service.prepare(texts, truncate=truncate)
+    states = service.encoder.num_hidden_layers + 1
+    matrices, truncated = await service.admit(
+        prepared, lambda p, rows: inside.layer_similarities(service.encoder, texts, poolings, truncate),
+        answer=len(poolings) * states * len(texts) ** 2, what="similarities", split=False)
+    return matrices, sum(prepared.tokens), truncated, poolings
 
 
 async def token_layers(service: Service, text: str):
     """Tokens and each token's similarity to [CLS] per hidden state (states, T); tokens used."""
-    counts, truncated = await service.count_tokens(service.texts([text]), True)
-    service.metrics.add_tokens(counts[0])
-    tokens, sims = await service.batcher.run(inside.token_similarity_to_cls, service.encoder, text)
-    return tokens, sims, counts[0], truncated
+    prepared = await one_input(service, text, None)
+    n = prepared.tokens[0]
+    tokens, sims = await service.admit(
+        prepared, lambda p, rows: inside.token_similarity_to_cls(service.encoder, text),
+        answer=(service.encoder.num_hidden_layers + 2) * n, what="similarities and tokens", split=False)
+    return tokens, sims, n, prepared.truncated
 
 
 async def outputs(service: Service, text: str, pair: str | None) -> dict[str, Any]:
-    texts = service.texts([text] if pair is None else [text, pair])
-    counts, _ = await service.count_tokens(texts, True)
-    service.metrics.add_tokens(sum(counts))
-    return await service.batcher.run(inside.output_shapes, service.encoder, text, pair)
+    prepared = await one_input(service, text, pair)
+    return await service.admit(prepared, lambda p, rows: inside.output_shapes(service.encoder, text, pair),
+                               answer=sum(prepared.tokens), what="output shapes", split=False)
 
 
 def report(service: Service) -> dict[str, Any]:

@@ -46,9 +46,9 @@ async def attention(req: AttentionRequest, service: ServiceDep) -> Response:
 
 @inside_router.post("/layers")
 async def layers(req: LayersRequest, service: ServiceDep) -> Response:
-    matrices, tokens, truncated = await inside.layers(service, req.texts, req.poolings, req.truncate)
+    matrices, tokens, truncated, poolings = await inside.layers(service, req.texts, req.poolings, req.truncate)
     states = next(iter(matrices.values())).shape[0]
-    return json_response({"states": states, "poolings": req.poolings, "matrices": matrices,
+    return json_response({"states": states, "poolings": poolings, "matrices": matrices,
                           "truncated": truncated, "usage": {"tokens": tokens}})
 
 

@@ -19,3 +19,6 @@ class Limits:
     max_body_bytes: int = 16 * 1024 * 1024  # request body size -> 413, before it is read
     body_timeout_s: float = 30.0  # time to receive a whole request body -> 408
     split_tokens: int = 1_024  # a request over this many tokens runs in pieces, small requests between them
+    # Values in one answer (floats, ids, scores), estimated from the prepared encodings before any work -> 413:
+    # 4M float32 is 16 MB of numbers (~50 MB of JSON): /tokens or /embed_all of ~10,400 tokens of a 384-wide model.
+    max_answer_values: int = 4_000_000

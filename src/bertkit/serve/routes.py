@@ -125,7 +125,7 @@ async def search(req: SearchRequest, service: ServiceDep) -> Response:
 
 @router.post("/tokens")
 async def tokens(req: TokensRequest, service: ServiceDep) -> Response:
-    results, n_tokens, truncated = await service.tokens(req.texts, req.layers, req.truncate)
+    results, n_tokens, truncated = await service.tokens(req.texts, req.layers, req.truncate, req.vectors)
     items = []
     for tv in results:
         item: dict[str, Any] = {"tokens": tv.tokens, "offsets": [list(o) for o in tv.offsets]}

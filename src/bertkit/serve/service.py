@@ -16,36 +16,37 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from bertkit.batching import truncated_positions
-from bertkit.errors import BertkitError, InputError
+from bertkit.batching import Prepared
 from bertkit.heads.rerank import reranker_of
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES
+from bertkit.serve.admission import Admission
 from bertkit.serve.batcher import Batcher
 from bertkit.serve.compact import checked_spec, request_spec
-from bertkit.serve.costs import check_layers, gather_or_cancel, pieces, unique_poolings
+from bertkit.serve.costs import check_layers, unique_poolings
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
 from bertkit.serve.metrics import Metrics
-from bertkit.serve.quota import charge_tokens
-from bertkit.tokenizer import as_text_list, check_has_tokens
+from bertkit.tokenizer import as_text_list
 from bertkit.vectors.post import VectorSpec
-
-TEXT_PARAMS = {"text": "texts", "input": "input", "query": "query", "second text": "b"}  # what -> body field
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
 
     from bertkit.encoder import Encoder, TokenVectors
 
+HITS_VALUES = 4  # a search hit: score, position, id, text
+TOKEN_VALUES = 5  # a /tokenize token: id, text, special, start, stop
+
 
 class Embedded(NamedTuple):
-    vectors: np.ndarray  # (texts, dims)
+    vectors: np.ndarray  # (texts, dims), or (texts, poolings, dims) from `vectors`
     tokens: int  # tokens run through the model, after truncation
     truncated: list[int]  # positions of the texts cut to the model's limit
 
 
-class Service:
-    """What the routes share: the encoder, limits, batcher, metrics and optional extras (whitening, index)."""
+class Service(Admission):
+    """What the routes share: the encoder, limits, batcher, metrics and optional extras (whitening, index).
+    Every route that runs the model goes through `admit` (serve/admission.py)."""
 
     calibration: Any = None  # bertkit.vectors.compact.Calibration for dtype int8 / uint8 (`serve --calibration`)
 
@@ -68,27 +69,6 @@ class Service:
 
     # -- validation ---------------------------------------------------------------------------------------
 
-    def texts(self, texts: str | list[str], what: str = "text") -> list[str]:
-        param = TEXT_PARAMS.get(what, "texts")
-        try:  # refuses empty / invisible texts and lone surrogates by position
-            texts = as_text_list(texts, what)
-        except InputError as e:
-            raise ServeError(str(e), 400, "invalid_input", param) from None
-        if not texts:
-            raise ServeError(f"no {what}s given; send at least one", 400, "empty_input", param)
-        if len(texts) > self.limits.max_inputs:
-            raise ServeError(
-                f"{len(texts)} inputs in one request; max_inputs is {self.limits.max_inputs}: split the request",
-                413, "max_inputs", param,
-            )
-        for i, t in enumerate(texts):
-            if len(t) > self.limits.max_chars:
-                raise ServeError(
-                    f"{what} {i} has {len(t)} characters; max_chars is {self.limits.max_chars}: shorten it",
-                    413, "max_chars", param,
-                )
-        return texts
-
     def check_layers(self, layers: list[int] | None) -> None:
         """Each layer once, one the model has, at most max_layers of them (serve/costs.py)."""
         check_layers(layers, self.encoder.num_hidden_layers + 1, self.limits)
@@ -105,40 +85,28 @@ class Service:
     def check_pooling(self, pooling: str, layers: list[int] | None) -> None:
         self.spec(VectorSpec(pooling, layers))
 
-    async def count_tokens(self, texts: list[str], truncate: bool) -> tuple[list[int], list[int]]:
-        """Tokens per text (after truncation) and the positions of truncated texts; off the event loop.
-        The tokens are charged to the caller's API key quota (429 when spent), before the model runs."""
-        tokenizer = self.encoder.tokenizer
+    # -- sentence vectors (merged across requests) ------------------------------------------------------------
 
-        def count():
-            try:
-                encodings = tokenizer.encode(texts, truncate=truncate)
-            except BertkitError as e:  # truncate=false and a text is over the model's limit
-                raise ServeError(str(e), 413, "max_length", "truncate") from None
-            try:
-                check_has_tokens(encodings)  # only accents an uncased model strips: as empty as ""
-            except InputError as e:
-                raise ServeError(str(e), 400, "invalid_input", "texts") from None
-            return [len(e.ids) for e in encodings], truncated_positions(encodings)
+    async def vectors(self, texts: list[str], specs: list[VectorSpec], truncate: bool, answer: int,
+                      what: str = "vectors") -> Embedded:
+        """Pooled vectors, (texts, len(specs), hidden), of checked specs that share layers and normalisation: one
+        forward pass for all, merged with other requests that pool the same way. The texts are tokenized here,
+        once (with mask_prompt's template when it is the only pooling); the steps after pooling are the
+        caller's (`spec.apply`)."""
+        first = specs[0]
+        template = first.prompt if [s.pooling for s in specs] == ["mask_prompt"] else None
+        prepared = await self.prepare(texts, truncate=truncate, template=template)
+        poolings = [(s.pooling, s.layer_list) for s in specs]
+        key = ("vectors", repr(poolings), first.pool_normalize, first.prompt, truncate, template)
 
-        counts, truncated = await run_in_threadpool(count)
-        charge_tokens(sum(counts))
-        return counts, truncated
+        def run(batch: Prepared, rows: slice) -> np.ndarray:
+            encoded = self.encoder.encode_poolings(batch, poolings, normalize=first.pool_normalize,
+                                                   batch_size=self.limits.encode_batch_size, template=first.prompt,
+                                                   truncate=batch.truncate)
+            return np.stack(encoded.vectors, axis=1)  # (n, poolings, hidden)
 
-    # -- sentence vectors (through the batcher) ---------------------------------------------------------------
-
-    async def vectors(self, texts: list[str], spec: VectorSpec, truncate: bool) -> Embedded:
-        """Pooled vectors of a checked spec (`spec`) through the batcher, merged with other requests that pool
-        the same way; the steps after pooling are the caller's (`spec.apply`)."""
-        counts, truncated = await self.count_tokens(texts, truncate)
-        tokens = sum(counts)
-        if tokens > self.limits.max_queued_tokens:
-            raise ServeError(
-                f"request has {tokens} tokens; max_queued_tokens is {self.limits.max_queued_tokens}: split it",
-                413, "max_queued_tokens",
-            )
-        key = (spec.pooling, spec.layers, spec.pool_normalize, spec.prompt, truncate)
-        return Embedded(await self.batcher.encode(key, texts, tokens, counts), tokens, truncated)
+        out = await self.admit(prepared, run, answer=answer, what=what, key=key)
+        return Embedded(out, sum(prepared.tokens), prepared.truncated)
 
     async def embed(self, texts: str | list[str], spec: VectorSpec, truncate: bool = True,
                     what: str = "text") -> Embedded:
@@ -146,8 +114,8 @@ class Service:
         (built by serve/compact.request_spec; checked here, once, before any work)."""
         texts = self.texts(texts, what)
         spec = self.spec(spec)
-        out = await self.vectors(texts, spec, truncate)
-        return out._replace(vectors=spec.apply(out.vectors))
+        out = await self.vectors(texts, [spec], truncate, len(texts) * self.encoder.hidden_size)
+        return out._replace(vectors=spec.apply(out.vectors[:, 0]))
 
     async def openai_embed(self, texts: str | list[str], dimensions: int | None = None,
                            dtype: str | None = None) -> Embedded:
@@ -174,14 +142,14 @@ class Service:
             texts = self.texts(a + b)
         poolings = unique_poolings(poolings, self.limits)  # each once, at most max_poolings
         specs = [self.spec(VectorSpec(p, layers, normalize=True)) for p in poolings]
-        # A refusal of one pooling's vectors (429: the queue is full) cancels the others' queued work.
-        results = await gather_or_cancel(*(self.vectors(texts, spec, truncate) for spec in specs))
         n = len(texts) // 2
-        scores = {
-            p: (r.vectors @ r.vectors.T if a is None else (r.vectors[:n] * r.vectors[n:]).sum(1)).clip(-1, 1)
-            for p, r in zip(poolings, results)
-        }
-        return scores, sum(r.tokens for r in results), results[0].truncated
+        scores = len(poolings) * (len(texts) ** 2 if a is None else n)
+        out = await self.vectors(texts, specs, truncate, scores, "similarity scores")
+        matrices = {}
+        for i, p in enumerate(poolings):
+            v = out.vectors[:, i]
+            matrices[p] = (v @ v.T if a is None else (v[:n] * v[n:]).sum(1)).clip(-1, 1)
+        return matrices, out.tokens, out.truncated
 
     async def search(self, queries: str | list[str], k: int) -> tuple[list[list[dict]], int, list[int]]:
         """POST /search: per query, its k nearest hits in the index (as dicts); tokens; truncated positions."""
@@ -190,12 +158,16 @@ class Service:
             raise ServeError("this server has no index; start it with `bertkit serve --index INDEX`", 404, "no_index")
         queries = self.texts(queries, "query")
         e = index.info["embedding"]  # queries are encoded exactly as the corpus was
-        if index.kind == "sparse":  # SPLADE queries: one model call, not the dense batcher
-            counts, truncated = await self.count_tokens(queries, True)
-            out = Embedded(await self.batcher.run(index.encode_queries, self.encoder, queries), sum(counts), truncated)
+        answer = len(queries) * k * HITS_VALUES
+        if index.kind == "sparse":  # SPLADE queries, through the same admission (never merged)
+            prepared = await self.prepare(queries)
+            found = await self.admit(prepared, lambda p, rows: index.encode_queries(self.encoder, p), answer=answer,
+                                     what="search hits")
+            out = Embedded(found, sum(prepared.tokens), prepared.truncated)
         else:
             spec = self.spec(VectorSpec(e["pooling"], normalize=e["normalize"]))
-            out = await self.vectors(queries, spec, True)
+            out = await self.vectors(queries, [spec], True, answer, "search hits")
+            out = out._replace(vectors=out.vectors[:, 0])
         scores, positions = await run_in_threadpool(index.search_vectors, out.vectors, k)
 
         def hits() -> list[list[dict]]:  # texts not stored in the index are read back from the corpus input
@@ -203,19 +175,62 @@ class Service:
 
         return await run_in_threadpool(hits), out.tokens, out.truncated
 
-    # -- other outputs (not batched across requests; still on the model thread) -------------------------------
+    # -- other outputs (each request its own jobs; split over split_tokens where a row is a text) ---------------
 
-    async def tokens(self, texts: str | list[str], layers: list[int] | None = None,
-                     truncate: bool = True) -> tuple[list[TokenVectors], int, list[int]]:
-        """POST /tokens: per text its tokens, character offsets and contextual vectors."""
+    async def tokens(self, texts: str | list[str], layers: list[int] | None = None, truncate: bool = True,
+                     vectors: bool = True) -> tuple[list[TokenVectors], int, list[int]]:
+        """POST /tokens (and TEI's /embed_all): per text its tokens, character offsets and contextual vectors."""
         texts = self.texts(texts)
         self.check_layers(layers)
-        counts, truncated = await self.count_tokens(texts, truncate)
-        results = []
-        for a, b in pieces(counts, self.limits.split_tokens):  # other requests' batches run between the pieces
-            results += await self.batcher.run(self.encoder.encode_tokens, texts[a:b], layers=layers, truncate=truncate)
-        self.metrics.add_tokens(sum(counts))
-        return results, sum(counts), truncated
+        prepared = await self.prepare(texts, truncate=truncate)
+        n = sum(prepared.tokens)
+        answer = n * (self.encoder.hidden_size if vectors else 3)  # a vector, or a token and its offsets
+        results = await self.admit(prepared, lambda p, rows: self.encoder.encode_tokens(p, layers=layers),
+                                   answer=answer, what="token vectors" if vectors else "tokens")
+        return results, n, prepared.truncated
+
+    async def fill_mask(self, text: str, top_k: int) -> list[list[tuple[str, float]]]:
+        encoder = self.mask_encoder or self.encoder
+        encoder.model.require("mlm", "fill-mask")
+        (text,) = self.texts([text])
+        prepared = await self.prepare([text], tokenizer=encoder.tokenizer)
+        masks = prepared.encodings[0].ids.count(encoder.tokenizer.mask_id)
+        return await self.admit(prepared, lambda p, rows: encoder.fill_mask(text, top_k=top_k),
+                                answer=2 * top_k * max(1, masks), what="predictions", split=False)
+
+    async def nsp(self, a: str | list[str], b: str | list[str]) -> np.ndarray:
+        self.encoder.model.require("nsp", "next-sentence prediction")
+        a, b = self.texts(a), self.texts(b, "second text")
+        if len(a) != len(b):
+            raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
+        prepared = await self.prepare(a, b)
+        out = await self.admit(prepared, lambda p, rows: self.encoder.next_sentence(p.texts, b[rows]),
+                               answer=len(a), what="probabilities")
+        return np.asarray(out, dtype=np.float64)
+
+    async def classify(self, texts: str | list[str], pairs: str | list[str] | None = None) -> list[tuple[str, float]]:
+        """(label, probability) per text, or (label, score) for a regression head."""
+        texts = self.texts(texts)
+        pairs = self.texts(pairs, "second text") if pairs is not None else None
+        if pairs is not None and len(pairs) != len(texts):
+            raise ServeError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match", 400, "bad_shape")
+        clf = self.classifier
+        if clf is None:
+            raise ServeError("model has no classification head; serve a folder made by `bertkit train classify`",
+                             400, "no_classification_head")
+        prepared = await self.prepare(texts, pairs, tokenizer=clf.tokenizer)
+        return await self.admit(prepared, lambda p, rows: clf.predict(p.texts, pairs[rows] if pairs else None),
+                                answer=2 * len(texts), what="predictions")
+
+    async def ner(self, texts: str | list[str]) -> list[list[dict]]:
+        texts = self.texts(texts)
+        tagger = self.tagger
+        if tagger is None:
+            raise ServeError("model has no token-classification (NER) head; serve a folder made by `bertkit train ner`",
+                             400, "no_ner_head")
+        prepared = await self.prepare(texts, tokenizer=tagger.tokenizer)
+        return await self.admit(prepared, lambda p, rows: tagger.entities(p.texts),
+                                answer=4 * sum(prepared.tokens), what="entities")  # at most one per token
 
     # -- the tokenizer alone (TEI's /tokenize, /decode, prompt_name and truncation_direction; see tei.py) ------
 
@@ -258,12 +273,17 @@ class Service:
         return await run_in_threadpool(cut)
 
     async def tokenize(self, texts: str | list[str], add_special_tokens: bool = True) -> list[Encoding]:
-        """The tokenizer's encodings of the texts, not truncated."""
+        """The tokenizer's encodings of the texts, not truncated: bounded (TOKEN_VALUES per token in the answer)
+        and charged to the caller's key as any other request's tokens."""
         texts = self.texts(texts, "input")
-        return await run_in_threadpool(self.untruncated.encode_batch, texts, add_special_tokens=add_special_tokens)
+        encodings = await run_in_threadpool(self.untruncated.encode_batch, texts, add_special_tokens=add_special_tokens)
+        tokens = sum(len(e.ids) for e in encodings)
+        self.bound(TOKEN_VALUES * tokens, "tokens: id, text, special, start, stop")
+        self.charge(tokens)
+        return encodings
 
     async def decode(self, ids: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
-        """Token ids back to text, one string per list."""
+        """Token ids back to text, one string per list: bounded by the ids given, which are charged."""
         if not ids:
             raise ServeError("no ids given; send at least one list of token ids", 400, "empty_input", "ids")
         if len(ids) > self.limits.max_inputs:
@@ -273,38 +293,10 @@ class Service:
         for i, row in enumerate(ids):
             if not row or not all(0 <= t < vocab for t in row):
                 raise ServeError(f"ids {i} must be a non-empty list of token ids in 0..{vocab - 1}", 400, "bad_ids", "ids")
+        tokens = sum(len(row) for row in ids)
+        self.bound(tokens, "token ids")
+        self.charge(tokens)
         return await run_in_threadpool(self.untruncated.decode_batch, ids, skip_special_tokens=skip_special_tokens)
-
-    async def fill_mask(self, text: str, top_k: int) -> list[list[tuple[str, float]]]:
-        encoder = self.mask_encoder or self.encoder
-        encoder.model.require("mlm", "fill-mask")
-        (text,) = self.texts([text])
-        return await self.batcher.run(encoder.fill_mask, text, top_k=top_k)
-
-    async def nsp(self, a: str | list[str], b: str | list[str]) -> np.ndarray:
-        self.encoder.model.require("nsp", "next-sentence prediction")
-        a, b = self.texts(a), self.texts(b, "second text")
-        if len(a) != len(b):
-            raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
-        return np.asarray(await self.batcher.run(self.encoder.next_sentence, a, b), dtype=np.float64)
-
-    async def classify(self, texts: str | list[str], pairs: str | list[str] | None = None) -> list[tuple[str, float]]:
-        """(label, probability) per text, or (label, score) for a regression head."""
-        texts = self.texts(texts)
-        pairs = self.texts(pairs, "second text") if pairs is not None else None
-        if pairs is not None and len(pairs) != len(texts):
-            raise ServeError(f"got {len(texts)} texts but {len(pairs)} pairs; they must match", 400, "bad_shape")
-        if self.classifier is None:
-            raise ServeError("model has no classification head; serve a folder made by `bertkit train classify`",
-                             400, "no_classification_head")
-        return await self.batcher.run(self.classifier.predict, texts, pairs)
-
-    async def ner(self, texts: str | list[str]) -> list[list[dict]]:
-        texts = self.texts(texts)
-        if self.tagger is None:
-            raise ServeError("model has no token-classification (NER) head; serve a folder made by `bertkit train ner`",
-                             400, "no_ner_head")
-        return await self.batcher.run(self.tagger.entities, texts)
 
     def info(self) -> dict:
         from bertkit.runtime.verdicts import all_verdicts
@@ -341,7 +333,9 @@ class Service:
             "limits": asdict(self.limits),
             # How a request's cost is bounded besides the limits (serve/costs.py, serve/bodylimit.py).
             "costs": {"duplicate_poolings": "merged", "duplicate_layers": "refused", "split_tokens": "a request over "
-                      "split_tokens tokens runs in pieces; other requests run between them"},
+                      "split_tokens tokens runs in pieces; other requests run between them", "admission": "every "
+                      "route that runs the model: the same token budget (max_queued_tokens, 429), splitting "
+                      "(split_tokens) and answer bound (max_answer_values, 413, checked before any work)"},
             "search": self.index is not None,
         }
 

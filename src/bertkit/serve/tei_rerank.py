@@ -17,20 +17,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bertkit.serve.errors import ServeError
-from bertkit.serve.quota import charge_tokens
 from bertkit.serve.routes import ServiceDep
 from bertkit.serve.schemas import JsonBody, json_response, validate_body, vectors_response
 from bertkit.serve.tei import TeiRequest, TeiRoute, TeiTextOptions, prepared_texts, tei_request
 
 if TYPE_CHECKING:
+    from bertkit.batching import Prepared
     from bertkit.serve.service import Service
 
 retrieval_router = APIRouter(route_class=TeiRoute)
+
+SPARSE_TERMS = 1_024  # the answer bound's estimate of a SPLADE vector's non-zero terms (at most the vocabulary)
 
 
 class TeiEmbedSparseRequest(TeiTextOptions):
@@ -61,17 +63,23 @@ async def embed_sparse(body: JsonBody, service: ServiceDep) -> Response:
                          "does not have; serve a model with it (e.g. --model splade-tiny)", 424, "missing_head")
     truncate = req.truncate is not False
     texts = await prepared_texts(service, req.inputs, req, truncate)
-    counts, truncated = await service.count_tokens(texts, truncate)  # 413 with truncate: false; quota
-    out = await service.batcher.run(encode_sparse, service.encoder, texts, truncate=truncate)
-    service.metrics.add_tokens(sum(counts))
-    rows = [sparse_json(out.matrix, i) for i in range(len(texts))]
-    response = await vectors_response(rows, 2 * out.matrix.nnz)
+    prepared = await service.prepare(texts, truncate=truncate)  # 413 with truncate: false
+    terms = min(service.encoder.model.config.vocab_size, SPARSE_TERMS)  # index and value per term
+    out = await service.admit(prepared, lambda p, rows: encode_sparse(service.encoder, p).matrix,
+                              answer=2 * terms * len(texts), what="sparse weights")
+    truncated = prepared.truncated
+    rows = [sparse_json(out, i) for i in range(len(texts))]
+    response = await vectors_response(rows, 2 * out.nnz)
     response.headers.update(truncated_header(truncated) or {})
     return response
 
 
 async def ranked(service: Service, req: TeiRerankRequest) -> tuple[list[dict], list[int]]:
     """The texts ranked by the served cross-encoder, and the positions of the pairs cut to its limit."""
+    import torch
+
+    from bertkit.heads.predict import batched_logits
+
     ce = service.reranker
     if ce is None:
         raise ServeError("this server has no cross-encoder, so it cannot rerank; serve one (`bertkit serve "
@@ -81,20 +89,18 @@ async def ranked(service: Service, req: TeiRerankRequest) -> tuple[list[dict], l
                          "truncation_direction", "truncation_direction")
     (query,) = service.texts([req.query], "query")
     texts = service.texts(req.texts, "text")
+    prepared = await service.prepare([query] * len(texts), texts, truncate=req.truncate is not False,
+                                     tokenizer=ce.tokenizer)  # the cross-encoder's pairs, tokenized once
 
-    def count() -> int:
-        return sum(len(e.ids) for e in ce.tokenizer.encode([query] * len(texts), texts))
+    def run(pairs: Prepared, rows: slice) -> np.ndarray:  # on the model thread, a piece of the documents
+        return torch.stack(batched_logits(ce.model, ce.tokenizer, pairs.encodings))[:, 0].numpy()
 
-    tokens = await run_in_threadpool(count)
-    charge_tokens(tokens)  # the caller's API key quota, before the model runs
-
-    def run() -> tuple[list[dict], list[int]]:  # on the model thread: the truncation report is this call's
-        return ce.rank(query, texts, raw=req.raw_scores, return_text=req.return_text,
-                       truncate=req.truncate is not False), list(ce.truncated)
-
-    result = await service.batcher.run(run)
-    service.metrics.add_tokens(tokens)
-    return result
+    logits = await service.admit(prepared, run, answer=3 * len(texts), what="scores")
+    scores = logits if req.raw_scores else ce.activate(logits)
+    order = np.argsort(-logits, kind="stable")
+    results = [{"index": int(i), "score": float(scores[i]), **({"text": texts[i]} if req.return_text else {})}
+               for i in order]
+    return results, prepared.truncated
 
 
 @retrieval_router.post("/rerank")

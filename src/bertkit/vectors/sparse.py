@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bertkit.batching import Prepared
 from bertkit.errors import OptionError
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def _top(weights: torch.Tensor, top_k: int | None) -> list[tuple[np.ndarray, np.
 
 def encode_sparse(
     encoder: Encoder,
-    texts: str | Sequence[str],
+    texts: str | Sequence[str] | Prepared,
     top_k: int | None = None,
     batch_size: int = 32,
     truncate: bool = True,
@@ -92,7 +93,8 @@ def encode_sparse(
 ) -> SparseEncoded:
     """SPLADE vectors of `texts` as a CSR matrix (n, vocab); top_k keeps each row's k largest weights.
 
-    Needs the masked-LM head (MissingHeadError otherwise). Batching and truncation as in `Encoder.encode`.
+    Needs the masked-LM head (MissingHeadError otherwise). Batching and truncation as in `Encoder.encode`; a
+    `prepare(...)`d batch is not tokenized again.
     """
     from scipy.sparse import csr_matrix
 
@@ -103,7 +105,7 @@ def encode_sparse(
         raise OptionError(f"top_k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
-    prepared = encoder.prepare(texts, truncate=truncate)
+    prepared = texts if isinstance(texts, Prepared) else encoder.prepare(texts, truncate=truncate)
     encoder.last_truncated = len(prepared.truncated)
     texts = prepared.texts
     rows: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int32), np.zeros(0, np.float32))] * len(texts)
