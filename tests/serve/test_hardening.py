@@ -251,7 +251,8 @@ def test_row13_a_5000_digit_number_is_422_saying_so(server):
 
 
 def test_row13_bytes_that_are_not_utf8_are_named(server):
-    assert "not UTF-8: byte 12 (0xff)" in error_of(post_raw(server, "/embed", b'{"texts": ["\xff"]}'), 422, "invalid_json")
+    assert "not UTF-8: byte 12 (0xff)" in error_of(post_raw(server, "/embed", b'{"texts": ["\xff"]}'), 422,
+                                                   "invalid_json")
 
 
 def test_row13_error_codes_are_snake_case_and_param_is_set(server):

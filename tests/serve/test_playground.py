@@ -87,7 +87,8 @@ def test_two_sentences_give_heat_maps(browser, url, encoder):
     assert poolings == ["cls", "pooler", "mean", "mask_prompt"]
     for pooling in poolings:
         cells = page.eval_on_selector_all(
-            f"table.heatmap[data-pooling='{pooling}'] td", "tds => tds.map(td => [Number(td.dataset.value), td.style.background])"
+            f"table.heatmap[data-pooling='{pooling}'] td",
+            "tds => tds.map(td => [Number(td.dataset.value), td.style.background])",
         )
         assert len(cells) == 4  # 2 x 2
         expected = encoder.similarity(a, b, pooling=pooling)

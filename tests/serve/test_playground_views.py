@@ -79,7 +79,8 @@ def wait_renders(page, panel: str, n: int) -> None:
 
 
 def values(page, selector: str) -> np.ndarray:
-    return np.asarray(page.eval_on_selector_all(selector, "els => els.map(e => Number(e.dataset.value ?? e.getAttribute('data-value')))"))
+    return np.asarray(page.eval_on_selector_all(
+        selector, "els => els.map(e => Number(e.dataset.value ?? e.getAttribute('data-value')))"))
 
 
 def screenshots(page, view: str, prepare=None) -> None:
@@ -127,7 +128,8 @@ def test_attention_view(page, server):
 
     # Click a head: the enlarged map is that head's matrix, with the tokens on both axes.
     page.click("#att-grid button.head[data-layer='2'][data-head='4']")
-    assert page.get_attribute("#att-focus", "data-layer") == "2" and page.get_attribute("#att-focus", "data-head") == "4"
+    assert (page.get_attribute("#att-focus", "data-layer") == "2"
+            and page.get_attribute("#att-focus", "data-head") == "4")
     shown = values(page, "#att-focus rect.cell").reshape(n, n)
     assert np.abs(shown - att[2, 4]).max() <= 1e-6
     texts = page.eval_on_selector_all("#att-focus text.cell-text", "ts => ts.map(t => Number(t.textContent))")
@@ -137,7 +139,8 @@ def test_attention_view(page, server):
     assert "Layer 3, head 5" in page.inner_text("#att-focus h3")
 
     # Heavy heads are marked as the API says; the [CLS] table is the head-mean [CLS] row of each layer.
-    marked = page.eval_on_selector_all("#att-grid button.cls-heavy", "bs => bs.map(b => [+b.dataset.layer, +b.dataset.head])")
+    marked = page.eval_on_selector_all("#att-grid button.cls-heavy",
+                                       "bs => bs.map(b => [+b.dataset.layer, +b.dataset.head])")
     assert sorted(marked) == sorted(api["cls_heavy"])
     assert page.eval_on_selector_all("#att-grid button.sep-heavy", "bs => bs.length") == len(api["sep_heavy"])
     cls_rows = values(page, "#att-cls td").reshape(n, 6)
@@ -152,7 +155,8 @@ def test_attention_view(page, server):
     page.route("**/attention", two_sep_heavy)
     page.click("#att-run")
     wait_renders(page, "att-grid", 3)
-    framed = page.eval_on_selector_all("#att-grid button.sep-heavy", "bs => bs.map(b => [+b.dataset.layer, +b.dataset.head])")
+    framed = page.eval_on_selector_all("#att-grid button.sep-heavy",
+                                       "bs => bs.map(b => [+b.dataset.layer, +b.dataset.head])")
     assert framed == [[1, 2], [4, 7]] and "head (≥50% of its attention on [SEP]): 2" in page.inner_text("#att-grid")
     page.unroute("**/attention")
 
@@ -247,7 +251,8 @@ def test_which_vector_view(page, server):
     assert np.allclose(np.where(np.isnan(expected), 0, shown), np.nan_to_num(expected), atol=1e-9)
     assert page.eval_on_selector_all("table.report td.best", "ts => ts.length") == sum(
         c["best"] for r in api["rows"] for c in r["cells"])
-    page.wait_for_function("document.querySelector('#which-figure img') && document.querySelector('#which-figure img').naturalWidth > 0")
+    page.wait_for_function("document.querySelector('#which-figure img')"
+                           " && document.querySelector('#which-figure img').naturalWidth > 0")
     assert page.eval_on_selector("#which-figure img", "i => i.naturalWidth") == 1956  # docs/report/summary.png
     screenshots(page, "which", lambda p: p.wait_for_function(
         "document.querySelector('#which-figure img') && document.querySelector('#which-figure img').naturalWidth > 0"))
@@ -260,7 +265,8 @@ def test_words_view_fill_mask_with_the_packaged_masked_lm(page, server):
     page.fill("#mask-text", "Paris is the [MASK] of France.")
     page.click("#fill")
     page.wait_for_selector("#fill-results table.mask-preds")
-    rows = page.eval_on_selector_all("#fill-results table.mask-preds tr", "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
+    rows = page.eval_on_selector_all("#fill-results table.mask-preds tr",
+                                     "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
     api = server.post("/fill-mask", {"text": "Paris is the [MASK] of France.", "top_k": 5}).json()["masks"][0]
     assert [r[0] for r in rows[1:]] == [p["token"] for p in api]
     assert [float(r[1]) for r in rows[1:]] == pytest.approx([p["score"] for p in api], abs=1e-4)
@@ -302,7 +308,8 @@ def test_page_weight_and_first_paint(chromium_context, server):
     first_paint = timing["paint"].get("first-contentful-paint", timing["paint"].get("first-paint"))
     log.warning("playground: %d bytes in %d files (no images), first contentful paint %.0f ms",
                 timing["bytes"], len(timing["files"]), first_paint)
-    assert any(f.endswith("/static/app.js") for f in timing["files"]) and any(f.endswith("/info") for f in timing["files"])
+    assert (any(f.endswith("/static/app.js") for f in timing["files"])
+            and any(f.endswith("/info") for f in timing["files"]))
     assert timing["bytes"] < MAX_PAGE_BYTES, timing
     assert first_paint is not None and first_paint < MAX_FIRST_PAINT_MS, timing
     # The files themselves, for the record: everything in static/ together is under the bound too.

@@ -131,7 +131,8 @@ def test_embed_matches_encode(server, encoder, pooling, layers):
 def test_embed_reports_truncation_or_refuses(server, encoder):
     body = server.post("/embed", {"texts": ["short one", LONG], "normalize": True}).json()
     assert body["truncated"] == [1]
-    np.testing.assert_allclose(np.array(body["embeddings"]), encoder.encode(["short one", LONG], normalize=True), atol=1e-5)
+    np.testing.assert_allclose(np.array(body["embeddings"]), encoder.encode(["short one", LONG], normalize=True),
+                               atol=1e-5)
     msg = error_of(server.post("/embed", {"texts": ["short one", LONG], "truncate": False}), 413, "max_length")
     assert "text 1 has more than 256 tokens" in msg
 
@@ -142,9 +143,11 @@ def test_embed_whiten(server, encoder, whitening_file):
     w = Whitening.load(whitening_file)
     body = server.post("/embed", {"texts": SENTENCES, "whiten": True, "normalize": True}).json()
     assert body["whitened"] is True and body["dimensions"] == 16
-    np.testing.assert_allclose(np.array(body["embeddings"]), w.apply(encoder.encode(SENTENCES), normalize=True), atol=1e-5)
+    np.testing.assert_allclose(np.array(body["embeddings"]), w.apply(encoder.encode(SENTENCES), normalize=True),
+                               atol=1e-5)
     assert server.get("/info").json()["whitening"]["k"] == 16
-    assert "fit on pooling=mean" in error_of(server.post("/embed", {"texts": ["x"], "whiten": True, "pooling": "cls"}), 400)
+    assert "fit on pooling=mean" in error_of(server.post("/embed", {"texts": ["x"], "whiten": True, "pooling": "cls"}),
+                                             400)
 
 
 def test_tokens_match_encode_tokens(server, encoder):
@@ -170,7 +173,8 @@ def test_similarity_matrix_and_pairs(server, encoder):
     np.testing.assert_allclose(pairs["scores"]["mean"], encoder.similarity(SENTENCES[:2], SENTENCES[1:]), atol=1e-5)
     error_of(server.post("/similarity", {"texts": SENTENCES, "a": "x", "b": "y"}), 400, "bad_shape")
     error_of(server.post("/similarity", {"a": ["x", "y"], "b": "y"}), 400, "bad_shape")
-    assert "unknown pooling 'avg'" in error_of(server.post("/similarity", {"texts": SENTENCES, "poolings": ["avg"]}), 400)
+    assert "unknown pooling 'avg'" in error_of(server.post("/similarity", {"texts": SENTENCES, "poolings": ["avg"]}),
+                                               400)
 
 
 def test_heads_absent_give_400_saying_so(server):
@@ -296,7 +300,8 @@ def test_graceful_shutdown_finishes_in_flight_request(server, encoder):
     thread.join(60)
     r = result["r"]
     assert r.status_code == 200, r.text
-    np.testing.assert_allclose(np.array(r.json()["embeddings"]), encoder.encode(texts, pooling="first_last_avg"), atol=1e-4)
+    np.testing.assert_allclose(np.array(r.json()["embeddings"]), encoder.encode(texts, pooling="first_last_avg"),
+                               atol=1e-4)
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete, so -SIGTERM is a clean exit too.
     assert server.proc.wait(30) in (0, -signal.SIGTERM)
     with pytest.raises(httpx.TransportError):

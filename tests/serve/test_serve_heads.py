@@ -45,9 +45,11 @@ def task_model(folder: Path, packaged_dir: Path, arch: str, labels: list[str]) -
 
     torch.manual_seed(1)
     config = BertConfig(**RANDOM_SHAPES["small"])
-    head = {"classifier.weight": torch.randn(len(labels), config.hidden_size), "classifier.bias": torch.randn(len(labels))}
+    head = {"classifier.weight": torch.randn(len(labels), config.hidden_size),
+            "classifier.bias": torch.randn(len(labels))}
     save_model(Bert(config, pooler=True), folder, extra_state=head, architectures=[arch],
-               id2label={str(i): lab for i, lab in enumerate(labels)}, label2id={lab: i for i, lab in enumerate(labels)})
+               id2label={str(i): lab for i, lab in enumerate(labels)},
+               label2id={lab: i for i, lab in enumerate(labels)})
     copy_tokenizer(packaged_dir, folder)
     return folder
 
@@ -64,8 +66,8 @@ def test_fill_mask_and_nsp_with_heads(heads_server, heads_model):
     assert "has no [MASK] token" in error_of(heads_server.post("/fill-mask", {"text": "no mask"}), 400)
     error_of(heads_server.post("/fill-mask", {"text": "a [MASK]", "top_k": 0}), 422)
     probs = heads_server.post("/nsp", {"a": ["He went out.", "x"], "b": ["He bought milk.", "y"]}).json()
-    np.testing.assert_allclose(probs["probabilities"], enc.next_sentence(["He went out.", "x"], ["He bought milk.", "y"]),
-                               atol=1e-5)
+    np.testing.assert_allclose(probs["probabilities"],
+                               enc.next_sentence(["He went out.", "x"], ["He bought milk.", "y"]), atol=1e-5)
     error_of(heads_server.post("/nsp", {"a": ["x", "y"], "b": ["z"]}), 400, "bad_shape")
     info = heads_server.get("/info").json()
     assert info["heads"]["mlm"] and info["heads"]["nsp"] and info["dimensions"] == 32

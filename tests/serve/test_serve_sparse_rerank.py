@@ -107,14 +107,16 @@ def test_rerank_accepts_the_body_a_tei_client_sends(server, ce_dir):
 def test_rerank_refusals_in_teis_shape(server, ce_server):
     r = server.post("/rerank", {"query": "q", "texts": ["short", LONG]})
     assert r.status_code == 200 and r.headers["x-truncated"] == "1"  # cut, and said so
-    msg = tei_error(server.post("/rerank", {"query": "q", "texts": ["short", LONG], "truncate": False}), 413, "Validation")
+    msg = tei_error(server.post("/rerank", {"query": "q", "texts": ["short", LONG], "truncate": False}), 413,
+                    "Validation")
     assert "query + document 1 is longer than the model's limit of 512 tokens" in msg
     tei_error(server.post("/rerank", {"query": "q", "texts": []}), 400, "Empty")
     assert "query 0 is empty" in tei_error(server.post("/rerank", {"query": " ", "texts": ["a"]}), 413, "Validation")
     tei_error(server.post("/rerank", {"query": "q"}), 422, "Validation")
     tei_error(server.post("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "left"}), 413, "Validation")
     # The served model decides what it can do: a cross-encoder reranks but has no masked-LM head ...
-    assert [x["index"] for x in ce_server.post("/rerank", {"query": "q", "texts": ["a", "b"]}).json()] in ([0, 1], [1, 0])
+    ranked = ce_server.post("/rerank", {"query": "q", "texts": ["a", "b"]}).json()
+    assert [x["index"] for x in ranked] in ([0, 1], [1, 0])
     assert "masked-LM head" in tei_error(ce_server.post("/embed_sparse", {"inputs": ["a"]}), 424, "Validation")
     assert ce_server.get("/info").json()["heads"]["rerank"] is True
 

@@ -62,7 +62,8 @@ def test_bertkit_body_on_the_same_route_keeps_its_shape(server, encoder):
 def test_dimensions_keep_the_first_n_and_renormalise(server, encoder):
     full = encoder.encode(TEXTS)
     cut = full[:, :64] / np.linalg.norm(full[:, :64], axis=1, keepdims=True)
-    np.testing.assert_allclose(np.array(server.post("/embed", {"inputs": TEXTS, "dimensions": 64}).json()), cut, atol=1e-5)
+    np.testing.assert_allclose(np.array(server.post("/embed", {"inputs": TEXTS, "dimensions": 64}).json()), cut,
+                               atol=1e-5)
     raw = server.post("/embed", {"inputs": TEXTS, "dimensions": 64, "normalize": False}).json()
     np.testing.assert_allclose(np.array(raw), full[:, :64], atol=1e-5)
 

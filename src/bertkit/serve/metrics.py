@@ -14,8 +14,10 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("bertkit_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
-        self.errors = Counter("bertkit_errors", "Error responses (4xx/5xx) by route and code", ["route", "code"], registry=r)
+        self.requests = Counter("bertkit_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=r)
+        self.errors = Counter("bertkit_errors", "Error responses (4xx/5xx) by route and code", ["route", "code"],
+                              registry=r)
         self.latency = Histogram(
             "bertkit_request_latency_seconds", "Request latency by route", ["route"], registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
@@ -29,7 +31,8 @@ class Metrics:
             "bertkit_batch_tokens", "Tokens per merged model batch", registry=r,
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
         )
-        self.model_seconds = Counter("bertkit_model_seconds", "Time the model thread spent on merged batches", registry=r)
+        self.model_seconds = Counter("bertkit_model_seconds", "Time the model thread spent on merged batches",
+                                     registry=r)
         self.queue_depth = Gauge("bertkit_queue_depth", "Requests waiting for the model", registry=r)
         self.queued_tokens = Gauge("bertkit_queued_tokens", "Tokens accepted and not yet answered", registry=r)
         self.tokens = Counter("bertkit_tokens", "Tokens run through the model", registry=r)

@@ -53,7 +53,8 @@ class Service(Admission):
     def __init__(self, encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
                  heads: tuple[Any, Any] = (None, None)):
         self.encoder, self.limits, self.index, self.whitening = encoder, limits or Limits(), index, whitening
-        self.classifier, self.tagger = heads  # bertkit.heads.predict's Classifier / Tagger when the folder is fine-tuned
+        # bertkit.heads.predict's Classifier / Tagger when the folder is fine-tuned
+        self.classifier, self.tagger = heads
         self.reranker = reranker_of(self.classifier)  # POST /rerank; `serve --reranker DIR` may set another
         self.metrics = Metrics()
         self.batcher = Batcher(encoder, self.limits, self.metrics)
@@ -130,7 +131,8 @@ class Service(Admission):
         """POST /similarity: per pooling, the n x n cosine matrix of `texts`, or the pairwise cosines of a and b;
         with the tokens used and the truncated positions."""
         if (texts is None) == (a is None and b is None):
-            raise ServeError("send either texts (all pairs) or a and b (pairwise), not both or neither", 400, "bad_shape")
+            raise ServeError("send either texts (all pairs) or a and b (pairwise), not both or neither", 400,
+                             "bad_shape")
         if texts is not None:
             texts = self.texts(texts)
         else:
@@ -292,7 +294,8 @@ class Service(Admission):
         vocab = self.encoder.tokenizer.vocab_size
         for i, row in enumerate(ids):
             if not row or not all(0 <= t < vocab for t in row):
-                raise ServeError(f"ids {i} must be a non-empty list of token ids in 0..{vocab - 1}", 400, "bad_ids", "ids")
+                raise ServeError(f"ids {i} must be a non-empty list of token ids in 0..{vocab - 1}", 400, "bad_ids",
+                                 "ids")
         tokens = sum(len(row) for row in ids)
         self.bound(tokens, "token ids")
         self.charge(tokens)
