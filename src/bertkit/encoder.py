@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +42,7 @@ from bertkit.runtime.folder import Folder, open_folder
 from bertkit.runtime.open import open_runner, torch_runner
 from bertkit.runtime.seam import Runner
 from bertkit.tokenizer import Batch, BertTokenizer, as_text_list, check_has_tokens
+from bertkit.vectors.results import Encoded, TokenVectors, as_float32
 
 if TYPE_CHECKING:
     from tokenizers import Encoding
@@ -52,27 +52,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _as_numpy(x) -> np.ndarray:
-    """float32 numpy rows from a torch tensor (any device, any float dtype) or a numpy array."""
-    return x.astype(np.float32, copy=False) if isinstance(x, np.ndarray) else x.float().cpu().numpy()
-
-
-@dataclass
-class Encoded:
-    """What one `Encoder.encode_poolings` call returns: its vectors and its own truncation report."""
-
-    vectors: list[np.ndarray]  # one (n, hidden) float32 array per asked pooling, in the order asked
-    truncated: list[int]  # positions of this call's texts that were cut to max_length (in any pass)
-
-
-@dataclass
-class TokenVectors:
-    tokens: list[str]  # wordpieces including [CLS] and [SEP]
-    offsets: list[tuple[int, int]]  # (start, end) character span in the text; (0, 0) for special tokens
-    vectors: np.ndarray  # (T, H) float32, one row per token
-
-
 class Encoder:
+    """One loaded model and every representation it has: sentence vectors (`encode`, any pooling, layer mixes,
+    compact dtypes), token vectors (`encode_tokens`), SPLADE vectors (`encode_sparse`), the masked-LM and NSP
+    heads (`fill_mask`, `next_sentence`), the raw output (`forward`) and cosine `similarity`.
+
+    Read through the runner: `device`, `precision` (the one running), `requested_precision` (the one asked
+    for; they differ when this CPU's verdict fell back to fp32), `backend` ("torch" / "onnx"), `hidden_size`,
+    `num_hidden_layers`; `max_length` is the tokenizer's limit. User errors raise bertkit.errors types.
+    """
+
     def __init__(self, runner: Runner, tokenizer: BertTokenizer, path: str | Path):
         self.runner = runner
         self.tokenizer = tokenizer
@@ -229,6 +218,8 @@ class Encoder:
 
     def tokenize(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None,
                  truncate: bool = True) -> Batch:
+        """One padded Batch (torch tensors, in input order) of the texts (and pairs); raises InputError for an
+        empty text, or an over-long one with truncate=False."""
         texts = as_text_list(texts)
         pairs = as_text_list(pairs, "second text") if pairs is not None else None
         encodings = self.tokenizer.encode(texts, pairs, truncate=truncate)
@@ -323,7 +314,7 @@ class Encoder:
             positions = mask_positions(batch.input_ids, tok.mask_id, template, tok.mask_token) if template else None
             for (p, lay), out in zip(specs, outs):
                 vecs = pool(output, batch.attention_mask, p, lay, positions, normalize=normalize, check=False)
-                out[idx] = _as_numpy(vecs)  # rows of different batches never overlap
+                out[idx] = as_float32(vecs)  # rows of different batches never overlap
 
         self.each_batch(prepared, embed, **loop)
 
@@ -341,7 +332,7 @@ class Encoder:
         results: list[TokenVectors | None] = [None] * len(prepared)
 
         def read(idx: np.ndarray, batch: Batch) -> None:
-            hidden = _as_numpy(layer_average(self.run_batch(batch, hidden_states=layers is not None), layers))
+            hidden = as_float32(layer_average(self.run_batch(batch, hidden_states=layers is not None), layers))
             for row, i in enumerate(idx):
                 e = prepared.encodings[i]
                 results[i] = TokenVectors(list(e.tokens), [tuple(o) for o in e.offsets],
