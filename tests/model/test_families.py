@@ -121,3 +121,31 @@ def test_unsupported_model_type_is_one_line_naming_the_supported_ones(tmp_path):
     assert "\n" not in message and "model_type='gpt2'" in message
     for name in ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "modernbert"):
         assert f"'{name}'" in message
+
+
+def test_modernbert_packed_forward_runs_on_real_tokens_and_equals_padded(tmp_path):
+    """ModernBERT's own packed path: its GEMMs see the N real tokens only, and local windows (±4 tokens here)
+    stay inside each sequence; every hidden state equals the padded forward's within 1e-5, padding zero."""
+    folder = save_family("modernbert", 0, tmp_path / "modernbert")
+    model, _ = load_model(folder)
+    tok = BertTokenizer.from_dir(folder)
+    texts = ["short", TEXTS[0][:200], "Paris is the capital of France.", TEXTS[1][:90]]
+    batch = tok(texts)
+    lengths = batch.attention_mask.sum(1)
+    assert lengths.max() > 3 * model.config.local_attention and len(set(lengths.tolist())) == len(texts)
+    rows = []
+    hook = model.bert.layers[0].attn.Wqkv.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[0]))
+    with torch.inference_mode():
+        padded = model(batch.input_ids, batch.attention_mask, output_hidden_states=True)
+        rows.clear()
+        packed = model.forward_packed(batch.input_ids, batch.attention_mask, None, True)
+    hook.remove()
+    assert rows == [int(lengths.sum())], "the packed path must not compute on padding"
+    for i, (a, b) in enumerate(zip(packed.hidden_states, padded.hidden_states)):
+        assert_close(a, b, f"packed hidden_states[{i}]", batch.attention_mask, atol=1e-5)
+        assert a[~batch.attention_mask.bool()].abs().max() == 0
+    assert_close(packed.last_hidden_state, padded.last_hidden_state, "packed last", batch.attention_mask, atol=1e-5)
+    unpadded = tok([texts[1]])  # one sequence, no padding at all
+    with torch.inference_mode():
+        one = model.forward_packed(unpadded.input_ids, unpadded.attention_mask).last_hidden_state
+        assert_close(one, model(unpadded.input_ids, unpadded.attention_mask).last_hidden_state, "unpadded", atol=1e-5)

@@ -13,7 +13,8 @@ What differs from BERT, block by block:
   see |i - j| <= local_attention // 2;
 - a final LayerNorm after the last layer; no pooler, no NSP head; the masked-LM head is `head` + `decoder`.
 
-The packed fast path is not written for it yet: forward_packed runs the padded forward.
+The packed fast path (forward_packed) is written here, after the blocks, in packed.py's way: the real tokens
+only, each rotated by its own position, back in the padded grid for attention alone.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bertkit.errors import CheckpointError
 from bertkit.model.config import ACTIVATIONS, BertConfig, activation
 from bertkit.model.keys import Family
 from bertkit.model.network import Bert, BertOutput
+from bertkit.model.packed import Packing
 
 
 @dataclass
@@ -230,6 +232,51 @@ class ModernBertModel(nn.Module):
                           attentions=tuple(attentions) if output_attentions else None)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The packed forward, as packed.py's for BERT: padding is dropped before the embeddings, so every Linear,
+# LayerNorm and the GeGLU run on the N real tokens as one (N, H) matrix, each token rotated by its own position.
+# Only attention needs the sequences apart: the rotated q, k and v rows are scattered into the padded (B, T)
+# grid for one SDPA call over the same masks as the padded forward (padding keys, and the window on local
+# layers), so a local window never reaches into the next sequence, and gathered back.
+
+
+def _attention_packed(att: Attention, x: torch.Tensor, pack: Packing, mask: torch.Tensor, cos: torch.Tensor,
+                      sin: torch.Tensor) -> torch.Tensor:
+    """An Attention block on (N, H) real tokens, with cos and sin (N, 1, head_dim) of each one's position."""
+    N, H = x.shape
+    q, k, v = att.Wqkv(x).view(N, 3, att.num_heads, att.head_dim).unbind(1)  # (N, heads, head_dim) each
+    qkv = torch.stack((rotate(q, cos, sin), rotate(k, cos, sin), v))  # (3, N, heads, head_dim)
+    if pack.padded:  # (3, B*T, heads, head_dim), zeros at padding
+        qkv = qkv.new_zeros(3, pack.B * pack.T, *qkv.shape[2:]).index_copy_(1, pack.keep, qkv)
+    q, k, v = qkv.view(3, pack.B, pack.T, att.num_heads, att.head_dim).transpose(2, 3).unbind(0)  # (B, heads, T, d)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(pack.B * pack.T, H)
+    return att.Wo(context[pack.keep] if pack.padded else context)  # (N, H)
+
+
+def forward_packed(body: ModernBertModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """(last hidden state (B, T, H), embeddings + every layer's output or None), zeros at padding."""
+    c = body.config
+    B, T = input_ids.shape
+    keep = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+    pack = Packing(B, T, keep, keep.numel() != B * T, None)
+    x = body.embeddings(input_ids.reshape(-1)[keep])  # (N, H)
+    masks = body.masks(attention_mask if pack.padded else None, T, x)  # the padded forward's, keyed by "is local"
+    position = keep % T  # (N,) each token's column in the grid: its position, as the padded forward counts
+    ropes = {local: tuple(r[position, None] for r in rotary(  # (N, 1, head_dim): broadcast over the heads
+        T, c.head_dim, c.local_rope_theta if local else c.global_rope_theta, x.device)) for local in (False, True)}
+    hidden_states = [x] if output_hidden_states else None
+    for layer in body.layers:
+        x = x + _attention_packed(layer.attn, layer.attn_norm(x), pack, masks[layer.local], *ropes[layer.local])
+        x = x + layer.mlp(layer.mlp_norm(x))  # (N, H)
+        if output_hidden_states:
+            hidden_states.append(x)
+    x = body.final_norm(x)
+    if output_hidden_states:  # the last one after the final norm, as forward() gives it
+        hidden_states[-1] = x
+    return pack.unpack(x), tuple(pack.unpack(h) for h in hidden_states) if output_hidden_states else None
+
+
 class PredictionHead(nn.Module):
     def __init__(self, config: ModernBertConfig):
         super().__init__()
@@ -279,11 +326,10 @@ class ModernBert(nn.Module):
         return self.head, w, bias
 
     def forward_packed(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states=False) -> BertOutput:
-        """Not packed yet: the padded forward, with padding positions zeroed as the packed path's are."""
-        out = self.bert(input_ids, attention_mask, None, output_hidden_states)
-        keep = attention_mask[..., None].to(out.last_hidden_state.dtype)  # (B, T, 1)
-        return BertOutput(last_hidden_state=out.last_hidden_state * keep,
-                          hidden_states=tuple(h * keep for h in out.hidden_states) if output_hidden_states else None)
+        """Inference fast path with forward()'s outputs at every real token (within float rounding): no compute on
+        padding (see forward_packed below). Padding positions of the returned tensors are zero; no heads."""
+        last, hidden_states = forward_packed(self.bert, input_ids, attention_mask, output_hidden_states)
+        return BertOutput(last_hidden_state=last, hidden_states=hidden_states)
 
     def named_parts(self) -> list[tuple[str, nn.Module, str]]:
         """The parts in reading order, for describe()."""
