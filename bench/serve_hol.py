@@ -4,6 +4,7 @@
     .venv/bin/python bench/serve_hol.py --rounds 5 --json hol.json --threads 2
     .venv/bin/python bench/serve_hol.py --routes all --rounds 3 --json hol-routes.json   # every model route
     .venv/bin/python bench/serve_hol.py --routes all --model splade-tiny --rounds 3      # + /embed_sparse, /fill-mask
+    .venv/bin/python bench/serve_hol.py --routes /search,/rerank --serve-arg=--index=IDX --serve-arg=--reranker=CE
 
 With --routes (comma-separated, or `all`), the big request goes to each model route in turn: the largest
 request that route accepts (the --big-tokens texts, halved until it is not refused with 413; a route the served
@@ -131,6 +132,8 @@ def main() -> None:
     ap.add_argument("--split-tokens", type=int, default=None, help="serve --split-tokens (default: the server's)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--routes", default=None, help="model routes to put the big request on (comma-separated, or all)")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="one more `bertkit serve` argument (repeatable), e.g. --serve-arg=--index=DIR")
     args = ap.parse_args()
 
     from bertkit import Encoder
@@ -146,6 +149,7 @@ def main() -> None:
     cmd += ["--model", args.model] if args.model else []
     cmd += ["--threads", str(args.threads)] if args.threads else []
     cmd += ["--split-tokens", str(args.split_tokens)] if args.split_tokens else []
+    cmd += args.serve_arg
     server = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -167,7 +171,7 @@ def main() -> None:
                     per_route[name] = {"big_request_s": [round(x, 2) for x in got[2]], "probes_during": len(ms),
                                        "probe_p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None}
                     print(name, per_route[name], file=sys.stderr)
-            result = {"routes": per_route, "threads": args.threads, "model": args.model}
+            result = {"routes": per_route, "threads": args.threads, "model": args.model, "serve_args": args.serve_arg}
             print(json.dumps(result, indent=2))
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -340,3 +340,21 @@ def test_info_reports_the_answer_bound(plain):
     info = plain.get("/info").json()
     assert info["limits"]["max_answer_values"] == 4_000_000
     assert "max_answer_values" in info["costs"]["admission"]
+
+
+def test_search_reads_the_corpus_once_per_request_not_once_per_query(plain, monkeypatch):
+    """Hits without a stored text are filled from the corpus input: one read of each shard per request (it was
+    one per query: 118 queries held the GIL 1.1 s, and every small request behind them waited; serve_hol)."""
+    import httpx
+
+    import bertkit.corpus
+
+    reads = []
+    real = bertkit.corpus.read_shard
+    monkeypatch.setattr(bertkit.corpus, "read_shard", lambda *a, **kw: reads.append(1) or real(*a, **kw))
+    r = httpx.post(plain.url + "/search", json={"query": TEXTS * 4, "k": 3}, timeout=60)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 12 and len(reads) == 1
+    for query, hits in zip(TEXTS * 4, results):
+        assert hits[0]["text"] == query and all(h["text"] in TEXTS for h in hits)
