@@ -212,3 +212,23 @@ def test_compare_runs_on_a_family_folder(family, tmp_path):
     poolings = {p["pooling"] for p in json.loads(done.stdout)["poolings"]}
     assert {"cls", "mean", "max", "mask_prompt"} <= poolings
     assert ("pooler" in poolings) == (family not in NO_POOLER)
+
+
+def test_report_runs_on_a_family_folder(tmp_path):
+    """`bertkit report` asks the which-vector question of a DistilBERT folder: STS and classification rows for
+    its representations, no pooler row (DistilBERT has none), the report folder written."""
+    from taskdata import reviews, write_labelled, write_sts
+
+    folder = save_family("distilbert", 1, tmp_path / "distilbert")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-m", "bertkit.cli", "report", "--output", str(tmp_path / "rep"), "--model",
+                           str(folder), "--sts", str(write_sts(tmp_path / "sts.tsv")), "--classify",
+                           str(write_labelled(tmp_path / "texts.tsv", reviews()))],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "rep" / "results.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in rows} == {"sts", "classify"}
+    poolings = {r["pooling"] for r in rows}
+    assert {"cls", "mean", "max"} <= poolings and "pooler" not in poolings
+    assert "| representation |" in (tmp_path / "rep" / "report.md").read_text()
+    assert (tmp_path / "rep" / "summary.png").read_bytes()[:4] == b"\x89PNG"
