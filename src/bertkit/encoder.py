@@ -169,9 +169,10 @@ class Encoder:
         return tuple(t.to(self.device) for t in tensors)
 
     def run_batch(self, batch: Batch, hidden_states: bool = False, attentions: bool = False,
-                  heads: bool = False) -> BertOutput:
+                  heads: bool | tuple[str, ...] = False) -> BertOutput:
         """One batch through the runner. Vectors only (no heads, no attention probabilities) take its fast path
-        (packed forward, ONNX Runtime, ...); everything else the torch model's padded reference forward."""
+        (packed forward, ONNX Runtime, ...); everything else the torch model's padded reference forward.
+        heads: True for every head, or the ones wanted, e.g. ("nsp",) (skips the (B, T, V) MLM logits)."""
         ids, mask, types = self._inputs(batch)
         if not heads and not attentions:
             return self.runner.run(ids, mask, types, hidden_states)
@@ -372,11 +373,15 @@ class Encoder:
     def next_sentence(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:
         """Probability that b follows a (the NSP head). Strings give a float; lists give an array."""
         self.require("nsp", "next-sentence prediction")
-        single = isinstance(a, str)
-        batch = self.tokenize(a, b)
+        probs = self.nsp_probabilities(self.prepare(a, b))
+        return float(probs[0]) if isinstance(a, str) else probs
+
+    def nsp_probabilities(self, prepared: Prepared) -> np.ndarray:
+        """(n,) probability that each prepared pair's second text follows its first: the NSP head only."""
+        self.require("nsp", "next-sentence prediction")
         with self.runner.inference():
-            probs = self.run_batch(batch, heads=True).nsp_logits.float().softmax(-1)[:, 0].cpu().numpy()
-        return float(probs[0]) if single else probs
+            logits = self.run_batch(self.tokenizer.pad(prepared.encodings), heads=("nsp",)).nsp_logits
+        return logits.float().softmax(-1)[:, 0].cpu().numpy()
 
     def similarity(
         self, a: str | Sequence[str], b: str | Sequence[str], pooling: str = "mean", layers: Sequence[int] | None = None

@@ -358,3 +358,24 @@ def test_search_reads_the_corpus_once_per_request_not_once_per_query(plain, monk
     assert len(results) == 12 and len(reads) == 1
     for query, hits in zip(TEXTS * 4, results):
         assert hits[0]["text"] == query and all(h["text"] in TEXTS for h in hits)
+
+
+def test_nsp_tokenizes_each_pair_once_and_runs_only_the_nsp_head(heads, monkeypatch):
+    """/nsp ran the pairs' texts through the tokenizer a second time on the model thread and computed the (B, T, V)
+    MLM logits it threw away (serve_hol: a 1-text request waited 799 ms p99 behind the largest /nsp request)."""
+    import numpy as np
+
+    encoder = heads.service.encoder
+    a, b = TEXTS, TEXTS[::-1]
+    expected = encoder.next_sentence(a, b)
+    counting = Counting(encoder.tokenizer.tokenizer)
+    monkeypatch.setattr(encoder.tokenizer, "tokenizer", counting)
+    mlm_calls = []
+    hook = encoder.model.cls.predictions.register_forward_hook(lambda *_: mlm_calls.append(1))
+    try:
+        r = heads.post("/nsp", {"a": a, "b": b})
+    finally:
+        hook.remove()
+    assert r.status_code == 200, r.text
+    assert counting.texts == len(a) and mlm_calls == []
+    np.testing.assert_allclose(r.json()["probabilities"], expected, atol=1e-6)

@@ -351,12 +351,13 @@ class Bert(nn.Module):
         token_type_ids: torch.Tensor | None = None,  # (B, T), 0 = segment A, 1 = segment B
         output_hidden_states: bool = False,
         output_attentions: bool = False,
-        compute_heads: bool = True,  # False skips the (B, T, V) MLM logits when only vectors are wanted
+        compute_heads: bool | tuple[str, ...] = True,  # False: vectors only; ("nsp",): not the (B, T, V) MLM logits
     ) -> BertOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
-        if compute_heads and self.has_mlm:
+        wanted = ("mlm", "nsp") if compute_heads is True else compute_heads or ()
+        if "mlm" in wanted and self.has_mlm:
             out.mlm_logits = self.cls.predictions(out.last_hidden_state)  # (B, T, V)
-        if compute_heads and self.has_nsp:
+        if "nsp" in wanted and self.has_nsp:
             out.nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         return out
 

@@ -122,7 +122,7 @@ class GraphRunner:
         return self.session.run(input_ids, attention_mask, token_type_ids, hidden_states)
 
     def forward(self, input_ids, attention_mask, token_type_ids, *, hidden_states: bool = False,
-                attentions: bool = False, heads: bool = False):
+                attentions: bool = False, heads: bool | tuple[str, ...] = False):
         """The torch model's reference forward in fp32 (numpy inputs are taken as they are)."""
         import torch
 

@@ -93,7 +93,7 @@ class Runner(Protocol):
         None, hidden_states (L + 1 of (B, T, H)) when asked, in the runner's kind of arrays."""
 
     def forward(self, input_ids, attention_mask, token_type_ids, *, hidden_states: bool = False,
-                attentions: bool = False, heads: bool = False) -> Any:
+                attentions: bool = False, heads: bool | tuple[str, ...] = False) -> Any:
         """The reference forward of the torch model (heads, attention probabilities): a BertOutput."""
 
     @property

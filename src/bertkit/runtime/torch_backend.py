@@ -81,7 +81,7 @@ class TorchRunner:
             return model.forward_packed(input_ids, attention_mask, token_type_ids, hidden_states)
 
     def forward(self, input_ids, attention_mask, token_type_ids, *, hidden_states: bool = False,
-                attentions: bool = False, heads: bool = False) -> BertOutput:
+                attentions: bool = False, heads: bool | tuple[str, ...] = False) -> BertOutput:
         model = self._int8 if self._int8 is not None else self.model
         with autocast(self.precision, self.device):
             return model(input_ids, attention_mask, token_type_ids, output_hidden_states=hidden_states,

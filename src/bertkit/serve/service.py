@@ -210,7 +210,7 @@ class Service(Admission):
         if len(a) != len(b):
             raise ServeError(f"got {len(a)} texts in a but {len(b)} in b; pairs must match", 400, "bad_shape")
         prepared = await self.prepare(a, b)
-        out = await self.admit(prepared, lambda p, rows: self.encoder.next_sentence(p.texts, b[rows]),
+        out = await self.admit(prepared, lambda p, rows: self.encoder.nsp_probabilities(p),
                                answer=len(a), what="probabilities")
         return np.asarray(out, dtype=np.float64)
 
