@@ -90,7 +90,6 @@ def serve(
     """Serve embeddings (OpenAI-compatible /v1/embeddings) and every BERT output over HTTP, with a playground at /."""
     try:
         from bertkit.serve import Limits, run_server
-        from bertkit.serve.heap import bound_heap
         from bertkit.serve.listen import bind_port
         from bertkit.serve.tls import check_tls
     except ModuleNotFoundError as e:
@@ -121,7 +120,6 @@ def serve(
     if address is not None or replicas != 1:
         raise OptionError("--address and --replicas are for --engine ray")
     sock = bind_port(host, port)  # a busy port fails here, before the model loads
-    bound_heap()  # before the model loads: its threads share the bounded arenas
     app = build(access=access)
     run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
                ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile), sock=sock)
@@ -133,7 +131,9 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
     """The app of `bertkit serve`, every option applied; with --engine ray each replica builds its own.
     `access`: an AccessPolicy, or access_policy's arguments (a replica makes its own)."""
     from bertkit.serve import create_app, set_threads
+    from bertkit.serve.heap import bound_heap
 
+    bound_heap()  # the serving process (or Ray replica), before the model loads: its threads share two arenas
     set_threads(threads)
     access_ = access_policy(*access) if isinstance(access, tuple) else access
     search_index = open_search_index(index, model) if index is not None else None
