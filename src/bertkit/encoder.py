@@ -372,7 +372,7 @@ class Encoder:
 
     def next_sentence(self, a: str | Sequence[str], b: str | Sequence[str]) -> float | np.ndarray:
         """Probability that b follows a (the NSP head). Strings give a float; lists give an array."""
-        self.require("nsp", "next-sentence prediction")
+        self.require("nsp", "next-sentence prediction")  # before any tokenizing, as before
         probs = self.nsp_probabilities(self.prepare(a, b))
         return float(probs[0]) if isinstance(a, str) else probs
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from bertkit.model.config import BertConfig, activation
 from bertkit.model.keys import Family, bert_names
-from bertkit.model.network import Bert, BertOutput
+from bertkit.model.network import Bert, BertOutput, wants
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Electra(Bert):
                 output_attentions=False, compute_heads=True) -> BertOutput:
         out = super().forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                               compute_heads)
-        if compute_heads and self.discriminator is not None:
+        if wants(compute_heads, "discriminator") and self.discriminator is not None:
             out.discriminator_logits = self.discriminator(out.last_hidden_state)  # (B, T)
         return out
 

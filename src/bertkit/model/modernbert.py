@@ -31,7 +31,7 @@ from torch import nn
 from bertkit.errors import CheckpointError
 from bertkit.model.config import ACTIVATIONS, BertConfig, activation
 from bertkit.model.keys import Family
-from bertkit.model.network import Bert, BertOutput
+from bertkit.model.network import Bert, BertOutput, wants
 from bertkit.model.packed import Packing
 
 
@@ -314,7 +314,7 @@ class ModernBert(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False,
                 output_attentions=False, compute_heads=True) -> BertOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
-        if compute_heads and self.has_mlm:
+        if wants(compute_heads, "mlm") and self.has_mlm:
             out.mlm_logits = self.decoder(self.head(out.last_hidden_state))  # (B, T, V)
         return out
 

@@ -274,6 +274,11 @@ class BertModel(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # The full model
 
+
+def wants(compute_heads: bool | tuple[str, ...], head: str) -> bool:
+    """forward()'s compute_heads: True runs every head, False none, a tuple the heads it names."""
+    return compute_heads is True or (compute_heads is not False and head in compute_heads)
+
 class Bert(nn.Module):
     """BERT with whichever parts the checkpoint has: pooler, masked-LM head, NSP head.
 
@@ -354,10 +359,9 @@ class Bert(nn.Module):
         compute_heads: bool | tuple[str, ...] = True,  # False: vectors only; ("nsp",): not the (B, T, V) MLM logits
     ) -> BertOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
-        wanted = ("mlm", "nsp") if compute_heads is True else compute_heads or ()
-        if "mlm" in wanted and self.has_mlm:
+        if wants(compute_heads, "mlm") and self.has_mlm:
             out.mlm_logits = self.cls.predictions(out.last_hidden_state)  # (B, T, V)
-        if "nsp" in wanted and self.has_nsp:
+        if wants(compute_heads, "nsp") and self.has_nsp:
             out.nsp_logits = self.cls.seq_relationship(out.pooler_output)  # (B, 2)
         return out
 
