@@ -183,6 +183,8 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads, offline and in the server alike")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="an extra `bertkit serve` option, e.g. --serve-arg=--model-process (repeatable)")
     ap.add_argument("--tei-fraction", type=float, default=0.0,
                     help="share of the clients that post TEI's body to /embed (the rest: OpenAI's, base64)")
     args = ap.parse_args()
@@ -202,6 +204,7 @@ def main() -> None:
         cmd += ["--model", args.model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += args.serve_arg
     server = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -257,6 +260,7 @@ def main() -> None:
         "five_xx": five_xx,
         "max_abs_diff_vs_offline": worst,
         "threads": args.threads,
+        "serve_args": args.serve_arg,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
     }
     print(json.dumps(result, indent=2))

@@ -41,6 +41,10 @@ CorsOriginOpt = typer.Option(None, "--cors-origin",
 AllowHostOpt = typer.Option(None, "--allow-host", help="Answer this Host name too (repeatable; by default a loopback "
                             "server without keys answers only loopback names).")
 LogTextsOpt = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only.")
+ModelProcessOpt = typer.Option(
+    False, "--model-process/--in-process",
+    help="Run the vectors' forward pass in a child process (CPU), off the HTTP process's GIL: more texts/s under "
+         "many concurrent clients, one more model copy in memory (bertkit.runtime.process).")
 
 
 def serve(
@@ -77,6 +81,7 @@ def serve(
     cors_origin: list[str] | None = CorsOriginOpt,
     allow_host: list[str] | None = AllowHostOpt,
     log_texts: bool = LogTextsOpt,
+    model_process: bool = ModelProcessOpt,
     reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
     report: Path | None = typer.Option(None, "--report",
                                        help="Show this `bertkit report` folder in the playground (GET /report)."),
@@ -110,7 +115,7 @@ def serve(
     build = functools.partial(
         build_app, model=model, precision=precision, backend=backend, limits=limits, index=index, whitening=whitening,
         calibration=calibration, access=(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host),
-        reranker=reranker, report=report, mask_model=mask_model, threads=threads)
+        reranker=reranker, report=report, mask_model=mask_model, threads=threads, model_process=model_process)
     if engine != "local":
         from bertkit.serve.ray_engine import serve_on_ray
 
@@ -120,14 +125,13 @@ def serve(
     if address is not None or replicas != 1:
         raise OptionError("--address and --replicas are for --engine ray")
     sock = bind_port(host, port)  # a busy port fails here, before the model loads
-    app = build(access=access)
-    run_server(app, host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
+    run_server(build(access=access), host=host, port=port, graceful_timeout=graceful_timeout, log_level=log_level,
                ssl_certfile=ssl_certfile and str(ssl_certfile), ssl_keyfile=ssl_keyfile and str(ssl_keyfile), sock=sock)
 
 
 def build_app(model: str | None, precision: str, backend: str, limits, index: Path | None, whitening: Path | None,
               calibration: Path | None, access, reranker: Path | None, report: Path | None,
-              mask_model: str | None, threads: int | None):
+              mask_model: str | None, threads: int | None, model_process: bool = False):
     """The app of `bertkit serve`, every option applied; with --engine ray each replica builds its own.
     `access`: an AccessPolicy, or access_policy's arguments (a replica makes its own)."""
     from bertkit.serve import create_app, set_threads
@@ -150,8 +154,12 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
     from bertkit.vectors.compact import as_calibration
 
     cal = as_calibration(calibration)  # a bad file fails before the model loads
-    app = create_app(load_encoder(model, precision, backend), limits, index=search_index, whitening=white,
-                     access=access_)
+    encoder = load_encoder(model, precision, backend)
+    if model_process:
+        from bertkit.runtime.process import in_child
+
+        encoder.runner = in_child(encoder.runner, encoder.path)
+    app = create_app(encoder, limits, index=search_index, whitening=white, access=access_)
     app.state.service.calibration = cal
     if ce is not None:
         app.state.service.reranker = ce

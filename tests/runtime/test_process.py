@@ -1,0 +1,89 @@
+"""The model in a child process (bertkit.runtime.process, `bertkit serve --model-process`): the same vectors as
+in process, heads still answered, a dead child started again, an error in a batch raised for that batch, and a
+caller's script without a main guard not re-run (no multiprocessing spawn)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bertkit import Encoder
+from bertkit.errors import BackendError
+from bertkit.runtime.process import ProcessRunner, in_child
+from bertkit.runtime.seam import Runner
+
+TEXTS = ["A man is playing a guitar.", "Hi.", "The quick brown fox jumps over the lazy dog near the river bank.",
+         "Paris is the capital of France."]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """(in process, in a child) encoders of the packaged model."""
+    here = Encoder.load(device="cpu")
+    there = Encoder.load(device="cpu")
+    there.runner = in_child(there.runner, there.path)
+    yield here, there
+    there.runner.close()
+
+
+def test_the_child_gives_the_vectors_of_the_process(pair):
+    here, there = pair
+    assert isinstance(there.runner, Runner) and there.runner.pid not in (None, os.getpid())
+    for kw in ({"pooling": "mean", "normalize": True}, {"pooling": "cls", "layers": [1, -1]},
+               {"pooling": "pooler"}, {"pooling": "max"}):
+        np.testing.assert_allclose(there.encode(TEXTS, **kw), here.encode(TEXTS, **kw), atol=1e-6, err_msg=str(kw))
+    a, b = here.encode_tokens(TEXTS), there.encode_tokens(TEXTS)
+    for x, y in zip(a, b):
+        assert y.tokens == x.tokens
+        np.testing.assert_allclose(y.vectors, x.vectors, atol=1e-6)
+
+
+def test_heads_and_attentions_stay_in_the_parent(pair):
+    here, there = pair
+    ref, got = here.forward(TEXTS, output_attentions=True), there.forward(TEXTS, output_attentions=True)
+    np.testing.assert_allclose(got.attentions[-1].numpy(), ref.attentions[-1].numpy(), atol=1e-6)
+
+
+def test_a_dead_child_is_started_again(pair):
+    here, there = pair
+    old = there.runner.pid
+    os.kill(old, signal.SIGKILL)
+    there.runner._proc.wait(10)
+    np.testing.assert_allclose(there.encode(TEXTS), here.encode(TEXTS), atol=1e-6)
+    assert there.runner.pid not in (old, None)
+
+
+def test_an_error_in_a_batch_is_raised_for_that_batch_only(pair):
+    _, there = pair
+    ids = np.full((1, 4), 10**9, dtype=np.int64)  # past the vocabulary: the child's embedding lookup fails
+    with pytest.raises(IndexError):
+        there.runner.run(ids, np.ones_like(ids), np.zeros_like(ids))
+    assert there.encode(["still fine"]).shape == (1, 384)
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    script = tmp_path / "no_guard.py"
+    script.write_text(textwrap.dedent("""
+        from bertkit import Encoder
+        from bertkit.runtime.process import in_child
+        enc = Encoder.load(device="cpu")
+        enc.runner = in_child(enc.runner, enc.path)
+        print("vectors", enc.encode(["hello"]).shape)
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("vectors") == 1 and "(1, 384)" in r.stdout
+
+
+def test_process_runner_is_cpu_only():
+    class Gpu:
+        device = "cuda:0"
+
+    with pytest.raises(BackendError, match="CPU"):
+        ProcessRunner(Gpu(), ".")
