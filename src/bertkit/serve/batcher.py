@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
+# Merged batches handed to the model thread at once: the next one waits in the executor's queue while one runs,
+# so the model never idles while the event loop, busy with HTTP, gets round to answering and taking more work.
+IN_FLIGHT = 2
 
 # The model work of a job: (its prepared encodings, the request's rows they are) -> one result per row
 # (an array, a list, a sparse matrix: anything sliced by rows), or any value for work that is not split.
@@ -93,6 +96,12 @@ def joined(results: list[Any]) -> Any:
     raise TypeError(f"cannot join pieces of type {type(first).__name__}")
 
 
+def _timed(run: Run, batch: Prepared, rows: slice) -> tuple[Any, float]:
+    """run(batch, rows) and the seconds it took on the model thread (not counting its wait in the queue)."""
+    start = time.perf_counter()
+    return run(batch, rows), time.perf_counter() - start
+
+
 class Batcher:
     """Merges concurrent model work into model batches bounded by a token budget and a short wait.
 
@@ -110,12 +119,15 @@ class Batcher:
         self.accepted_tokens = 0  # accepted and not yet answered
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         # The model thread drops the GIL inside every torch op and must win it back after each one; with the
         # default 5 ms switch interval a busy event loop makes it wait up to 5 ms per op (a convoy).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
         self._task = asyncio.create_task(self._loop(), name="bertkit-batcher")
 
     async def stop(self) -> None:
@@ -125,6 +137,8 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        for task in list(self._running):  # batches on the model thread: their requests get an answer
+            await asyncio.wait({task})
         for job in self.pending:
             if not job.future.done():
                 job.future.set_exception(ServeError("the server is shutting down", 503, "shutting_down"))
@@ -175,12 +189,20 @@ class Batcher:
                 continue
             if sum(j.tokens for j in self.pending) < budget:
                 await asyncio.sleep(self.limits.max_wait_ms / 1000)  # let concurrent requests join
+            await self._slots.acquire()  # at most IN_FLIGHT batches handed to the model thread
             jobs = self._take(budget)
             self.metrics.queue_depth.set(len(self.pending))
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:  # a piece of a huge request is never merged with small requests: it runs alone, last
                 groups.setdefault((job.part, job.key), []).append(job)
-            for _, group in sorted(groups.items(), key=lambda kv: kv[0][0]):
+            task = asyncio.create_task(self._run_round([g for _, g in sorted(groups.items(), key=lambda kv: kv[0][0])]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_round(self, groups: list[list[Job]]) -> None:
+        """One round's groups, one after another, then its slot back to the loop."""
+        try:
+            for group in groups:
                 try:
                     await self._run_group(group)
                 except Exception as e:  # the batcher must outlive any one batch, or all requests hang
@@ -188,6 +210,8 @@ class Batcher:
                     for job in group:
                         if not job.future.done():
                             job.future.set_exception(e)
+        finally:
+            self._slots.release()
 
     def _take(self, budget: int) -> list[Job]:
         """The next round's jobs: in arrival order while they fit the token budget (the first always does),
@@ -211,9 +235,9 @@ class Batcher:
         if not jobs:
             return
         batch = merged([j.prepared for j in jobs])  # one encode over every job's encodings: not tokenized again
-        start = time.perf_counter()
         try:
-            result = await self.run(jobs[0].run, batch, jobs[0].rows if len(jobs) == 1 else slice(0, len(batch)))
+            result, seconds = await self.run(_timed, jobs[0].run, batch,
+                                             jobs[0].rows if len(jobs) == 1 else slice(0, len(batch)))
         except Exception as e:  # noqa: BLE001 - one bad request must not fail the others it was merged with
             if len(jobs) > 1:
                 for job in jobs:
@@ -223,7 +247,7 @@ class Batcher:
             if not jobs[0].future.done():
                 jobs[0].future.set_exception(e)
             return
-        self.metrics.model_seconds.inc(time.perf_counter() - start)
+        self.metrics.model_seconds.inc(seconds)
         self.metrics.batch_size.observe(len(batch))
         tokens = sum(batch.tokens)
         self.metrics.batch_tokens.observe(tokens)
