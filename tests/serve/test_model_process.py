@@ -1,0 +1,61 @@
+"""`bertkit serve --model-process`: the vectors' forward pass in a child process. The same answers as the
+in-process server and offline `encode`, heads still served, and the child gone when the server stops."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from support import serve_process, wait_ready
+
+TEXTS = ["A man is playing a guitar.", "Hi.", "Paris is the capital of France.", "A dog runs in the park."]
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid and stat[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the model process")
+def test_serve_model_process_answers_as_offline(tmp_path, encoder):
+    with serve_process(tmp_path, "--model-process", "--threads", "1") as server:
+        wait_ready(server.url, server.proc)
+        kids = children(server.proc.pid)
+        assert len(kids) == 1, kids  # the model process
+        r = server.post("/v1/embeddings", {"input": TEXTS, "model": "m", "encoding_format": "base64"})
+        assert r.status_code == 200, r.text
+        got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in r.json()["data"]])
+        np.testing.assert_allclose(got, encoder.encode(TEXTS, normalize=True), atol=1e-6)
+        r = server.post("/embed", {"texts": TEXTS, "pooling": "cls", "layers": [2, -1]})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(np.array(r.json()["embeddings"], np.float32),
+                                   encoder.encode(TEXTS, pooling="cls", layers=[2, -1]), atol=1e-5)
+        r = server.post("/attention", {"text": TEXTS[0]})  # attention probabilities: the parent's own model
+        assert r.status_code == 200, r.text
+    assert server.proc.returncode is not None
+    deadline = time.monotonic() + 30
+    while alive(kids[0]) and time.monotonic() < deadline:  # the child exits with the server
+        time.sleep(0.1)
+    assert not alive(kids[0])
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
