@@ -39,7 +39,7 @@ from bertkit.pooling import (
     prompt_for,
 )
 from bertkit.runtime.folder import Folder, open_folder
-from bertkit.runtime.open import open_runner, torch_runner
+from bertkit.runtime.open import open_runner, process_runner, torch_runner
 from bertkit.runtime.seam import Runner
 from bertkit.tokenizer import Batch, BertTokenizer, as_text_list, check_has_tokens
 from bertkit.vectors.results import Encoded, TokenVectors, as_float32
@@ -74,16 +74,19 @@ class Encoder:
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, device: str | None = None, *, precision: str = "fp32",
-             backend: str = "torch") -> Encoder:
+             backend: str = "torch", process: bool = False) -> Encoder:
         """None = the packaged default model; else a local folder, a packaged alias or a Hugging Face hub id.
 
         precision: "fp32" (exact, default), "bf16" (autocast), "int8" (dynamic quantization) or "int8-static"
         (onnx, calibrated by NNCF, run by OpenVINO: the `openvino` extra); one slower than fp32 on this CPU runs
         as fp32 (bertkit.runtime.verdicts). backend: "torch" (default) or "onnx" (ONNX Runtime, exported and
-        cached next to the model; once cached, loaded and run without importing torch). See bertkit.runtime.
+        cached next to the model; once cached, loaded and run without importing torch). process: run the vectors'
+        forward pass in a child process (CPU; `bertkit serve --model-process`, bertkit.runtime.process); heads
+        and attention load the model here on first use. See bertkit.runtime.
         """
         folder = open_folder(name_or_path)
-        encoder = cls(open_runner(folder, backend, precision, device), folder.tokenizer, folder.root)
+        runner = (process_runner if process else open_runner)(folder, backend, precision, device)
+        encoder = cls(runner, folder.tokenizer, folder.root)
         encoder.name = folder.name
         return encoder
 

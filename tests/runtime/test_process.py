@@ -15,7 +15,6 @@ import pytest
 
 from bertkit import Encoder
 from bertkit.errors import BackendError
-from bertkit.runtime.process import ProcessRunner, in_child
 from bertkit.runtime.seam import Runner
 
 TEXTS = ["A man is playing a guitar.", "Hi.", "The quick brown fox jumps over the lazy dog near the river bank.",
@@ -26,8 +25,7 @@ TEXTS = ["A man is playing a guitar.", "Hi.", "The quick brown fox jumps over th
 def pair():
     """(in process, in a child) encoders of the packaged model."""
     here = Encoder.load(device="cpu")
-    there = Encoder.load(device="cpu")
-    there.runner = in_child(there.runner, there.path)
+    there = Encoder.load(device="cpu", process=True)
     yield here, there
     there.runner.close()
 
@@ -71,9 +69,7 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     script = tmp_path / "no_guard.py"
     script.write_text(textwrap.dedent("""
         from bertkit import Encoder
-        from bertkit.runtime.process import in_child
-        enc = Encoder.load(device="cpu")
-        enc.runner = in_child(enc.runner, enc.path)
+        enc = Encoder.load(device="cpu", process=True)
         print("vectors", enc.encode(["hello"]).shape)
     """))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False)
@@ -81,9 +77,18 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     assert r.stdout.count("vectors") == 1 and "(1, 384)" in r.stdout
 
 
-def test_process_runner_is_cpu_only():
-    class Gpu:
-        device = "cuda:0"
-
+def test_the_model_process_is_cpu_only():
     with pytest.raises(BackendError, match="CPU"):
-        ProcessRunner(Gpu(), ".")
+        Encoder.load(device="cuda", process=True)
+
+
+def test_the_parent_opens_its_own_model_only_for_heads():
+    enc = Encoder.load(device="cpu", process=True)
+    try:
+        assert enc.hidden_size == 384 and enc.precision == "fp32" and enc.backend == "torch"
+        enc.encode(TEXTS)
+        assert enc.runner._inner is None  # vectors never load the model in this process
+        enc.forward(TEXTS[:1], output_attentions=True)
+        assert enc.runner._inner is not None
+    finally:
+        enc.runner.close()

@@ -47,13 +47,13 @@ OUTPUT_SUFFIXES = (".npy", ".jsonl", ".parquet")
 
 
 def load_encoder(model: str | None, precision: str | None = None, backend: str | None = None,
-                 device: str | None = None):
+                 device: str | None = None, process: bool = False):
     """The one way the CLI loads an encoder: `Encoder.load`, with precision / backend when given (None keeps
     Encoder.load's defaults, fp32 on torch). Unknown values are refused there with an OptionError."""
     from bertkit.encoder import Encoder
 
     modes = {k: v for k, v in {"precision": precision, "backend": backend}.items() if v is not None}
-    return Encoder.load(model, device, **modes)
+    return Encoder.load(model, device, process=process, **modes)
 
 
 def load_cross_encoder(folder):

@@ -154,11 +154,7 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
     from bertkit.vectors.compact import as_calibration
 
     cal = as_calibration(calibration)  # a bad file fails before the model loads
-    encoder = load_encoder(model, precision, backend)
-    if model_process:
-        from bertkit.runtime.process import in_child
-
-        encoder.runner = in_child(encoder.runner, encoder.path)
+    encoder = load_encoder(model, precision, backend, process=model_process)
     app = create_app(encoder, limits, index=search_index, whitening=white, access=access_)
     app.state.service.calibration = cal
     if ce is not None:

@@ -30,6 +30,18 @@ def open_runner(folder: Folder, backend: str = "torch", precision: str = "fp32",
     return torch_runner(model if model is not None else load_body(folder), device, precision, folder.root)
 
 
+def process_runner(folder: Folder, backend: str = "torch", precision: str = "fp32",
+                   device: str | None = None) -> Runner:
+    """A runner whose vectors' forward pass runs in a child process (bertkit.runtime.process); CPU only."""
+    from bertkit.runtime.process import ProcessRunner
+
+    check_names(precision, backend)
+    if device is not None and str(device) != "cpu":
+        raise BackendError(f"the model process runs on CPU, not {device}: on a GPU the model does not share the "
+                           "GIL's time with the server; drop --model-process")
+    return ProcessRunner(lambda: open_runner(folder, backend, precision, "cpu"), folder.root, backend, precision)
+
+
 def torch_runner(model: Bert, device: str | None, precision: str, model_dir: Path) -> Runner:
     """The torch backend's runner of a model held in memory (the verdict on `precision` applied)."""
     from bertkit.runtime.torch_backend import TorchRunner, check_options, default_device

@@ -1,0 +1,78 @@
+"""The model process of bertkit.runtime.process: opens a runner and answers padded batches until its pipe closes.
+
+    python -m bertkit.runtime.child FD MODEL_DIR BACKEND PRECISION THREADS     # started by ProcessRunner only
+
+FD is its end of a socket pair with the serving process; THREADS 0 leaves the count to the backend. It sends
+("ready", (facts, precision, threads)) or ("error", exception) once, then for each batch (ids, mask, types,
+hidden_states, threads) the arrays ("ok", (last_hidden_state, pooler_output, hidden_states)) or ("error", e).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+import sys
+from multiprocessing.connection import Connection
+
+from bertkit.runtime.seam import Runner, set_default_threads
+
+
+def main(conn, model_dir: str, backend: str, precision: str, threads: int) -> None:
+    """Open the runner, then answer batches until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
+    set_default_threads(threads or None)
+    try:
+        from bertkit.runtime.folder import open_folder
+        from bertkit.runtime.open import open_runner
+
+        runner = open_runner(open_folder(model_dir), backend, precision, "cpu")
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", _sendable(e)))
+        return
+    current = runner.threads()
+    conn.send(("ready", (runner.facts, runner.precision, current)))
+    while True:
+        try:
+            ids, mask, types, hidden_states, want = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if want != current:
+                runner.set_threads(want)
+                current = want
+            conn.send(("ok", _run(runner, ids, mask, types, hidden_states)))
+        except (BrokenPipeError, OSError):
+            return
+        except Exception as e:  # noqa: BLE001 - the parent raises it for the batch that caused it
+            conn.send(("error", _sendable(e)))
+
+
+def _sendable(e: BaseException) -> BaseException:
+    """The exception itself when it pickles, else a RuntimeError naming it (the parent raises what it gets)."""
+    try:
+        pickle.dumps(e)
+    except Exception:  # noqa: BLE001 - any failure to pickle
+        return RuntimeError(f"{type(e).__name__}: {e}")
+    return e
+
+
+def _run(runner: Runner, ids, mask, types, hidden_states: bool) -> tuple:
+    """One batch through the child's runner, as (last_hidden_state, pooler_output, hidden_states) arrays."""
+    if runner.arrays == "torch":
+        import torch
+
+        ids, mask, types = (torch.from_numpy(t) for t in (ids, mask, types))
+    with runner.inference():
+        out = runner.run(ids, mask, types, hidden_states)
+    arrays = [out.last_hidden_state, out.pooler_output, out.hidden_states]
+    if runner.arrays == "torch":
+        arrays[:2] = [None if t is None else t.float().numpy() for t in arrays[:2]]
+        arrays[2] = None if arrays[2] is None else tuple(t.float().numpy() for t in arrays[2])
+    return tuple(arrays)
+
+
+if __name__ == "__main__":  # the child: python -m bertkit.runtime.child FD MODEL_DIR BACKEND PRECISION THREADS
+    _fd, _dir, _backend, _precision, _threads = sys.argv[1:6]
+    logging.basicConfig(level=logging.WARNING)
+    main(Connection(int(_fd)), _dir, _backend, _precision, int(_threads))
