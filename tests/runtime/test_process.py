@@ -35,11 +35,12 @@ def test_the_child_gives_the_vectors_of_the_process(pair):
     assert isinstance(there.runner, Runner) and there.runner.pid not in (None, os.getpid())
     for kw in ({"pooling": "mean", "normalize": True}, {"pooling": "cls", "layers": [1, -1]},
                {"pooling": "pooler"}, {"pooling": "max"}):
-        np.testing.assert_allclose(there.encode(TEXTS, **kw), here.encode(TEXTS, **kw), atol=1e-6, err_msg=str(kw))
+        # 1e-5, not 1e-6: the child runs on one CPU fewer than this process, and fp32 sums in another order
+        np.testing.assert_allclose(there.encode(TEXTS, **kw), here.encode(TEXTS, **kw), atol=1e-5, err_msg=str(kw))
     a, b = here.encode_tokens(TEXTS), there.encode_tokens(TEXTS)
     for x, y in zip(a, b):
         assert y.tokens == x.tokens
-        np.testing.assert_allclose(y.vectors, x.vectors, atol=1e-6)
+        np.testing.assert_allclose(y.vectors, x.vectors, atol=1e-5)
 
 
 def test_heads_and_attentions_stay_in_the_parent(pair):
@@ -53,7 +54,7 @@ def test_a_dead_child_is_started_again(pair):
     old = there.runner.pid
     os.kill(old, signal.SIGKILL)
     there.runner._proc.wait(10)
-    np.testing.assert_allclose(there.encode(TEXTS), here.encode(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(there.encode(TEXTS), here.encode(TEXTS), atol=1e-5)
     assert there.runner.pid not in (old, None)
 
 

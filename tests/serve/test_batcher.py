@@ -1,5 +1,6 @@
-"""The batcher keeps the model busy: the next batch waits on the model thread while one runs, so a busy event
-loop (HTTP parsing, answers being encoded) does not leave the model idle between batches."""
+"""The batcher keeps the model busy: with two batches in flight (a model process's setting) the next batch waits
+on the model thread while one runs, so a busy event loop (HTTP parsing, answers being encoded) does not leave the
+model idle between batches."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_the_model_thread_does_not_wait_for_a_busy_event_loop(encoder):
     # six requests of 64 texts, each a batch of its own that runs longer than the loop is held at a time
     texts = [f"sentence number {i} about a dog that runs in the park near the river" for i in range(6 * 64)]
     limits = Limits(batch_tokens=1, max_wait_ms=0, split_tokens=10**6)  # one request per batch, never split
-    batcher = Batcher(encoder, limits, Metrics())
+    batcher = Batcher(encoder, limits, Metrics(), in_flight=2)  # as for a model process (in process: 1)
 
     async def hog():  # a handler holding the event loop, 20 ms at each turn of the loop, as HTTP work does
         while len(spans) < 6:

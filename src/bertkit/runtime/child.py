@@ -2,7 +2,7 @@
 
     python -m bertkit.runtime.child FD MODEL_DIR BACKEND PRECISION THREADS     # started by ProcessRunner only
 
-FD is its end of a socket pair with the serving process; THREADS 0 leaves the count to the backend. It sends
+FD is its end of a socket pair with the serving process; THREADS its CPU threads. It sends
 ("ready", (facts, precision, threads)) or ("error", exception) once, then for each batch (ids, mask, types,
 hidden_states, threads) the arrays ("ok", (last_hidden_state, pooler_output, hidden_states)) or ("error", e).
 """
@@ -21,7 +21,7 @@ from bertkit.runtime.seam import Runner, set_default_threads
 def main(conn, model_dir: str, backend: str, precision: str, threads: int) -> None:
     """Open the runner, then answer batches until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent stops us
-    set_default_threads(threads or None)
+    set_default_threads(threads)
     try:
         from bertkit.runtime.folder import open_folder
         from bertkit.runtime.open import open_runner

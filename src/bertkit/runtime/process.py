@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import BackendError
-from bertkit.runtime.seam import ArrayOutput, Cpu, Runner, default_threads
+from bertkit.runtime.seam import ArrayOutput, Cpu, Runner, cpu_budget, default_threads
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0  # loading a model (and, once, exporting a graph) in the child
@@ -51,7 +51,10 @@ class ProcessRunner:
         self._local = threading.local()
         self._lock = threading.Lock()  # one batch at a time through the pipe
         self._proc = self._conn = None
-        self._threads = default_threads() or 0  # 0: the child's backend chooses
+        # Without --threads, every CPU but one: the serving process needs a core for HTTP, and a child whose
+        # threads spread over every core stalls at each parallel region whenever the server runs (2 cores:
+        # 0.42 of offline vs 0.65 in process, bench/serve_load.py).
+        self._threads = default_threads() or max(1, cpu_budget() - 1)
         self._start()
 
     def _start(self) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bertkit.batching import Prepared
+from bertkit.runtime.process import ProcessRunner
 from bertkit.serve.costs import pieces
 from bertkit.serve.errors import ServeError
 from bertkit.serve.limits import Limits
@@ -35,9 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
-# Merged batches handed to the model thread at once: the next one waits in the executor's queue while one runs,
-# so the model never idles while the event loop, busy with HTTP, gets round to answering and taking more work.
-IN_FLIGHT = 2
+
 
 # The model work of a job: (its prepared encodings, the request's rows they are) -> one result per row
 # (an array, a list, a sparse matrix: anything sliced by rows), or any value for work that is not split.
@@ -109,8 +108,14 @@ class Batcher:
     cores, and the event loop never waits on the model.
     """
 
-    def __init__(self, encoder: Encoder, limits: Limits, metrics: Metrics):
+    def __init__(self, encoder: Encoder, limits: Limits, metrics: Metrics, in_flight: int | None = None):
         self.encoder, self.limits, self.metrics = encoder, limits, metrics
+        # Merged batches handed to the model thread at once. With the model in a child process, two: the next one
+        # waits in the executor's queue while one runs, so the child never idles while the event loop, busy with
+        # HTTP, gets round to answering and taking more work (serve_load at --threads 1: 0.86-0.88 of offline
+        # vs 0.80-0.86 with one). In process, one: the model thread is never idle there (it is slowed by the GIL
+        # instead), and two made the merged batches smaller and 2 threads ~3 % slower (docs/RESULTS.md).
+        self.in_flight = in_flight or (2 if isinstance(encoder.runner, ProcessRunner) else 1)
         # A runner's thread count is per OS thread: give the model thread the count set in this one (--threads).
         runner = encoder.runner
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-model",
@@ -127,7 +132,7 @@ class Batcher:
         # default 5 ms switch interval a busy event loop makes it wait up to 5 ms per op (a convoy).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._slots = asyncio.Semaphore(self.in_flight)
         self._task = asyncio.create_task(self._loop(), name="bertkit-batcher")
 
     async def stop(self) -> None:
@@ -189,7 +194,7 @@ class Batcher:
                 continue
             if sum(j.tokens for j in self.pending) < budget:
                 await asyncio.sleep(self.limits.max_wait_ms / 1000)  # let concurrent requests join
-            await self._slots.acquire()  # at most IN_FLIGHT batches handed to the model thread
+            await self._slots.acquire()  # at most in_flight batches handed to the model thread
             jobs = self._take(budget)
             self.metrics.queue_depth.set(len(self.pending))
             groups: dict[tuple, list[Job]] = {}
