@@ -353,13 +353,14 @@ class Encoder:
 
         return encode_sparse(self, texts, top_k, batch_size=batch_size, truncate=truncate, workers=workers).matrix
 
-    def fill_mask(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Per [MASK] in the text (left to right): the top_k (token, probability) predictions."""
+    def fill_mask(self, text: str, top_k: int = 5, prepared: Prepared | None = None) -> list[list[tuple[str, float]]]:
+        """Per [MASK] in the text (left to right): the top_k (token, probability) predictions. prepared: the
+        text already tokenized (the server's), not tokenized again."""
         self.require("mlm", "fill-mask")
         if top_k < 1:
             raise OptionError(f"top_k must be >= 1, got {top_k}")
         (text,) = as_text_list(text)
-        batch = self.tokenize([text])
+        batch = self.tokenizer.pad(prepared.encodings) if prepared is not None else self.tokenize([text])
         positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().flatten().tolist()
         if not positions:
             mask = self.tokenizer.mask_token

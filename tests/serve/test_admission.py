@@ -379,3 +379,38 @@ def test_nsp_tokenizes_each_pair_once_and_runs_only_the_nsp_head(heads, monkeypa
     assert r.status_code == 200, r.text
     assert counting.texts == len(a) and mlm_calls == []
     np.testing.assert_allclose(r.json()["probabilities"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("which", "path", "body", "count"), [
+    ("classifier", "/classify", {"texts": TEXTS}, len(TEXTS)),
+    ("classifier", "/classify", {"texts": TEXTS, "pairs": TEXTS[::-1]}, len(TEXTS)),
+    ("tagger", "/ner", {"texts": TEXTS}, len(TEXTS)),
+    ("heads", "/fill-mask", {"text": "Paris is the [MASK] of France.", "top_k": 3}, 1),
+])
+def test_head_routes_tokenize_each_text_once(request, monkeypatch, which, path, body, count):
+    """/classify, /ner and /fill-mask tokenized at admission (to count and bound the request) and again on the
+    model thread; now the head runs on the admitted encodings. The answers are the head's own offline ones."""
+    srv = request.getfixturevalue(which)
+    service = srv.service
+    if path == "/classify":
+        expected = [list(p) for p in service.classifier.predict(body["texts"], body.get("pairs"))]
+        tokenizer = service.classifier.tokenizer
+    elif path == "/ner":
+        expected = service.tagger.entities(body["texts"])
+        tokenizer = service.tagger.tokenizer
+    else:
+        expected = service.encoder.fill_mask(body["text"], top_k=3)
+        tokenizer = service.encoder.tokenizer
+    counting = Counting(tokenizer.tokenizer)
+    monkeypatch.setattr(tokenizer, "tokenizer", counting)
+    r = srv.post(path, body)
+    assert r.status_code == 200, r.text
+    assert counting.texts == count, counting.texts
+    got = r.json()
+    if path == "/classify":
+        assert [[p["label"], pytest.approx(p["probability"], abs=1e-5)] for p in got["predictions"]] == expected
+    elif path == "/ner":
+        assert got["entities"] == expected
+    else:
+        assert [[[t["token"], pytest.approx(t["score"], abs=1e-5)] for t in mask] for mask in got["masks"]] \
+            == [[list(t) for t in mask] for mask in expected]

@@ -91,18 +91,22 @@ class Classifier:
         # One output is a score (a regression head, or a cross-encoder's logit), not a one-class softmax.
         return cls(model, tok, labels, extra.get("problem_type") == "regression" or len(labels) == 1)
 
-    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
+    def logits(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
+               encodings: list[Encoding] | None = None) -> torch.Tensor:
+        """encodings: the texts (and pairs) already tokenized by this classifier's tokenizer (the server's)."""
         from bertkit.tokenizer import as_text_list
 
-        texts = as_text_list(texts)
-        pairs = as_text_list(pairs, "second text") if pairs is not None else None
-        encodings = self.tokenizer.encode(texts, pairs)
+        if encodings is None:
+            texts = as_text_list(texts)
+            pairs = as_text_list(pairs, "second text") if pairs is not None else None
+            encodings = self.tokenizer.encode(texts, pairs)
         self.truncated = truncation_note(encodings, self.tokenizer.max_length, "texts")
         return torch.stack(batched_logits(self.model, self.tokenizer, encodings, batch_size))
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None) -> list[tuple[str, float]]:
+    def predict(self, texts: list[str], pairs: list[str] | None = None,
+                encodings: list[Encoding] | None = None) -> list[tuple[str, float]]:
         """(label, probability) per text; for a regression model ("score", predicted value)."""
-        logits = self.logits(texts, pairs)
+        logits = self.logits(texts, pairs, encodings=encodings)
         if self.regression:
             return [("score", float(v)) for v in logits[:, 0]]
         probs = logits.softmax(-1)
@@ -204,15 +208,17 @@ class Tagger:
         logits = batched_logits(self.model, self.tokenizer, encodings)
         return [word_predictions(lg, w, len(s), self.labels)[0] for lg, w, s in zip(logits, words, sentences)]
 
-    def entities(self, texts: str | list[str]) -> list[dict] | list[list[dict]]:
+    def entities(self, texts: str | list[str],
+                 encodings: list[Encoding] | None = None) -> list[dict] | list[list[dict]]:
         """Entities per text: type, surface text, start / end character offsets in the original text, score
-        (mean probability of the entity's words). Words are the tokenizer's (split at spaces and punctuation)."""
+        (mean probability of the entity's words). Words are the tokenizer's (split at spaces and punctuation).
+        encodings: the texts already tokenized by this tagger's tokenizer (the server's)."""
         from bertkit.data.metrics import bio_spans
         from bertkit.tokenizer import as_text_list
 
         single = isinstance(texts, str)
         texts = as_text_list(texts)
-        encodings = self.tokenizer.encode(texts)
+        encodings = self.tokenizer.encode(texts) if encodings is None else encodings
         self.truncated = truncation_note(encodings, self.tokenizer.max_length, "texts")
         out = []
         for text, enc, logits in zip(texts, encodings, batched_logits(self.model, self.tokenizer, encodings)):

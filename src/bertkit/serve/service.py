@@ -201,7 +201,7 @@ class Service(Admission):
         (text,) = self.texts([text])
         prepared = await self.prepare([text], tokenizer=encoder.tokenizer)
         masks = prepared.encodings[0].ids.count(encoder.tokenizer.mask_id)
-        return await self.admit(prepared, lambda p, rows: encoder.fill_mask(text, top_k=top_k),
+        return await self.admit(prepared, lambda p, rows: encoder.fill_mask(text, top_k=top_k, prepared=p),
                                 answer=2 * top_k * max(1, masks), what="predictions", split=False)
 
     async def nsp(self, a: str | list[str], b: str | list[str]) -> np.ndarray:
@@ -225,7 +225,7 @@ class Service(Admission):
             raise ServeError("model has no classification head; serve a folder made by `bertkit train classify`",
                              400, "no_classification_head")
         prepared = await self.prepare(texts, pairs, tokenizer=clf.tokenizer)
-        return await self.admit(prepared, lambda p, rows: clf.predict(p.texts, pairs[rows] if pairs else None),
+        return await self.admit(prepared, lambda p, rows: clf.predict(p.texts, encodings=p.encodings),
                                 answer=2 * len(texts), what="predictions")
 
     async def ner(self, texts: str | list[str]) -> list[list[dict]]:
@@ -235,7 +235,7 @@ class Service(Admission):
             raise ServeError("model has no token-classification (NER) head; serve a folder made by `bertkit train ner`",
                              400, "no_ner_head")
         prepared = await self.prepare(texts, tokenizer=tagger.tokenizer)
-        return await self.admit(prepared, lambda p, rows: tagger.entities(p.texts),
+        return await self.admit(prepared, lambda p, rows: tagger.entities(p.texts, encodings=p.encodings),
                                 answer=4 * sum(prepared.tokens), what="entities")  # at most one per token
 
     # -- the tokenizer alone (TEI's /tokenize, /decode, prompt_name and truncation_direction; see tei.py) ------
