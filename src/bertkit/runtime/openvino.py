@@ -7,9 +7,9 @@ asymmetric where their values are). The quantized model is cached as OpenVINO IR
 fp32 graph, with the same record, checks and user-cache fallback as every graph (bertkit.runtime.cache).
 Inference: OpenVINO's CPU plugin, streams of the caller's thread count (one stream per concurrent caller
 that the CPUs allow: the encoder's workers call from several OS threads at once, and requests on one stream
-would wait for each other), the parts left in float in f32 (INFERENCE_PRECISION_HINT; OpenVINO would
-otherwise run them in bf16 on a CPU with AVX512-BF16). No torch: openvino + numpy only; nncf is needed only to
-quantize (at export).
+would wait for each other), the parts left in float (attention's matmuls, softmax, LayerNorm) in bf16 on a CPU
+with AMX-BF16 and in f32 elsewhere (INFERENCE_PRECISION_HINT, `float_precision`; OpenVINO would pick bf16 on any
+CPU with AVX512-BF16). No torch: openvino + numpy only; nncf is needed only to quantize (at export).
 
 Why OpenVINO and not ONNX Runtime's `quantize_static`: its QDQ graph ran as QLinearMatMul with a quantize /
 dequantize pass around each, and was slower than ONNX Runtime's dynamic int8 (docs/RESULTS.md, issue 22).
@@ -124,6 +124,16 @@ def _ov_core():
         return _core
 
 
+def float_precision() -> str:
+    """What OpenVINO runs the unquantized parts in: "bf16" on a CPU with AMX-BF16, whose tiles make attention's
+    bf16 matmuls far faster (2-core Xeon with AMX, 2026-12-06: 256-token documents 93.7 vs 69.7 texts/s, STS-B
+    sentences 2,028 vs 2,117 (noise), STS-B dev Spearman 86.81 vs 86.82, min cosine to exact 0.932 vs 0.928),
+    else "f32" (without AMX bf16 is emulated or slower, and the exact parts stay exact)."""
+    from bertkit.runtime.verdicts import cpu_info
+
+    return "bf16" if "amx_bf16" in cpu_info()[1] else "f32"
+
+
 class OpenVinoSession:
     """A cached int8 OpenVINO model that answers like bertkit.runtime.onnxrt.OrtSession (numpy in, ArrayOutput
     out); bertkit.runtime.onnxrt.GraphRunner makes it a Runner.
@@ -158,7 +168,7 @@ class OpenVinoSession:
                 # caller) would share a single stream: give each possible caller a stream of `threads` threads.
                 streams = max(1, cpu_budget() // threads)
                 config = {"INFERENCE_NUM_THREADS": streams * threads, "NUM_STREAMS": streams,
-                          "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+                          "INFERENCE_PRECISION_HINT": float_precision(), "ENABLE_CPU_PINNING": False}
                 self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
             return self._compiled[key]
 
