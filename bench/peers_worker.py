@@ -91,14 +91,17 @@ def prepare_st6(model: Path, work: Path) -> None:
 # -- loaders: system name -> encode function ------------------------------------------------------------------
 
 def load_bertkit(mode: str, model: Path, threads: int) -> Encode:
-    import torch
-
     from bertkit.encoder import Encoder
+    from bertkit.runtime.seam import set_default_threads
     from bertkit.tokenizer import BertTokenizer
 
     os.environ["BERTKIT_VERDICTS"] = "off"  # every mode runs as asked: measuring them is the point
-    torch.set_num_threads(threads)
     backend, precision = mode.split("-", 1)
+    set_default_threads(threads)  # torch too, should it load; the onnx modes do not import it (cold start)
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     enc = Encoder.load(str(model), device="cpu", precision=precision, backend=backend)
     # 512 tokens, as every peer here is set to (the model's own limit is 256): the long set is 512 long
     enc.tokenizer = BertTokenizer.from_dir(enc.path, max_length=512, root=enc.path)
