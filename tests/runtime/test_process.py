@@ -49,6 +49,18 @@ def test_heads_and_attentions_stay_in_the_parent(pair):
     np.testing.assert_allclose(got.attentions[-1].numpy(), ref.attentions[-1].numpy(), atol=1e-6)
 
 
+def test_encode_workers_do_not_shrink_the_child(pair):
+    """encode()'s CPU workers ask their runner for 1 thread each; the child runs one batch at a time and keeps
+    all of its threads (it used to be sent each caller's count, so N workers meant one core in the child)."""
+    here, there = pair
+    before = there.runner.threads()
+    there.runner.set_threads(1)
+    assert there.runner.threads() == before
+    many = TEXTS * 20
+    np.testing.assert_allclose(there.encode(many, batch_size=4, workers=2), here.encode(many, batch_size=4),
+                               atol=1e-5)
+
+
 def test_a_dead_child_is_started_again(pair):
     here, there = pair
     old = there.runner.pid

@@ -4,7 +4,7 @@
 
 FD is its end of a socket pair with the serving process; THREADS its CPU threads. It sends
 ("ready", (facts, precision, threads)) or ("error", exception) once, then for each batch (ids, mask, types,
-hidden_states, threads) the arrays ("ok", (last_hidden_state, pooler_output, hidden_states)) or ("error", e).
+hidden_states) the arrays ("ok", (last_hidden_state, pooler_output, hidden_states)) or ("error", e).
 """
 
 from __future__ import annotations
@@ -30,17 +30,13 @@ def main(conn, model_dir: str, backend: str, precision: str, threads: int) -> No
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", _sendable(e)))
         return
-    current = runner.threads()
-    conn.send(("ready", (runner.facts, runner.precision, current)))
+    conn.send(("ready", (runner.facts, runner.precision, runner.threads())))
     while True:
         try:
-            ids, mask, types, hidden_states, want = conn.recv()
+            ids, mask, types, hidden_states = conn.recv()
         except (EOFError, OSError):
             return
         try:
-            if want != current:
-                runner.set_threads(want)
-                current = want
             conn.send(("ok", _run(runner, ids, mask, types, hidden_states)))
         except (BrokenPipeError, OSError):
             return

@@ -48,7 +48,6 @@ class ProcessRunner:
         self._inner_lock = threading.Lock()
         self.model_dir, self.backend, self.requested_precision = Path(model_dir), backend, precision
         self.device = Cpu()
-        self._local = threading.local()
         self._lock = threading.Lock()  # one batch at a time through the pipe
         self._proc = self._conn = None
         # Without --threads, every CPU but one: the serving process needs a core for HTTP, and a child whose
@@ -88,7 +87,7 @@ class ProcessRunner:
             if self._proc is None or self._proc.poll() is not None:
                 log.warning("the model process is gone; starting it again")
                 self._start()
-            self._conn.send((*batch, bool(hidden_states), self.threads()))
+            self._conn.send((*batch, bool(hidden_states)))
             kind, payload = _receive(self._conn, self._proc)
         if kind == "error":
             raise payload
@@ -122,12 +121,11 @@ class ProcessRunner:
         return contextlib.nullcontext()  # forward() enters the parent runner's own
 
     def threads(self) -> int:
-        n = getattr(self._local, "threads", None)
-        return n if n is not None else self._child_threads
+        return self._child_threads
 
     def set_threads(self, n: int) -> None:
-        """The child's thread count for batches sent from this OS thread."""
-        self._local.threads = n
+        """Nothing: the child runs one batch at a time, always on all of its threads. (encode()'s CPU workers each
+        ask for 1; here they only overlap their padding and pooling with the child's forward.)"""
 
     def close(self) -> None:
         """Stop the child (it also stops when this process exits)."""

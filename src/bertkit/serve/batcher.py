@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
 
-
 # The model work of a job: (its prepared encodings, the request's rows they are) -> one result per row
 # (an array, a list, a sparse matrix: anything sliced by rows), or any value for work that is not split.
 Run = Callable[[Prepared, slice], Any]
