@@ -42,6 +42,7 @@ SHARED = ROOT.parent / "shared"  # the data sets sit beside the repository (as i
 BLOCK_TIMEOUT_S = 300
 ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):8000\b")
 NEXT = "_docs_next"  # the namespace key a `<!-- docs: ... -->` directive leaves for the next block
+NO_DATA = "_docs_no_data"  # set once a page's block needed the absent data sets: its later blocks build on it
 
 # The inputs the examples name, written into each page's scratch folder.
 FILES = {
@@ -161,6 +162,16 @@ def with_server(source: str, example: Example) -> str:
     return re.sub(r"\bcurl -s\b", "curl -sS --fail-with-body", source)
 
 
+def needs_data(example: Example, source: str) -> None:
+    """Skip, with the reason, a block that reads ../shared/data when the data sets are absent (CI has them), and
+    every later block of its page, which may use what it made."""
+    if SHARED.is_dir():
+        return
+    if "shared/data" in source or example.namespace.get(NO_DATA):
+        example.namespace[NO_DATA] = True
+        pytest.skip(f"needs the data sets in {SHARED / 'data'}, absent here (or an earlier block of this page did)")
+
+
 def run_python(example: Example) -> None:
     __tracebackhide__ = True
     mode = example.namespace.pop(NEXT, "run")
@@ -170,6 +181,7 @@ def run_python(example: Example) -> None:
     code = compile(pad(source, example.line + example.parsed.line_offset), example.path, "exec")
     if mode == "check":
         return
+    needs_data(example, source)
     with in_folder(example.namespace["_docs_scratch"]):
         exec(code, example.namespace)  # noqa: S102  (running the docs' examples is the point)
     example.namespace.pop("__builtins__", None)
@@ -182,6 +194,7 @@ def run_bash(example: Example) -> None:
     if mode == "check":
         check_commands(source)
         return
+    needs_data(example, source)
     if mode == "server":
         source = with_server(source, example)
     r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", source], cwd=example.namespace["_docs_scratch"],
