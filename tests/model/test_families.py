@@ -15,6 +15,7 @@ import torch
 from families_support import FAMILIES, save_family
 from model_parity import TEXTS, assert_close, hf_model
 
+import bertkit.model.packed as packed_module
 from bertkit.errors import CheckpointError, MissingHeadError
 from bertkit.model import describe, load_model
 from bertkit.tokenizer import BertTokenizer
@@ -76,6 +77,27 @@ def test_packed_forward_equals_padded_forward(saved):
         assert_close(a, b, f"{family} packed hidden_states[{i}]", batch.attention_mask)
     if model.has_pooler:
         assert_close(packed.pooler_output, padded.pooler_output, f"{family} packed pooler")
+
+
+def test_packed_forward_in_length_groups_equals_padded_forward(saved, monkeypatch):
+    """Rows sorted longest first (as by_length makes them) run attention in groups of their own width, each
+    with the mask the family's stack makes for it (MPNet: its relative position bias): the same outputs."""
+    family, _, folder = saved
+    if family == "modernbert":
+        pytest.skip("ModernBERT has its own packed path (its local-window attention)")
+    model, _ = load_model(folder)
+    batch = BertTokenizer.from_dir(folder)(["long " * 60, "a b c d e f g h i j", "a b c d e", "a"])
+    ids, mask, types = batch.input_ids, batch.attention_mask, batch.token_type_ids
+    lengths = mask.sum(1).tolist()  # longest first, the first far longer than the rest
+    # a cost that cuts the longest row off alone and leaves the others, of several lengths, padded together
+    monkeypatch.setattr(packed_module, "GROUP_COST", (len(lengths) - 1) * (lengths[0] ** 2 - lengths[1] ** 2) - 1)
+    groups = packed_module.row_groups(lengths)
+    assert groups[:1] == [(0, 1)] and any(len(set(lengths[a:b])) > 1 for a, b in groups), (lengths, groups)
+    with torch.inference_mode():
+        padded = model(ids, mask, types, output_hidden_states=True)
+        packed = model.forward_packed(ids, mask, types, True)
+    for i, (a, b) in enumerate(zip(packed.hidden_states, padded.hidden_states)):
+        assert_close(a, b, f"{family} grouped hidden_states[{i}]", mask)
 
 
 def test_tokenizer_reads_the_familys_special_tokens(saved):

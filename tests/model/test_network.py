@@ -6,6 +6,7 @@ import torch
 from model_parity import PAIRS, TEXTS, assert_close, hf_model
 
 from bertkit.model import Bert, BertConfig, describe, load_model
+from bertkit.model.packed import GROUP_COST, row_groups
 from bertkit.tokenizer import BertTokenizer
 
 
@@ -115,3 +116,12 @@ def test_packaged_model_parameter_count(packaged_dir):
     model, _ = load_model(packaged_dir)
     # all-MiniLM-L6-v2: 22,713,216 parameters including the pooler (the published 22.7M)
     assert sum(p.count for p in describe(model)) == 22_713_216
+
+
+def test_row_groups_cut_where_a_narrower_width_saves_more_than_a_call():
+    assert GROUP_COST == 2048
+    # 4 rows padded to 40 instead of 12 save 4 * (1600 - 144) = 5824 > 2048: cut; 10 -> 9 saves 3 * 19: no cut
+    assert row_groups([40, 38, 12, 10, 9, 8]) == [(0, 2), (2, 6)]
+    assert row_groups([20, 20, 19, 19]) == [(0, 4)]  # nothing worth a call
+    assert row_groups([5, 40, 12]) == [(0, 3)]  # not sorted longest first: one group
+    assert row_groups([7]) == [(0, 1)]
