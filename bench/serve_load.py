@@ -92,6 +92,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes a process started (a `--model-process` server's model child), from /proc."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[np.ndarray, float, float]:
     from bertkit import Encoder
     from bertkit.serve import set_threads
@@ -216,11 +224,14 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
+        children = child_pids(server.pid)  # started before /health answers
         server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
+        child_cpu0 = sum(cpu_seconds(c) for c in children)
         tei_clients = round(args.tei_fraction * args.clients)
         wall, good, latencies, statuses, answers = asyncio.run(
             run_clients(url, texts, schedule, args.max_seconds, tei_clients))
         server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu0, time.process_time() - client_cpu0
+        child_cpu = sum(cpu_seconds(c) for c in children) - child_cpu0
         metrics = httpx.get(url + "/metrics").text
     finally:
         server.terminate()
@@ -253,6 +264,9 @@ def main() -> None:
         "offline_cpu_s_per_1k": round(1000 * (cpu_offline + cpu_offline2) / 2 / len(bench_texts), 2),
         "server_cpu_s_per_1k": round(1000 * server_cpu / max(good, 1), 2),
         "client_cpu_s_per_1k": round(1000 * client_cpu / max(good, 1), 2),
+        # --model-process: the model child's CPU seconds per 1000 texts, and how much of the wall it computed
+        "model_child_cpu_s_per_1k": round(1000 * child_cpu / max(good, 1), 2) if children else None,
+        "model_child_cpu_fraction": round(child_cpu / wall, 3) if children else None,
         "load_average_1m": round(os.getloadavg()[0], 1),
         "model_busy_fraction": round(_metric(metrics, "bertkit_model_seconds_total") / wall, 3),
         "mean_batch_texts": round(batches[0] / max(batches[1], 1), 1),
