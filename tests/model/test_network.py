@@ -125,3 +125,4 @@ def test_row_groups_cut_where_a_narrower_width_saves_more_than_a_call():
     assert row_groups([20, 20, 19, 19]) == [(0, 4)]  # nothing worth a call
     assert row_groups([5, 40, 12]) == [(0, 3)]  # not sorted longest first: one group
     assert row_groups([7]) == [(0, 1)]
+    assert row_groups([40, 38, 0]) == [(0, 3)]  # an all-padding row (not from a tokenizer): no width-0 call

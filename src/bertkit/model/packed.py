@@ -120,8 +120,8 @@ class Packing:
 def row_groups(lengths: list[int]) -> list[tuple[int, int]]:
     """Row ranges [a, b) of a batch whose attention runs apart: a cut before row j when the rows from j on,
     padded to row j's length instead of the current group's, save more than GROUP_COST. Rows not sorted
-    longest first (not made by by_length): one group."""
-    if any(a < b for a, b in pairwise(lengths)):
+    longest first (not made by by_length), or an empty row among them: one group."""
+    if any(a < b for a, b in pairwise(lengths)) or (lengths and lengths[-1] < 1):
         return [(0, len(lengths))]
     starts, width = [0], lengths[0] if lengths else 0
     for j in range(1, len(lengths)):
