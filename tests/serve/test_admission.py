@@ -339,6 +339,7 @@ def test_layers_merges_repeated_poolings(plain):
 def test_info_reports_the_answer_bound(plain):
     info = plain.get("/info").json()
     assert info["limits"]["max_answer_values"] == 4_000_000
+    assert info["limits"]["encode_batch_size"] == 32  # in process: a batch per CPU worker, as offline
     assert "max_answer_values" in info["costs"]["admission"]
 
 

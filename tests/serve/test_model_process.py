@@ -47,6 +47,8 @@ def test_serve_model_process_answers_as_offline(tmp_path, encoder):
                                    encoder.encode(TEXTS, pooling="cls", layers=[2, -1]), atol=1e-5)
         r = server.post("/attention", {"text": TEXTS[0]})  # attention probabilities: the parent's own model
         assert r.status_code == 200, r.text
+        # a model process runs each merged batch as one forward (serve/batcher.forward_rows)
+        assert server.get("/info").json()["limits"]["encode_batch_size"] == 256
     assert server.proc.returncode is not None
     deadline = time.monotonic() + 30
     while alive(kids[0]) and time.monotonic() < deadline:  # the child exits with the server

@@ -100,6 +100,18 @@ def _timed(run: Run, batch: Prepared, rows: slice) -> tuple[Any, float]:
     return run(batch, rows), time.perf_counter() - start
 
 
+def forward_rows(encoder: Encoder, limits: Limits) -> int:
+    """Rows per forward pass inside a merged batch: the operator's `encode_batch_size`, else 256 for a model
+    process and 32 in process. A merged batch is ~90-130 texts in arrival order; in a model process one forward
+    over all of them (attention in length groups, model/packed.py) costs offline's CPU per text where three of
+    32 cost 5-10 % more (serve_load --threads 1: 0.96-1.00 of offline vs 0.87-0.92). In process, encode runs a
+    batch per CPU worker, so one big batch would leave all workers but one idle (2 threads, 64 clients: 78 vs
+    101-103 requests/s) (docs/RESULTS.md, "Length-grouped attention and one forward per merged batch")."""
+    if limits.encode_batch_size is not None:
+        return limits.encode_batch_size
+    return 256 if isinstance(encoder.runner, ProcessRunner) else 32
+
+
 class Batcher:
     """Merges concurrent model work into model batches bounded by a token budget and a short wait.
 

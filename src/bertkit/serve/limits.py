@@ -12,12 +12,9 @@ class Limits:
     max_queued_tokens: int = 65_536  # tokens accepted but not yet answered, all requests together -> 429
     batch_tokens: int = 8_192  # the batcher closes a model batch once this many tokens are in it
     max_wait_ms: float = 5.0  # how long a lone request waits for company before its batch runs
-    # Rows per forward pass inside a merged batch, which encode() also caps at 4,096 padded tokens. Not offline's
-    # 32: a merged batch is ~90-130 texts in arrival order, and since attention runs in length groups
-    # (model/packed.py) one forward over all of them is cheaper than three of 32: serve_load --threads 1 with
-    # --model-process went from 0.87-0.92 to 0.96-0.99 of offline, the child's CPU per text now offline's
-    # (docs/RESULTS.md, "Length-grouped attention and one forward per merged batch").
-    encode_batch_size: int = 256
+    # Rows per forward pass inside a merged batch (encode() also caps it at 4,096 padded tokens); None: 256 with
+    # the model in its own process, else offline's 32 (serve/batcher.forward_rows says why).
+    encode_batch_size: int | None = None
     # What one request may cost (issue 16): bounded by the operator, reported by /info.
     max_poolings: int = 7  # distinct poolings in one /similarity request (duplicates are merged) -> 413
     max_layers: int = 13  # layers averaged in one request, each at most once (duplicates -> 400) -> 413

@@ -8,7 +8,7 @@ with its status) or the library's own `BertkitError`s.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,7 +20,7 @@ from bertkit.batching import Prepared
 from bertkit.heads.rerank import reranker_of
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES
 from bertkit.serve.admission import Admission
-from bertkit.serve.batcher import Batcher
+from bertkit.serve.batcher import Batcher, forward_rows
 from bertkit.serve.compact import checked_spec, request_spec
 from bertkit.serve.costs import check_layers, unique_poolings
 from bertkit.serve.errors import ServeError
@@ -52,7 +52,9 @@ class Service(Admission):
 
     def __init__(self, encoder: Encoder, limits: Limits | None = None, index: Any = None, whitening: Any = None,
                  heads: tuple[Any, Any] = (None, None)):
-        self.encoder, self.limits, self.index, self.whitening = encoder, limits or Limits(), index, whitening
+        limits = limits or Limits()
+        limits = replace(limits, encode_batch_size=forward_rows(encoder, limits))  # the value /info reports
+        self.encoder, self.limits, self.index, self.whitening = encoder, limits, index, whitening
         # bertkit.heads.predict's Classifier / Tagger when the folder is fine-tuned
         self.classifier, self.tagger = heads
         self.reranker = reranker_of(self.classifier)  # POST /rerank; `serve --reranker DIR` may set another
