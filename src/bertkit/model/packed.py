@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +108,8 @@ class Packing:
     keep: torch.Tensor  # (N,) flat positions of the real tokens in the (B*T) grid
     padded: bool  # False when every position is a real token (then keep is 0..B*T-1)
     mask: torch.Tensor | None  # (B, 1, 1, T) keys only: padding queries are dropped anyway; MPNet: additive
-    groups: list[Group] = field(default_factory=list)  # attention's calls; empty: one, over the whole batch
+    # attention's calls (forward_packed's _groups; ModernBERT's packed path has its own attention and none)
+    groups: list[Group] = field(default_factory=list)
 
     def unpack(self, t: torch.Tensor) -> torch.Tensor:
         """(N, H) -> (B, T, H), zeros at padding."""
@@ -135,19 +136,24 @@ def _groups(stack: nn.Module, attention_mask: torch.Tensor, keep: torch.Tensor, 
             mask: torch.Tensor | None) -> list[Group]:
     """Attention's calls for a right-padded (B, T) batch (see row_groups); one when cutting does not pay."""
     B, T = attention_mask.shape
+    whole = [Group(slice(None), B, T, keep, padded, mask)]
+    if not padded:
+        return whole
     lengths = attention_mask.sum(1)  # (B,)
-    right = bool((attention_mask.bool() == (torch.arange(T, device=lengths.device) < lengths[:, None])).all())
-    spans = row_groups(lengths.tolist()) if padded and right else [(0, B)]
+    if not bool((attention_mask.bool() == (torch.arange(T, device=lengths.device) < lengths[:, None])).all()):
+        return whole  # not right-padded: the rows' tokens are not their first positions
+    lengths = lengths.tolist()
+    spans = row_groups(lengths)
     if len(spans) == 1:
-        return [Group(slice(None), B, T, keep, padded, mask)]
-    ends = torch.cumsum(lengths, 0).tolist()
+        return whole
+    ends = list(accumulate(lengths))
     groups = []
     for a, b in spans:
-        width, rows = int(lengths[a]), attention_mask[a:b, : int(lengths[a])]  # (b-a, width)
+        rows = attention_mask[a:b, : lengths[a]]  # (b-a, width): row a is the group's longest
         sub_keep = rows.reshape(-1).nonzero().squeeze(1)
         sub_padded = sub_keep.numel() != rows.numel()
-        sub_mask = stack.attention_mask(rows.bool()[:, None, None, :] if sub_padded else None, width)
-        groups.append(Group(slice(ends[a - 1] if a else 0, ends[b - 1]), b - a, width, sub_keep, sub_padded,
+        sub_mask = stack.attention_mask(rows.bool()[:, None, None, :] if sub_padded else None, lengths[a])
+        groups.append(Group(slice(ends[a - 1] if a else 0, ends[b - 1]), b - a, lengths[a], sub_keep, sub_padded,
                             sub_mask))
     return groups
 
@@ -160,10 +166,9 @@ def _attention(att: nn.Module, x: torch.Tensor, pack: Packing, plain: bool) -> t
         qkv = _scratch_linear(x, *att.fused_qkv(), "qkv").contiguous()
     else:  # gradients or a quantized model: the three HF-named layers
         qkv = torch.cat([att.query(x), att.key(x), att.value(x)], dim=1)
-    groups = pack.groups or [Group(slice(None), pack.B, pack.T, pack.keep, pack.padded, pack.mask)]
-    if len(groups) == 1:
-        return _attend(att, qkv, groups[0], plain)
-    return torch.cat([_attend(att, qkv[g.tokens], g, plain) for g in groups])  # (N, H)
+    if len(pack.groups) == 1:
+        return _attend(att, qkv, pack.groups[0], plain)
+    return torch.cat([_attend(att, qkv[g.tokens], g, plain) for g in pack.groups])  # (N, H)
 
 
 def _attend(att: nn.Module, qkv: torch.Tensor, g: Group, plain: bool) -> torch.Tensor:
