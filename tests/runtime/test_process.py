@@ -105,3 +105,15 @@ def test_the_parent_opens_its_own_model_only_for_heads():
         assert enc.runner._inner is not None
     finally:
         enc.runner.close()
+
+
+def test_a_server_runs_the_model_in_a_child_only_when_its_threads_leave_a_core_to_http(monkeypatch):
+    from bertkit.runtime import process
+
+    monkeypatch.setattr(process, "cpu_budget", lambda: 4)
+    monkeypatch.setattr(process, "GPU_NODES", ())  # as on a machine without a GPU driver
+    assert process.child_pays(1) and process.child_pays(3) and process.child_pays(2, backend="onnx")
+    assert not process.child_pays(4) and not process.child_pays(8)  # every core: in process serves more
+    assert not process.child_pays(None)  # torch's default: every core
+    monkeypatch.setattr(process, "cpu_budget", lambda: 1)
+    assert not process.child_pays(1)  # one CPU: no core for the HTTP side either way

@@ -14,6 +14,8 @@ pytest.importorskip("fastapi")
 
 from support import serve_process, wait_ready
 
+from bertkit.runtime.seam import cpu_budget
+
 TEXTS = ["A man is playing a guitar.", "Hi.", "Paris is the capital of France.", "A dog runs in the park."]
 
 
@@ -32,11 +34,15 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the model process")
+@pytest.mark.skipif(cpu_budget() < 2, reason="needs 2 CPUs: with --threads 1 on one CPU the model stays in process")
 def test_serve_model_process_answers_as_offline(tmp_path, encoder):
-    with serve_process(tmp_path, "--model-process", "--threads", "1") as server:
+    # Neither --model-process nor --in-process: --threads 1 leaves a core to the HTTP side, so the model runs in a
+    # child (runtime.process.child_pays)
+    with serve_process(tmp_path, "--threads", "1") as server:
         wait_ready(server.url, server.proc)
         kids = children(server.proc.pid)
         assert len(kids) == 1, kids  # the model process
+        assert server.get("/info").json()["model_process"] is True
         r = server.post("/v1/embeddings", {"input": TEXTS, "model": "m", "encoding_format": "base64"})
         assert r.status_code == 200, r.text
         got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in r.json()["data"]])
@@ -54,6 +60,15 @@ def test_serve_model_process_answers_as_offline(tmp_path, encoder):
     while alive(kids[0]) and time.monotonic() < deadline:  # the child exits with the server
         time.sleep(0.1)
     assert not alive(kids[0])
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to find the model process")
+def test_serve_in_process_when_asked(tmp_path):
+    with serve_process(tmp_path, "--threads", "1", "--in-process") as server:
+        wait_ready(server.url, server.proc)
+        assert children(server.proc.pid) == []
+        info = server.get("/info").json()
+        assert info["model_process"] is False and info["limits"]["encode_batch_size"] == 32
 
 
 def alive(pid: int) -> bool:

@@ -42,9 +42,10 @@ AllowHostOpt = typer.Option(None, "--allow-host", help="Answer this Host name to
                             "server without keys answers only loopback names).")
 LogTextsOpt = typer.Option(False, "--log-texts", help="Log request bodies (texts): for debugging only.")
 ModelProcessOpt = typer.Option(
-    False, "--model-process/--in-process",
+    None, "--model-process/--in-process", show_default=False,
     help="Run the vectors' forward pass in a child process (CPU), off the HTTP process's GIL: more texts/s under "
-         "many concurrent clients, one more model copy in memory (bertkit.runtime.process).")
+         "many concurrent clients (bertkit.runtime.process). Default: in a child when --threads leaves a core to "
+         "the HTTP side on CPU (engine local), else in process.")
 
 
 def serve(
@@ -81,7 +82,7 @@ def serve(
     cors_origin: list[str] | None = CorsOriginOpt,
     allow_host: list[str] | None = AllowHostOpt,
     log_texts: bool = LogTextsOpt,
-    model_process: bool = ModelProcessOpt,
+    model_process: bool | None = ModelProcessOpt,
     reranker: Path | None = typer.Option(None, "--reranker", help="Serve POST /rerank with this cross-encoder folder."),
     report: Path | None = typer.Option(None, "--report",
                                        help="Show this `bertkit report` folder in the playground (GET /report)."),
@@ -112,6 +113,10 @@ def serve(
         body_timeout_s=body_timeout, max_poolings=max_poolings, max_layers=max_layers,
         max_answer_values=max_answer_values,
     )
+    if model_process is None:
+        from bertkit.runtime.process import child_pays
+
+        model_process = engine == "local" and child_pays(threads, backend)
     build = functools.partial(
         build_app, model=model, precision=precision, backend=backend, limits=limits, index=index, whitening=whitening,
         calibration=calibration, access=(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host),

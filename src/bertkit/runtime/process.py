@@ -35,6 +35,22 @@ from bertkit.runtime.seam import ArrayOutput, Cpu, Runner, cpu_budget, default_t
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0  # loading a model (and, once, exporting a graph) in the child
+GPU_NODES = ("/dev/nvidiactl", "/dev/kfd")  # CUDA's and ROCm's driver nodes: no GPU torch could pick without one
+
+
+def child_pays(threads: int | None, backend: str = "torch") -> bool:
+    """Whether a server should run the model in a child process (`bertkit serve` without --model-process or
+    --in-process): on CPU, when its torch threads leave the HTTP side at least one core of its own. Then the
+    child serves 0.94-1.00 of offline throughput against 0.81-0.85 in process (2 cores, --threads 1); on every
+    core, in process serves more (the child would stall whenever the event loop takes a core), and a GPU does
+    not share the GIL's time with the server (docs/RESULTS.md, issue 28)."""
+    if threads is None or threads >= cpu_budget():
+        return False
+    if backend == "torch" and any(Path(node).exists() for node in GPU_NODES):
+        import torch  # only where a GPU driver is present: elsewhere the answer is CPU without importing torch
+
+        return not torch.cuda.is_available()
+    return True
 
 
 class ProcessRunner:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from bertkit.batching import Prepared
 from bertkit.heads.rerank import reranker_of
 from bertkit.pooling import DEFAULT_PROMPT, POOLING_MODES
+from bertkit.runtime.process import ProcessRunner
 from bertkit.serve.admission import Admission
 from bertkit.serve.batcher import Batcher, forward_rows
 from bertkit.serve.compact import checked_spec, request_spec
@@ -321,6 +322,8 @@ class Service(Admission):
             # and every mode's verdict here (bertkit.runtime.verdicts).
             "precision": {"backend": enc.backend, "requested": getattr(enc, "requested_precision", enc.precision),
                           "running": enc.precision, "verdicts": all_verdicts()},
+            # Whether the vectors' forward pass runs in a child process (`bertkit serve --model-process`).
+            "model_process": isinstance(enc.runner, ProcessRunner),
             "heads": {
                 "pooler": enc.has_head("pooler"),
                 "mlm": enc.has_head("mlm"),
