@@ -98,8 +98,8 @@ def test_inference_runs_on_the_encoders_threads_and_layers_match(static, encoder
     compiled = static.runner.session.compiled(1, False)
     assert compiled.get_property("NUM_STREAMS") == cpu_budget()
     assert compiled.get_property("INFERENCE_NUM_THREADS") == cpu_budget()
-    # the float parts: bf16 where AMX-BF16 makes it pay, f32 elsewhere (OpenVINO's own default differs)
-    want = "bfloat16" if "amx_bf16" in cpu_info()[1] else "float32"
+    # the float parts: bf16 where AMX-BF16 or AVX512-BF16 make it pay, f32 elsewhere
+    want = "bfloat16" if {"amx_bf16", "avx512_bf16"} & cpu_info()[1] else "float32"
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == f"<Type: '{want}'>"
     set_threads(1)
     try:
