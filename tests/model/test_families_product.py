@@ -184,10 +184,13 @@ def test_fast_modes_stay_within_their_tolerance(mlm, precision, backend, monkeyp
             close(fast.encode_sparse(SENTENCES).toarray(), exact.encode_sparse(SENTENCES).toarray(), 1e-4)
 
 
-def test_int8_static_graph_without_token_types_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("family", ["distilbert", "mpnet", "modernbert"])
+def test_int8_static_graph_of_every_attention_kind_runs(family, tmp_path, monkeypatch):
+    # converted from torch.export (runtime/export.openvino_model): a family without token types, MPNet's
+    # relative-position bias as an additive mask, ModernBERT's rotary local / global attention
     pytest.importorskip("nncf")
     monkeypatch.setenv("BERTKIT_VERDICTS", "off")
-    folder = save_family("distilbert", 1, tmp_path / "distilbert")
+    folder = save_family(family, 1, tmp_path / family)
     exact = Encoder.load(folder)
     fast = Encoder.load(folder, precision="int8-static", backend="onnx")
     assert cosines(fast.encode(SENTENCES), exact.encode(SENTENCES)).min() >= TOLERANCE["int8-static", "onnx"]
