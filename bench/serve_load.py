@@ -86,6 +86,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (a freed buffer handed back to the system faults in again)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -107,8 +112,9 @@ def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[n
     set_threads(threads)
     enc = Encoder.load(model, device="cpu")
     enc.encode(texts[:64], normalize=True)  # warm-up
-    t, c = time.perf_counter(), time.process_time()
+    t, c, f = time.perf_counter(), time.process_time(), minor_faults(os.getpid())
     vecs = enc.encode(texts, normalize=True, batch_size=32)
+    offline.faults = minor_faults(os.getpid()) - f  # the last call's, read by main
     return vecs, time.perf_counter() - t, time.process_time() - c
 
 
@@ -227,11 +233,13 @@ def main() -> None:
         children = child_pids(server.pid)  # started before /health answers
         server_cpu0, client_cpu0 = cpu_seconds(server.pid), time.process_time()
         child_cpu0 = sum(cpu_seconds(c) for c in children)
+        child_faults0 = sum(minor_faults(c) for c in children)
         tei_clients = round(args.tei_fraction * args.clients)
         wall, good, latencies, statuses, answers = asyncio.run(
             run_clients(url, texts, schedule, args.max_seconds, tei_clients))
         server_cpu, client_cpu = cpu_seconds(server.pid) - server_cpu0, time.process_time() - client_cpu0
         child_cpu = sum(cpu_seconds(c) for c in children) - child_cpu0
+        child_faults = sum(minor_faults(c) for c in children) - child_faults0
         metrics = httpx.get(url + "/metrics").text
     finally:
         server.terminate()
@@ -267,6 +275,9 @@ def main() -> None:
         # --model-process: the model child's CPU seconds per 1000 texts, and how much of the wall it computed
         "model_child_cpu_s_per_1k": round(1000 * child_cpu / max(good, 1), 2) if children else None,
         "model_child_cpu_fraction": round(child_cpu / wall, 3) if children else None,
+        # minor page faults per 1000 texts: the model child's against offline encode's (the second run's)
+        "model_child_faults_per_1k": round(1000 * child_faults / max(good, 1)) if children else None,
+        "offline_faults_per_1k": round(1000 * offline.faults / len(bench_texts)),
         "load_average_1m": round(os.getloadavg()[0], 1),
         "model_busy_fraction": round(_metric(metrics, "bertkit_model_seconds_total") / wall, 3),
         "mean_batch_texts": round(batches[0] / max(batches[1], 1), 1),
