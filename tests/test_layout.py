@@ -1,5 +1,5 @@
 """The package's shape (issue 28): no import cycle, eager or lazy; a small loose core at the top; small
-modules.
+modules and functions.
 
 The import graph is grimp's (import-linter's engine, which `lint-imports` checks the layers with): every
 `import` in a module counts, also one inside a function; imports under TYPE_CHECKING do not.
@@ -7,6 +7,7 @@ The import graph is grimp's (import-linter's engine, which `lint-imports` checks
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (the
 PACKAGE = Path(bertkit.__file__).resolve().parent
 MAX_LOOSE = 6  # modules at the top of the package besides __init__: the core
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 80  # from `def` (decorators aside) to the last line of the body
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +94,13 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_no_function_over_80_lines():
+    long = {}
+    for p in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES):
+                long[f"{p.relative_to(PACKAGE)}:{node.name}"] = n
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"

@@ -108,19 +108,14 @@ def serve(
     access = access_policy(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host)
     check_tls(ssl_certfile, ssl_keyfile)
     limits = Limits(
-        max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens,
-        batch_tokens=batch_tokens, max_wait_ms=max_wait_ms, split_tokens=split_tokens, max_body_bytes=max_body_bytes,
-        body_timeout_s=body_timeout, max_poolings=max_poolings, max_layers=max_layers,
-        max_answer_values=max_answer_values,
-    )
-    if model_process is None:
-        from bertkit.runtime.process import child_pays
-
-        model_process = engine == "local" and child_pays(threads, backend)
+        max_inputs=max_inputs, max_chars=max_chars, max_queued_tokens=max_queued_tokens, batch_tokens=batch_tokens,
+        max_wait_ms=max_wait_ms, split_tokens=split_tokens, max_body_bytes=max_body_bytes, body_timeout_s=body_timeout,
+        max_poolings=max_poolings, max_layers=max_layers, max_answer_values=max_answer_values)
     build = functools.partial(
         build_app, model=model, precision=precision, backend=backend, limits=limits, index=index, whitening=whitening,
         calibration=calibration, access=(api_key, api_keys, quota_window, cors_origin, log_texts, host, allow_host),
-        reranker=reranker, report=report, mask_model=mask_model, threads=threads, model_process=model_process)
+        reranker=reranker, report=report, mask_model=mask_model, threads=threads,
+        model_process=model_process if engine == "local" else bool(model_process))  # ray: in process unless asked
     if engine != "local":
         from bertkit.serve.ray_engine import serve_on_ray
 
@@ -136,8 +131,9 @@ def serve(
 
 def build_app(model: str | None, precision: str, backend: str, limits, index: Path | None, whitening: Path | None,
               calibration: Path | None, access, reranker: Path | None, report: Path | None,
-              mask_model: str | None, threads: int | None, model_process: bool = False):
+              mask_model: str | None, threads: int | None, model_process: bool | None = False):
     """The app of `bertkit serve`, every option applied; with --engine ray each replica builds its own.
+    model_process None: in a child process where --threads leaves the HTTP side a core (runtime.process.child_pays).
     `access`: an AccessPolicy, or access_policy's arguments (a replica makes its own)."""
     from bertkit.serve import create_app, set_threads
     from bertkit.serve.heap import bound_heap
@@ -159,6 +155,10 @@ def build_app(model: str | None, precision: str, backend: str, limits, index: Pa
     from bertkit.vectors.compact import as_calibration
 
     cal = as_calibration(calibration)  # a bad file fails before the model loads
+    if model_process is None:
+        from bertkit.runtime.process import child_pays
+
+        model_process = child_pays(threads, backend)
     encoder = load_encoder(model, precision, backend, process=model_process)
     app = create_app(encoder, limits, index=search_index, whitening=white, access=access_)
     app.state.service.calibration = cal
