@@ -86,14 +86,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def minor_faults(pid: int) -> int:
     """Minor page faults of a process so far (a freed buffer handed back to the system faults in again)."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return int(_stat(pid)[7])
 
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -105,7 +110,8 @@ def child_pids(pid: int) -> list[int]:
     return out
 
 
-def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[np.ndarray, float, float]:
+def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[np.ndarray, float, float, int]:
+    """The texts' vectors, and the encode call's wall seconds, CPU seconds and minor page faults."""
     from bertkit import Encoder
     from bertkit.serve import set_threads
 
@@ -114,8 +120,7 @@ def offline(texts: list[str], model: str | None, threads: int | None) -> tuple[n
     enc.encode(texts[:64], normalize=True)  # warm-up
     t, c, f = time.perf_counter(), time.process_time(), minor_faults(os.getpid())
     vecs = enc.encode(texts, normalize=True, batch_size=32)
-    offline.faults = minor_faults(os.getpid()) - f  # the last call's, read by main
-    return vecs, time.perf_counter() - t, time.process_time() - c
+    return vecs, time.perf_counter() - t, time.process_time() - c, minor_faults(os.getpid()) - f
 
 
 async def run_clients(url: str, texts: list[str], schedule, max_seconds: float, tei_clients: int = 0):
@@ -208,7 +213,7 @@ def main() -> None:
     used = sorted({i for reqs in schedule for kind, idx in reqs if kind == "ok" for i in idx})
     bench_texts = [texts[i] for i in used]
 
-    ref, t_offline, cpu_offline = offline(bench_texts, args.model, args.threads)
+    ref, t_offline, cpu_offline, _ = offline(bench_texts, args.model, args.threads)
     row_of = {i: n for n, i in enumerate(used)}
 
     port = free_port()
@@ -245,7 +250,7 @@ def main() -> None:
         server.terminate()
         server.wait(60)
     # again, after: the machine is shared, so average the two
-    _, t_offline2, cpu_offline2 = offline(bench_texts, args.model, args.threads)
+    _, t_offline2, cpu_offline2, faults_offline = offline(bench_texts, args.model, args.threads)
 
     worst = 0.0
     for idx, got in answers:
@@ -277,7 +282,7 @@ def main() -> None:
         "model_child_cpu_fraction": round(child_cpu / wall, 3) if children else None,
         # minor page faults per 1000 texts: the model child's against offline encode's (the second run's)
         "model_child_faults_per_1k": round(1000 * child_faults / max(good, 1)) if children else None,
-        "offline_faults_per_1k": round(1000 * offline.faults / len(bench_texts)),
+        "offline_faults_per_1k": round(1000 * faults_offline / len(bench_texts)),
         "load_average_1m": round(os.getloadavg()[0], 1),
         "model_busy_fraction": round(_metric(metrics, "bertkit_model_seconds_total") / wall, 3),
         "mean_batch_texts": round(batches[0] / max(batches[1], 1), 1),

@@ -132,7 +132,9 @@ def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key
         return found
     if why:
         log.warning("%s; exporting again", why)
-    if precision != "fp32":  # int8-static too: the verdicts fall back to the fp32 graph where int8 is slower
+    # int8-static too, though it is converted from torch: where a CPU's verdict turns int8 down the fp32 graph
+    # runs instead, and a machine without torch could not export it then
+    if precision != "fp32":
         fp32 = export_graph(model, tokenizer, model_dir, "fp32", key=None if source == "files" else key).path
     folder = cache.writable_cache_dir(model_dir)
     path = cache.graph_path(folder, key, precision)
