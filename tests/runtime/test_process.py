@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -65,9 +67,36 @@ def test_a_dead_child_is_started_again(pair):
     here, there = pair
     old = there.runner.pid
     os.kill(old, signal.SIGKILL)
-    there.runner._proc.wait(10)
+    there.runner._pipe.proc.wait(10)
     np.testing.assert_allclose(there.encode(TEXTS), here.encode(TEXTS), atol=1e-5)
     assert there.runner.pid not in (old, None)
+
+
+def test_callers_on_several_threads_each_get_their_own_answer(pair):
+    """Batches from several threads are pipelined through the pipe (sent while the child runs another) and
+    each caller reads its own answer: texts of different lengths make a mix-up show in the shapes and values."""
+    here, there = pair
+    jobs = [[f"text number {i} " * (1 + i % 7)] * (1 + i % 5) for i in range(24)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda texts: there.encode(texts, workers=1), jobs))
+    for texts, vecs in zip(jobs, got):
+        np.testing.assert_allclose(vecs, here.encode(texts), atol=1e-5)
+
+
+def test_batches_in_flight_when_the_child_dies_fail_and_the_next_starts_it_again(pair):
+    """A child killed with two batches sent: both callers get BackendError (neither waits forever for an
+    answer that will not come), and the next call starts a fresh child."""
+    here, there = pair
+    ids = np.full((64, 128), 2000, dtype=np.int64)  # long enough that both are still in flight when it dies
+    mask, types = np.ones_like(ids), np.zeros_like(ids)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(there.runner.run, ids, mask, types, True) for _ in range(2)]
+        time.sleep(0.05)
+        os.kill(there.runner.pid, signal.SIGKILL)
+        for run in runs:
+            with pytest.raises(BackendError, match="model process"):
+                run.result(timeout=60)
+    np.testing.assert_allclose(there.encode(TEXTS), here.encode(TEXTS), atol=1e-5)
 
 
 def test_an_error_in_a_batch_is_raised_for_that_batch_only(pair):

@@ -64,8 +64,8 @@ class ProcessRunner:
         self._inner_lock = threading.Lock()
         self.model_dir, self.backend, self.requested_precision = Path(model_dir), backend, precision
         self.device = Cpu()
-        self._lock = threading.Lock()  # one batch at a time through the pipe
-        self._proc = self._conn = None
+        self._send_lock = threading.Lock()  # one sender at a time; answers are read in the order sent
+        self._pipe: _Pipe | None = None
         # Without --threads, every CPU but one: the serving process needs a core for HTTP, and a child whose
         # threads spread over every core stalls at each parallel region whenever the server runs (2 cores:
         # 0.42 of offline vs 0.65 in process, bench/serve_load.py).
@@ -88,23 +88,27 @@ class ProcessRunner:
         if kind == "error":
             raise payload
         self.facts, self.precision, self._child_threads = payload
-        self._proc, self._conn = proc, conn
+        self._pipe = _Pipe(proc, conn)
         weakref.finalize(self, _stop, proc, conn)
         log.info("the model runs in process %d (%s, %s, %d threads)", proc.pid, self.backend, self.precision,
                  self._child_threads)
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._pipe.proc.pid if self._pipe is not None else None
 
     def run(self, input_ids, attention_mask, token_type_ids, hidden_states: bool = False) -> ArrayOutput:
+        """One padded batch through the child. Callers on several threads pipeline: the next batch is sent while
+        the child runs this one, so the child never waits for the serving process to read an answer and hand
+        over more work (bertkit serve's model threads, serve/batcher.py)."""
         batch = tuple(np.ascontiguousarray(t, dtype=np.int64) for t in (input_ids, attention_mask, token_type_ids))
-        with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
+        with self._send_lock:
+            if self._pipe is None or self._pipe.proc.poll() is not None:
                 log.warning("the model process is gone; starting it again")
                 self._start()
-            self._conn.send((*batch, bool(hidden_states)))
-            kind, payload = _receive(self._conn, self._proc)
+            pipe = self._pipe
+            ticket = pipe.send((*batch, bool(hidden_states)))
+        kind, payload = pipe.answer(ticket)
         if kind == "error":
             raise payload
         return ArrayOutput(*payload)
@@ -145,9 +149,49 @@ class ProcessRunner:
 
     def close(self) -> None:
         """Stop the child (it also stops when this process exits)."""
-        if self._proc is not None:
-            _stop(self._proc, self._conn)
-            self._proc = self._conn = None
+        if self._pipe is not None:
+            _stop(self._pipe.proc, self._pipe.conn)
+            self._pipe = None
+
+
+class _Pipe:
+    """One child's connection: batches go out in order, and each caller reads its own answer in its turn."""
+
+    def __init__(self, proc: subprocess.Popen, conn: Connection):
+        self.proc, self.conn = proc, conn
+        self.sent = self.read = 0  # tickets handed out / answers read
+        self.broken = False  # the child died: every answer not yet read is lost
+        self._turn = threading.Condition()
+
+    def send(self, message: tuple) -> int:
+        """Send a batch (the caller holds the runner's send lock); its ticket for `answer`."""
+        try:
+            self.conn.send(message)
+        except OSError as e:
+            self._break()
+            raise BackendError("the model process exited; the next request starts it again") from e
+        self.sent += 1
+        return self.sent - 1
+
+    def answer(self, ticket: int) -> tuple[str, object]:
+        """The answer to batch `ticket`, once every earlier one has been read."""
+        with self._turn:
+            self._turn.wait_for(lambda: self.read == ticket or self.broken)
+            if self.broken:
+                raise BackendError("the model process exited before it answered; the next request starts it again")
+            try:
+                return _receive(self.conn, self.proc)
+            except BackendError:
+                self.broken = True
+                raise
+            finally:
+                self.read += 1
+                self._turn.notify_all()
+
+    def _break(self) -> None:
+        with self._turn:
+            self.broken = True
+            self._turn.notify_all()
 
 
 def _receive(conn, proc) -> tuple[str, object]:

@@ -115,21 +115,24 @@ def forward_rows(encoder: Encoder, limits: Limits) -> int:
 class Batcher:
     """Merges concurrent model work into model batches bounded by a token budget and a short wait.
 
-    All model work goes through one worker thread: one model copy, no two forward passes fighting over the
-    cores, and the event loop never waits on the model.
+    All model work goes through one worker thread (two when the model runs in a child process, which still runs
+    one batch at a time): one model copy, no two forward passes fighting over the cores, and the event loop
+    never waits on the model.
     """
 
     def __init__(self, encoder: Encoder, limits: Limits, metrics: Metrics, in_flight: int | None = None):
         self.encoder, self.limits, self.metrics = encoder, limits, metrics
-        # Merged batches handed to the model thread at once. With the model in a child process, two: the next one
-        # waits in the executor's queue while one runs, so the child never idles while the event loop, busy with
-        # HTTP, gets round to answering and taking more work (serve_load at --threads 1: 0.86-0.88 of offline
-        # vs 0.80-0.86 with one). In process, one: the model thread is never idle there (it is slowed by the GIL
-        # instead), and two made the merged batches smaller and 2 threads ~3 % slower (docs/RESULTS.md).
+        # Merged batches handed to the model threads at once. With the model in a child process, two, on two
+        # threads: the next batch is padded and sent to the child while it runs one, and an answer is read and
+        # pooled while it runs the next, so the child never idles while the event loop, busy with HTTP, gets
+        # round to answering and taking more work (runtime/process.py pipelines the pipe). In process, one:
+        # the model thread is never idle there (it is slowed by the GIL instead), and two made the merged
+        # batches smaller and 2 threads ~3 % slower (docs/RESULTS.md).
         self.in_flight = in_flight or (2 if isinstance(encoder.runner, ProcessRunner) else 1)
+        workers = self.in_flight if isinstance(encoder.runner, ProcessRunner) else 1
         # A runner's thread count is per OS thread: give the model thread the count set in this one (--threads).
         runner = encoder.runner
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertkit-model",
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bertkit-model",
                                            initializer=runner.set_threads, initargs=(runner.threads(),))
         self.pending: deque[Job] = deque()
         self.accepted_tokens = 0  # accepted and not yet answered
