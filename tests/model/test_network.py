@@ -6,7 +6,7 @@ import torch
 from model_parity import PAIRS, TEXTS, assert_close, hf_model
 
 from bertkit.model import Bert, BertConfig, describe, load_model
-from bertkit.model.packed import GROUP_COST, row_groups
+from bertkit.model.packed import ACCELERATOR_GROUP_COST, GROUP_COST, row_groups
 from bertkit.tokenizer import BertTokenizer
 
 
@@ -119,10 +119,15 @@ def test_packaged_model_parameter_count(packaged_dir):
 
 
 def test_row_groups_cut_where_a_narrower_width_saves_more_than_a_call():
-    assert GROUP_COST == 2048
-    # 4 rows padded to 40 instead of 12 save 4 * (1600 - 144) = 5824 > 2048: cut; 10 -> 9 saves 3 * 19: no cut
-    assert row_groups([40, 38, 12, 10, 9, 8]) == [(0, 2), (2, 6)]
-    assert row_groups([20, 20, 19, 19]) == [(0, 4)]  # nothing worth a call
+    assert (GROUP_COST, ACCELERATOR_GROUP_COST) == (16, 2048)
+    # accelerators: 4 rows padded to 40 instead of 12 save 4 * (1600 - 144) = 5824 > 2048: cut; 10 -> 9 saves
+    # 3 * 19: no cut
+    assert row_groups([40, 38, 12, 10, 9, 8], ACCELERATOR_GROUP_COST) == [(0, 2), (2, 6)]
+    assert row_groups([20, 20, 19, 19], ACCELERATOR_GROUP_COST) == [(0, 4)]  # nothing worth a call
+    # CPU: a cut wherever it saves more than 16, so here at every change of length (the last: 81 - 64 = 17)
+    assert row_groups([40, 38, 12, 10, 9, 8]) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 6)]
+    assert row_groups([20, 20, 19, 19]) == [(0, 2), (2, 4)]  # 2 * (400 - 361) = 78
+    assert row_groups([6, 5]) == [(0, 2)]  # 36 - 25 = 11: not worth a call
     assert row_groups([5, 40, 12]) == [(0, 3)]  # not sorted longest first: one group
     assert row_groups([7]) == [(0, 1)]
     assert row_groups([40, 38, 0]) == [(0, 3)]  # an all-padding row (not from a tokenizer): no width-0 call

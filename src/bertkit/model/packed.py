@@ -84,7 +84,12 @@ def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n
 # 60 tokens, and one padded SDPA call per layer spent 1.75x the attention time of the same texts batched by
 # length across the whole set (0.66 vs 0.38 s of 6.5 s). So the rows (longest first, as by_length orders them)
 # are cut into groups, one SDPA call each at its own width, wherever a cut saves more than a call costs.
-GROUP_COST = 2048  # what one more SDPA call costs, in padded (row x width^2) units of attention work
+# What one more SDPA call costs, in padded (row x width^2) units of attention work. On CPU next to nothing: a
+# group of rows of one length needs no mask, and cutting at (almost) every change of length ran a server's
+# merged batches 5 % faster than 2,048 and offline's sorted batches 1 % faster (docs/RESULTS.md, "Attention
+# cut at every change of length"). On an accelerator, where a call is kernel launches, the earlier 2,048.
+GROUP_COST = 16
+ACCELERATOR_GROUP_COST = 2048
 
 
 @dataclass
@@ -118,15 +123,16 @@ class Packing:
         return flat.view(self.B, self.T, H)
 
 
-def row_groups(lengths: list[int]) -> list[tuple[int, int]]:
+def row_groups(lengths: list[int], cost: int | None = None) -> list[tuple[int, int]]:
     """Row ranges [a, b) of a batch whose attention runs apart: a cut before row j when the rows from j on,
-    padded to row j's length instead of the current group's, save more than GROUP_COST. Rows not sorted
-    longest first (not made by by_length), or an empty row among them: one group."""
+    padded to row j's length instead of the current group's, save more than `cost` (None: GROUP_COST, CPU's).
+    Rows not sorted longest first (not made by by_length), or an empty row among them: one group."""
+    cost = GROUP_COST if cost is None else cost
     if any(a < b for a, b in pairwise(lengths)) or (lengths and lengths[-1] < 1):
         return [(0, len(lengths))]
     starts, width = [0], lengths[0] if lengths else 0
     for j in range(1, len(lengths)):
-        if (len(lengths) - j) * (width * width - lengths[j] * lengths[j]) > GROUP_COST:
+        if (len(lengths) - j) * (width * width - lengths[j] * lengths[j]) > cost:
             starts.append(j)
             width = lengths[j]
     return list(zip(starts, starts[1:] + [len(lengths)]))
@@ -143,7 +149,7 @@ def _groups(stack: nn.Module, attention_mask: torch.Tensor, keep: torch.Tensor, 
     if not bool((attention_mask.bool() == (torch.arange(T, device=lengths.device) < lengths[:, None])).all()):
         return whole  # not right-padded: the rows' tokens are not their first positions
     lengths = lengths.tolist()
-    spans = row_groups(lengths)
+    spans = row_groups(lengths, None if attention_mask.device.type == "cpu" else ACCELERATOR_GROUP_COST)
     if len(spans) == 1:
         return whole
     ends = list(accumulate(lengths))
