@@ -86,8 +86,8 @@ def _scratch_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, n
 # are cut into groups, one SDPA call each at its own width, wherever a cut saves more than a call costs.
 # What one more SDPA call costs, in padded (row x width^2) units of attention work. On CPU next to nothing: a
 # group of rows of one length needs no mask, and cutting at (almost) every change of length ran a server's
-# merged batches 5 % faster than 2,048 and offline's sorted batches 1 % faster (docs/RESULTS.md, "Attention
-# cut at every change of length"). On an accelerator, where a call is kernel launches, the earlier 2,048.
+# merged batches 5 % faster than 2,048 and offline's sorted batches 1 % faster (docs/RESULTS.md, "The last
+# 3-4 %"). On an accelerator, where a call is kernel launches, the earlier 2,048.
 GROUP_COST = 16
 ACCELERATOR_GROUP_COST = 2048
 
