@@ -41,7 +41,7 @@ GPU_NODES = ("/dev/nvidiactl", "/dev/kfd")  # CUDA's and ROCm's driver nodes: no
 def child_pays(threads: int | None, backend: str = "torch") -> bool:
     """Whether a server should run the model in a child process (`bertkit serve` without --model-process or
     --in-process): on CPU, when its torch threads leave the HTTP side at least one core of its own. Then the
-    child serves 0.956-0.992 of offline throughput against 0.80-0.85 in process (2 cores, --threads 1); on every
+    child serves 0.95-0.99 of offline throughput against 0.80-0.85 in process (2 cores, --threads 1); on every
     core, in process serves more (the child would stall whenever the event loop takes a core), and a GPU does
     not share the GIL's time with the server (docs/RESULTS.md, issue 28)."""
     if threads is None or threads >= cpu_budget():
