@@ -284,6 +284,7 @@ def main() -> None:
         "model_child_faults_per_1k": round(1000 * child_faults / max(good, 1)) if children else None,
         "offline_faults_per_1k": round(1000 * faults_offline / len(bench_texts)),
         "load_average_1m": round(os.getloadavg()[0], 1),
+        # summed over the model threads: up to 2 with a model process (two batches in flight on two threads)
         "model_busy_fraction": round(_metric(metrics, "bertkit_model_seconds_total") / wall, 3),
         "mean_batch_texts": round(batches[0] / max(batches[1], 1), 1),
         "statuses": {k: {str(s): n for s, n in v.items()} for k, v in sorted(statuses.items())},

@@ -31,7 +31,8 @@ class Metrics:
             "bertkit_batch_tokens", "Tokens per merged model batch", registry=r,
             buckets=(16, 64, 256, 1024, 4096, 16384, 65536),
         )
-        self.model_seconds = Counter("bertkit_model_seconds", "Time the model thread spent on merged batches",
+        self.model_seconds = Counter("bertkit_model_seconds", "Time the model threads spent on merged batches, "
+                                     "summed (two threads with the model in a child process: up to 2 s a second)",
                                      registry=r)
         self.queue_depth = Gauge("bertkit_queue_depth", "Requests waiting for the model", registry=r)
         self.queued_tokens = Gauge("bertkit_queued_tokens", "Tokens accepted and not yet answered", registry=r)
