@@ -128,8 +128,9 @@ class Batcher:
         # round to answering and taking more work (runtime/process.py pipelines the pipe). In process, one:
         # the model thread is never idle there (it is slowed by the GIL instead), and two made the merged
         # batches smaller and 2 threads ~3 % slower (docs/RESULTS.md).
-        self.in_flight = in_flight or (2 if isinstance(encoder.runner, ProcessRunner) else 1)
-        workers = self.in_flight if isinstance(encoder.runner, ProcessRunner) else 1
+        piped = isinstance(encoder.runner, ProcessRunner)
+        self.in_flight = in_flight or (2 if piped else 1)
+        workers = self.in_flight if piped else 1
         # A runner's thread count is per OS thread: give the model thread the count set in this one (--threads).
         runner = encoder.runner
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bertkit-model",
