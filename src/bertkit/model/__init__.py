@@ -2,7 +2,7 @@
 
 Reading order: config.py (BertConfig) -> network.py (the blocks, the one layer loop, `Bert`) -> packed.py
 (the packed inference forward) -> locate.py (finding a model folder) -> checkpoint.py (the key map, loading
-and saving) -> describe.py (what `bertkit inspect` prints). This file only re-exports; task heads over the
+and saving) -> parts.py (`describe`: what `bertkit inspect` prints). This file only re-exports; task heads over the
 body live in bertkit.heads.task.
 
 The re-exports are lazy (PEP 562): `from bertkit.model import read_json` (locate.py) must not import torch,
@@ -17,7 +17,7 @@ _EXPORTS = {
     "checkpoint": ("IGNORED_KEYS", "checkpoint_key_map", "load_model", "model_from_state_dict", "normalize_key",
                    "read_state_dict", "save_model"),
     "config": ("ACTIVATIONS", "CONFIG_VERSION", "BertConfig", "activation"),
-    "describe": ("Part", "describe"),
+    "parts": ("Part", "describe"),
     "locate": ("HUB_FILES", "HUB_ID", "architecture", "default_model_dir", "display_name", "download_from_hub",
                "read_json", "resolve_model_dir", "transformer_dir"),
     "lm_heads": ("MaskedLMHead", "PredictionTransform", "PreTrainingHeads"),

@@ -89,7 +89,7 @@ def token_similarity_to_cls(encoder: Encoder, text: str) -> tuple[list[str], np.
 def model_tree(encoder: Encoder) -> dict[str, Any]:
     """What `bertkit inspect` prints, as data: the configuration, each part's tensors with shapes and
     parameter counts (a tied matrix counted once), the heads present, the total."""
-    from bertkit.model.describe import describe
+    from bertkit.model import describe
 
     model, c = encoder.model, encoder.model.config
     parts = [
