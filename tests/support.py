@@ -137,11 +137,14 @@ def serve_process(log_dir: Path, *options: str):
 
 @contextlib.contextmanager
 def thread_server(app):
-    """A real uvicorn server for `app` in a thread of this process, on a free loopback port."""
+    """A real uvicorn server for `app` in a thread of this process, on a free loopback port, with the HTTP
+    protocol `bertkit serve` uses."""
     import uvicorn
 
+    from bertkit.serve.app import server_config
+
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

@@ -28,14 +28,15 @@ The package, in the order a request meets it:
     quota.py     per-key quotas: token buckets for requests and tokens per minute, per-key metrics
     accesslog.py one log line per request (never the texts)
     headlimit.py the request head's bound (431), in uvicorn's HTTP protocol
+    linger.py    that protocol's lingering close, so an answer sent before the request was read is not lost
     tls.py       checking a certificate and key before the server starts
-    app.py       create_app, run_server, set_threads
+    app.py       create_app, run_server, server_config, set_threads
     ray_engine.py  `bertkit serve --engine ray`: the same app as a Ray Serve deployment (imported lazily)
 """
 
 from __future__ import annotations
 
-from bertkit.serve.app import create_app, run_server, set_threads
+from bertkit.serve.app import create_app, run_server, server_config, set_threads
 from bertkit.serve.limits import Limits
 
-__all__ = ["Limits", "create_app", "run_server", "set_threads"]
+__all__ = ["Limits", "create_app", "run_server", "server_config", "set_threads"]

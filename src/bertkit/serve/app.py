@@ -102,6 +102,18 @@ def set_threads(threads: int | None) -> None:
         set_default_threads(threads)
 
 
+def server_config(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, **options: Any):
+    """The uvicorn.Config bertkit serves with: `options` (uvicorn's) over bertkit's HTTP protocol, whose request
+    head is bounded by MAX_HEAD_BYTES (16 KiB, answered 431 as it arrives) and whose connections close with a
+    lingering close when request bytes are unread (headlimit.py, linger.py)."""
+    import uvicorn
+
+    from bertkit.serve.headlimit import MAX_HEAD_BYTES, http_protocol
+
+    return uvicorn.Config(app, host=host, port=port, http=http_protocol(), h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                          **options)
+
+
 def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful_timeout: float = 30.0,
                log_level: str = "info", ssl_certfile: str | None = None, ssl_keyfile: str | None = None,
                sock: Any = None) -> None:
@@ -109,12 +121,10 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful
     With ssl_certfile (and ssl_keyfile) it serves https; check the pair first with `serve.tls.check_tls`.
     `sock`: a socket already bound to host:port (`serve.listen.bind_port`), so a busy port fails early.
     Request logs (`bertkit.serve.access`) follow log_level: one line per request at info and debug.
-    A request line and headers over MAX_HEAD_BYTES (16 KiB) are answered 431 as they arrive (headlimit.py)."""
+    The HTTP protocol is `server_config`'s."""
     import os
 
     import uvicorn
-
-    from bertkit.serve.headlimit import MAX_HEAD_BYTES, http_protocol
 
     # Requests are tokenized a few texts at a time; the tokenizer's worker threads would only spin and take
     # cores from the model thread. An explicit TOKENIZERS_PARALLELISM in the environment still wins.
@@ -122,7 +132,6 @@ def run_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, graceful
 
     level = logging.getLevelName(log_level.upper())
     logging.getLogger("bertkit.serve.access").setLevel(level if isinstance(level, int) else logging.INFO)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ssl_certfile=ssl_certfile,
-                            ssl_keyfile=ssl_keyfile, timeout_graceful_shutdown=graceful_timeout, access_log=False,
-                            http=http_protocol(), h11_max_incomplete_event_size=MAX_HEAD_BYTES)
+    config = server_config(app, host, port, log_level=log_level, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+                           timeout_graceful_shutdown=graceful_timeout, access_log=False)
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)

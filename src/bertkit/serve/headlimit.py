@@ -7,13 +7,18 @@ while it arrives and answers 431 as soon as it passes MAX_HEAD_BYTES (h11's and 
 closes the connection; a head that arrives whole in one read is measured when it ends. A connection thus
 holds at most MAX_HEAD_BYTES plus one socket read (256 KiB) of head.
 
-`run_server` serves with it. Without httptools (it comes with the serve extra), uvicorn's h11 parser is used
-with the same bound, which h11 answers 400.
+The same protocol closes a connection that still has request bytes to come with a lingering close
+(`linger.LingeringTransport`), so a 413 or 431 answered before the request was read is not lost to a reset.
+
+`run_server` serves with it (through `server_config`). Without httptools (it comes with the serve extra),
+uvicorn's h11 parser is used with the same bound, which h11 answers 400, and without the lingering close.
 """
 
 from __future__ import annotations
 
 import logging
+
+from bertkit.serve.linger import LingeringTransport
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +40,23 @@ def http_protocol():
         return "h11"
 
     class HeadLimitedProtocol(HttpToolsProtocol):
-        """HttpToolsProtocol that refuses a head over MAX_HEAD_BYTES with 431 (see the module docstring)."""
+        """HttpToolsProtocol that refuses a head over MAX_HEAD_BYTES with 431 and lingers when it closes with
+        request bytes unread (see the module docstring)."""
 
         head_bytes: int | None = None  # bytes of the head being read; None between heads
         refused = False
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(LingeringTransport(transport, self.unread))
+
+        def unread(self) -> bool:
+            """Whether the client may still be sending: a refused head, or a body not read to its end."""
+            return self.refused or (self.cycle is not None and self.cycle.more_body)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.transport.lingering:
+                self.transport.close_now()  # its timers
+            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -53,6 +71,8 @@ def http_protocol():
             super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
+            if self.transport.lingering:
+                return self.transport.drop(data)
             reading = self.head_bytes is not None  # a head was already under way before this read
             super().data_received(data)
             if reading and self.head_bytes is not None and not self.refused:
