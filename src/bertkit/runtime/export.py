@@ -21,6 +21,7 @@ from bertkit.runtime import cache
 from bertkit.runtime.cache import Graph
 from bertkit.runtime.folder import load_body, open_folder
 from bertkit.runtime.modes import check_names
+from bertkit.runtime.onnx_attention import fuse_file
 from bertkit.runtime.onnxrt import require_onnxruntime
 from bertkit.runtime.torch_backend import model_facts
 
@@ -80,6 +81,8 @@ def export_onnx(model: Bert, path: Path, tokenizer) -> Path:
                 opset_version=17, input_names=inputs, output_names=names,
                 dynamic_axes={k: v for k, v in axes.items() if k in names or k in inputs},
             )
+        feed = dict(zip(inputs, (t.numpy() for t in example_batch(tokenizer)), strict=False))
+        fuse_file(tmp, model.config.num_attention_heads, model.config.hidden_size, feed)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
