@@ -114,6 +114,17 @@ def openvino_model(model: Bert, tokenizer):
     return converted
 
 
+def quantize_int8(fp32: Path, out: Path) -> None:
+    """ONNX Runtime's dynamic int8 of the fp32 graph: int8 weights per output channel, activations quantized per
+    batch; attention (MultiHeadAttention or spelled out) stays float."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # every tensor of our graphs is float: the default type where onnx's shape inference stops at a contrib op
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
+
+
 def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key: str | None = None,
                  calibration: list[str] | None = None, calibration_name: str | None = None) -> Graph:
     """The cached graph of this model and precision, exported (and quantized) when missing, corrupt or asked to
@@ -149,9 +160,7 @@ def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key
             log.info("exporting the model to ONNX: %s", path)
             export_onnx(model, tmp, tokenizer)
         elif precision == "int8":
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_int8(fp32, tmp)
         else:
             from bertkit.runtime.openvino import quantize_static_graph
 
