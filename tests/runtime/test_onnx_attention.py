@@ -88,3 +88,18 @@ def test_the_int8_graph_quantizes_the_fused_one(spelled_out, tmp_path, typed):
     # every linear layer quantized (q|k|v, output, two feed-forward per layer, the pooler); attention in float
     assert kinds.count("MatMulInteger") == 4 * config.num_hidden_layers + 1
     assert kinds.count("MultiHeadAttention") == config.num_hidden_layers
+
+
+def test_the_int8_session_leaves_residual_and_layernorm_apart(monkeypatch, tmp_path):
+    # SkipLayerNormFusion measured slower on the int8 graph (runtime/onnxrt.py UNFUSED); fp32 keeps every fusion
+    from bertkit import Encoder
+
+    monkeypatch.setenv("BERTKIT_VERDICTS", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    int8 = Encoder.load(precision="int8", backend="onnx")
+    fp32 = Encoder.load(backend="onnx")
+    assert int8.runner.session.disabled_optimizers == ["SkipLayerNormFusion"]
+    assert fp32.runner.session.disabled_optimizers == []
+    texts = ["A man is playing a large flute.", "Hi"]
+    a, b = int8.encode(texts), fp32.encode(texts)
+    assert (a * b).sum(1).min() > 0.98  # vectors near exact (runtime.modes allows int8 0.94)

@@ -44,6 +44,13 @@ class Session(Protocol):
             output_hidden_states: bool = False) -> ArrayOutput: ...
 
 
+# Graph optimizations of ONNX Runtime's not run per precision: SkipLayerNormFusion (the residual Add and LayerNorm
+# as one op, which ORT finds once attention is one op) slowed the dynamic-int8 graph on 2 AMD EPYC cores
+# (2026-12-07, 1-thread sessions on 2 workers, 6 rounds: STS-B 1,430 vs 1,658 texts/s, AG News 341 vs 416,
+# 512-token documents 15.6 vs 17.3); fp32 was unchanged within noise with it.
+UNFUSED = {"int8": ("SkipLayerNormFusion",)}
+
+
 class OrtSession:
     """An ONNX Runtime session that answers like Bert.forward(..., compute_heads=False), in numpy.
 
@@ -53,8 +60,9 @@ class OrtSession:
     returned and slowed whatever ran next in the process.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, disabled_optimizers: tuple[str, ...] = ()):
         self.path = Path(path)
+        self.disabled_optimizers = list(disabled_optimizers)
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
         first = self.session(local_threads())
@@ -71,8 +79,9 @@ class OrtSession:
                 opts.inter_op_num_threads = 1
                 opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 try:
-                    self._sessions[threads] = ort.InferenceSession(str(self.path), opts,
-                                                                   providers=["CPUExecutionProvider"])
+                    self._sessions[threads] = ort.InferenceSession(
+                        str(self.path), opts, providers=["CPUExecutionProvider"],
+                        disabled_optimizers=self.disabled_optimizers)
                 except Exception as e:  # ORT raises its own Fail / InvalidProtobuf types
                     raise BackendError(f"ONNX Runtime cannot load {self.path} ({type(e).__name__}); delete it and "
                                        "run `bertkit export` again") from e

@@ -53,7 +53,7 @@ def torch_runner(model: Bert, device: str | None, precision: str, model_dir: Pat
 
 
 def _open_graph(folder: Folder, precision: str, device, model) -> Runner:
-    from bertkit.runtime.onnxrt import GraphRunner, OrtSession, require_onnxruntime
+    from bertkit.runtime.onnxrt import UNFUSED, GraphRunner, OrtSession, require_onnxruntime
 
     if device is not None and str(device) != "cpu":
         raise BackendError("the onnx backend runs on CPU; use --backend torch on a GPU")
@@ -79,7 +79,7 @@ def _open_graph(folder: Folder, precision: str, device, model) -> Runner:
 
         session = OpenVinoSession(graph.path)
     else:
-        session = OrtSession(graph.path)
+        session = OrtSession(graph.path, UNFUSED.get(chosen, ()))
     return GraphRunner(graph, session, folder.root, chosen, precision, model=model)
 
 
