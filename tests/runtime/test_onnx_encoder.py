@@ -295,3 +295,41 @@ def test_export_refuses_bad_options(small_model, tmp_path):
                       "--calibration is for --precision int8-static")
     assert_user_error(run_process("export", "--model", small_model, "--precision", "int8-static", "--calibration",
                                   texts), "at least 10")
+
+
+def test_export_keeps_a_cached_graph_and_writes_it_again_with_overwrite(small_model, tmp_path):
+    # a graph exported before attention was fused (spelled out) is kept by `bertkit export` and still runs;
+    # `--overwrite` writes fp32 and int8 again, with attention as one op
+    import onnx
+
+    from bertkit.runtime import export
+    from bertkit.runtime.folder import load_body, open_folder
+
+    folder = copy_model(small_model, tmp_path / "m")
+    shutil.rmtree(folder / "onnx", ignore_errors=True)
+    opened = open_folder(folder)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(export, "fuse_file", lambda *a, **k: 0)
+    try:
+        old = export.export_graph(load_body(opened), opened.tokenizer, opened.root, "int8")
+    finally:
+        mp.undo()
+    fp32 = old.path.with_name(old.path.name.replace("-int8", "-fp32"))
+
+    def attention_ops(path: Path) -> int:
+        return sum(n.op_type == "MultiHeadAttention" for n in onnx.load(str(path)).graph.node)
+
+    assert attention_ops(fp32) == 0 and attention_ops(old.path) == 0
+    before = old.path.read_bytes()
+    r = run_process("export", "--model", folder, "--precision", "int8")
+    assert r.returncode == 0, r.stderr.decode()
+    assert old.path.read_bytes() == before  # kept: nothing is written again without --overwrite
+    r = run_process("export", "--model", folder, "--precision", "int8", "--overwrite")
+    assert r.returncode == 0, r.stderr.decode()
+    assert attention_ops(fp32) == 2 and attention_ops(old.path) == 2  # both layers of the small model
+    from bertkit import Encoder
+    from bertkit.runtime.modes import TOLERANCE
+
+    got = Encoder.load(folder, backend="onnx", precision="int8").encode(TEXTS)
+    want = torch_vectors(folder)
+    assert (got * want).sum(1).min() >= TOLERANCE["int8", "onnx"]

@@ -21,6 +21,8 @@ def export(
                                         help="Graph(s) to write; repeat for several."),
     calibration: Path | None = typer.Option(None, "--calibration", help="int8-static: calibrate on this file's texts "
                                             "(one a line; default: bertkit's 300 plain sentences)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write the graphs again even where sound ones are "
+                                   "cached (a graph from an earlier bertkit keeps its older, slower form until then)."),
 ):
     """Export the model to ONNX (fp32, dynamic int8) and calibrated int8-static (OpenVINO IR quantized by NNCF,
     needs bertkit's openvino extra), cached beside the model (or in ~/.cache/bertkit/onnx when its folder
@@ -33,7 +35,8 @@ def export(
     texts = read_lines(str(calibration), False, can_skip=False) if calibration is not None else None
     from bertkit.runtime.export import export_folder
 
-    for graph in export_folder(model, list(dict.fromkeys(precision)), texts, str(calibration) if calibration else None):
+    for graph in export_folder(model, list(dict.fromkeys(precision)), texts, str(calibration) if calibration else None,
+                               overwrite=overwrite):
         rec = graph.record
         line = {"precision": rec["precision"], "path": str(graph.path), "key": rec["key"], "bytes": rec["graph_bytes"]}
         if "calibration" in rec:

@@ -126,10 +126,12 @@ def quantize_int8(fp32: Path, out: Path) -> None:
 
 
 def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key: str | None = None,
-                 calibration: list[str] | None = None, calibration_name: str | None = None) -> Graph:
-    """The cached graph of this model and precision, exported (and quantized) when missing, corrupt or asked to
-    be recalibrated (calibration texts given), with its record. key=None: the model folder's source key (the
-    model was loaded from those files), the only key a graph is found by."""
+                 calibration: list[str] | None = None, calibration_name: str | None = None,
+                 overwrite: bool = False) -> Graph:
+    """The cached graph of this model and precision, exported (and quantized) when missing, corrupt, asked to
+    be recalibrated (calibration texts given) or to be written again (`overwrite`: a graph cached by an earlier
+    bertkit keeps its spelled-out attention until then), with its record. key=None: the model folder's source
+    key (the model was loaded from those files), the only key a graph is found by."""
     from importlib.metadata import (
         version,  # not `bertkit.__version__`: the runtime does not import the package top
     )
@@ -142,7 +144,7 @@ def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key
     source = "files" if key is None else "memory"
     key = key or cache.source_key(model_dir)
     found, why = cache.find_graph(model_dir, precision, key)
-    if found is not None and not (precision == "int8-static" and calibration is not None):
+    if found is not None and not overwrite and not (precision == "int8-static" and calibration is not None):
         return found
     if why:
         log.warning("%s; exporting again", why)
@@ -174,9 +176,10 @@ def export_graph(model: Bert, tokenizer, model_dir: Path, precision: str, *, key
 
 
 def export_folder(name_or_path: str | Path | None, precisions: list[str], calibration: list[str] | None = None,
-                  calibration_name: str | None = None) -> list[Graph]:
+                  calibration_name: str | None = None, overwrite: bool = False) -> list[Graph]:
     """`bertkit export`: the graphs of a model folder (packaged model, folder or hub id), one per precision; an
-    int8-static graph is recalibrated when calibration texts are given."""
+    int8-static graph is recalibrated when calibration texts are given; `overwrite` writes cached ones again
+    (int8 after a fresh fp32 graph, which it quantizes)."""
     for p in precisions:
         check_names(p, "onnx")
     require_onnxruntime()
@@ -186,6 +189,10 @@ def export_folder(name_or_path: str | Path | None, precisions: list[str], calibr
         require_openvino()
     folder = open_folder(name_or_path)
     model = load_body(folder)
-    return [export_graph(model, folder.tokenizer, folder.root, p,
-                         calibration=calibration if p == "int8-static" else None, calibration_name=calibration_name)
+    done = {}
+    if overwrite and "int8" in precisions:  # quantized from the fp32 graph: that one first, written again
+        done["fp32"] = export_graph(model, folder.tokenizer, folder.root, "fp32", overwrite=True)
+    return [done.get(p) or export_graph(model, folder.tokenizer, folder.root, p, overwrite=overwrite,
+                                        calibration=calibration if p == "int8-static" else None,
+                                        calibration_name=calibration_name)
             for p in precisions]
