@@ -9,9 +9,10 @@ contrib op `com.microsoft.MultiHeadAttention` does the same in one kernel: on 2 
 vectors within 2e-6 (docs/RESULTS.md, issue 30).
 
 The pass matches that structure layer by layer and replaces it by Split(q | k | v) -> MultiHeadAttention
-(`num_heads`, key_padding_mask = the attention mask as int32). A layer that differs (MPNet's relative position
-bias, ModernBERT's rotary and local windows, DistilBERT's separate q / k / v projections) does not match and
-stays as exported. The caller checks the fused graph against the exported one on a real batch (`export_onnx`).
+(`num_heads`, key_padding_mask = the attention mask as int32). BERT, RoBERTa, XLM-R, ELECTRA and DistilBERT
+match; a layer that differs (MPNet's relative position bias, ModernBERT's rotary and local windows) does not and
+stays as exported. `fuse_file` keeps the fused graph only if its outputs on a padded batch match the exported
+one's; a graph whose weights are stored as external data (over 2 GB) is left as exported.
 """
 
 from __future__ import annotations
@@ -135,10 +136,10 @@ def fuse_attention(model, num_heads: int, hidden: int) -> int:
     found = [m for m in (_match(g, n) for n in model.graph.node if n.op_type == "Softmax") if m is not None]
     if not found:
         return 0
-    mask = "bertkit/key_padding_mask"
-    added = [helper.make_node("Cast", [MASK_INPUT], [mask], to=TensorProto.INT32, name="bertkit/mask_int32")]
     if {o.name for o in model.graph.output} & {out for _, out in found}:
         return 0  # a layer's attention as a graph output: never the case in our graphs; left as it is
+    mask = "bertkit/key_padding_mask"
+    added = [helper.make_node("Cast", [MASK_INPUT], [mask], to=TensorProto.INT32, name="bertkit/mask_int32")]
     renamed = {}
     for layer, (qkv, out) in enumerate(found):
         q, k, v, fused = (f"bertkit/layer{layer}/{n}" for n in ("q", "k", "v", "attention"))
@@ -168,7 +169,11 @@ def fuse_file(path, num_heads: int, hidden: int, feed: dict[str, np.ndarray], at
     from bertkit.runtime.onnxrt import require_onnxruntime
 
     ort = require_onnxruntime()
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        # over protobuf's 2 GB: the fused graph could not be checked from memory; left as exported
+        log.info("attention not fused in %s: its weights are stored as external data", path)
+        return 0
     fused = fuse_attention(model, num_heads, hidden)
     if not fused:
         return 0
