@@ -203,11 +203,11 @@ class Encoder:
     def each_batch(self, prepared: Prepared | Sequence[Encoding], step: Callable[[np.ndarray, Batch], None], *,
                    batch_size: int = 32, max_tokens: int | None = DEFAULT_MAX_TOKENS, workers: int | None = None,
                    progress: bool = False) -> None:
-        """The batch loop over prepared texts: `step(idx, batch)` per padded batch (rows `idx` of the input),
-        batches by length (batch_size texts, max_tokens padded tokens), several at once on CPU workers."""
-        encodings = prepared.encodings if isinstance(prepared, Prepared) else prepared
-        run_batches(encodings, step, self._pad, batch_size=batch_size, max_tokens=max_tokens,
-                    mapper=lambda fn, batches: self.map_batches(fn, batches, workers, progress, len(encodings)))
+        """The batch loop: `step(idx, batch)` per padded batch (rows `idx`), by length, on CPU workers (run_batches)."""
+        enc = prepared.encodings if isinstance(prepared, Prepared) else prepared
+        run_batches(enc, step, self._pad, batch_size=batch_size, max_tokens=max_tokens,
+                    batch_cost=self.runner.batch_cost,  # padded tokens one more batch costs the runner (or None)
+                    mapper=lambda fn, batches: self.map_batches(fn, batches, workers, progress, len(enc)))
 
     def map_batches(self, fn, batches: list[np.ndarray], workers: int | None, progress: bool, total: int) -> None:
         """Call fn on every batch (longest first); on CPU several at once, each on one worker thread

@@ -333,3 +333,23 @@ def test_export_keeps_a_cached_graph_and_writes_it_again_with_overwrite(small_mo
     got = Encoder.load(folder, backend="onnx", precision="int8").encode(TEXTS)
     want = torch_vectors(folder)
     assert (got * want).sum(1).min() >= TOLERANCE["int8", "onnx"]
+
+
+def test_graph_runners_cut_batches_where_padding_is_least_and_the_vectors_stay(small_model):
+    from bertkit import Encoder
+    from bertkit.runtime.seam import GRAPH_BATCH_COST, graph_batch_cost
+
+    graph = Encoder.load(small_model, backend="onnx", precision="int8")
+    assert graph.runner.batch_cost == GRAPH_BATCH_COST and graph_batch_cost("fp32") == GRAPH_BATCH_COST
+    assert graph_batch_cost("int8-static") is None  # OpenVINO: count cuts (runtime/seam.py says why)
+    assert Encoder.load(small_model, device="cpu").runner.batch_cost is None  # packed: padding costs nothing
+    texts = [("word " * n).strip() for n in (40, 3, 39, 2, 38, 4, 1, 37, 5, 36)]
+    seen: list[list[int]] = []
+    graph.each_batch(graph.prepare(texts), lambda idx, batch: seen.append(idx.tolist()), batch_size=8)
+    assert [len(b) for b in seen] == [5, 5]  # long ones apart from short ones, not 8 + 2 by count
+    cut = graph.encode(texts, batch_size=8)
+    graph.runner.batch_cost = None
+    by_count = graph.encode(texts, batch_size=8)
+    np.testing.assert_allclose(cut, by_count, atol=2e-2)  # dynamic int8 scales per batch; cosine checked below
+    cos = (cut * by_count).sum(1) / np.linalg.norm(cut, axis=1) / np.linalg.norm(by_count, axis=1)
+    assert cos.min() > 0.999

@@ -69,6 +69,7 @@ class BagOfEmbeddings:
     """A whole backend in one class: each token's vector is a row of a fixed table, one 'layer' adds 1."""
 
     backend, arrays, precision, requested_precision = "numpy-bag", "numpy", "fp32", "fp32"
+    batch_cost = 4  # it computes on padding: encode() cuts its batches where padding plus 4 tokens per batch is least
     model = None  # no torch model behind it: no heads, no attention probabilities
 
     def __init__(self, vocab: int, hidden: int = 8):

@@ -22,6 +22,7 @@ from bertkit.runtime.seam import (
     BackendError,
     Cpu,
     Facts,
+    graph_batch_cost,
     graph_feed,
     local_threads,
     set_local_threads,
@@ -108,6 +109,7 @@ class GraphRunner:
         self.graph, self.session, self.model_dir = graph, session, Path(model_dir)
         self.precision = precision
         self.requested_precision = requested_precision or precision
+        self.batch_cost = graph_batch_cost(precision)  # a graph computes on padding
         self.device = Cpu()
         self.facts = Facts.of(graph.record)
         self._model = model  # the fp32 torch model, loaded only when needed

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bertkit.errors import BackendError
-from bertkit.runtime.seam import ArrayOutput, Cpu, Runner, cpu_budget, default_threads
+from bertkit.runtime.seam import ArrayOutput, Cpu, Runner, cpu_budget, default_threads, graph_batch_cost
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 300.0  # loading a model (and, once, exporting a graph) in the child
@@ -88,6 +88,7 @@ class ProcessRunner:
         if kind == "error":
             raise payload
         self.facts, self.precision, self._child_threads = payload
+        self.batch_cost = graph_batch_cost(self.precision) if self.backend == "onnx" else None  # as the child's
         self._pipe = _Pipe(proc, conn)
         weakref.finalize(self, _stop, proc, conn)
         log.info("the model runs in process %d (%s, %s, %d threads)", proc.pid, self.backend, self.precision,

@@ -77,6 +77,18 @@ class Cpu:
         return hash("cpu")
 
 
+# An ONNX Runtime graph's cost of one more batch, in padded tokens: over its tokens, a batch costs the dynamic
+# int8 graph ~0.1-0.3 ms, at ~77 us per token on one AMD EPYC core; with encode()'s own per-batch work, ~16
+# tokens. Cut so, a server's merged batches pad ~4 % instead of ~22 % (2026-12-07, docs/RESULTS.md). OpenVINO
+# (int8-static) keeps count cuts: it gained nothing within noise, and compiles and keeps kernels per new shape.
+GRAPH_BATCH_COST = 16
+
+
+def graph_batch_cost(precision: str) -> int | None:
+    """A graph runner's batch_cost by its precision: None for int8-static (OpenVINO), above."""
+    return None if precision == "int8-static" else GRAPH_BATCH_COST
+
+
 @runtime_checkable
 class Runner(Protocol):
     """What runs the model for an Encoder. A new backend is one module with one class that answers this."""
@@ -87,6 +99,10 @@ class Runner(Protocol):
     device: Any  # torch.device, or Cpu()
     facts: Facts
     arrays: str  # "torch" or "numpy": the kind of arrays run() takes (padded batches) and returns
+    # What one more batch costs in padded tokens, where run() computes on padding (an exported graph): encode()
+    # then cuts its length-sorted texts where padding plus this per batch is least (batching.by_length).
+    # None: run() computes nothing on padding (the torch packed forward), so fewer, fuller batches are best.
+    batch_cost: int | None
 
     def run(self, input_ids, attention_mask, token_type_ids, hidden_states: bool = False) -> Any:
         """The fast path: vectors only. An output with last_hidden_state (B, T, H), pooler_output (B, H) or

@@ -62,6 +62,7 @@ class TorchRunner:
 
     backend = "torch"
     arrays = "torch"
+    batch_cost = None  # the packed forward computes nothing on padding
 
     def __init__(self, model: Bert, device: str | torch.device = "cpu", precision: str = "fp32",
                  requested_precision: str | None = None):
