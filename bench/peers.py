@@ -300,8 +300,7 @@ def main() -> None:
     report["rows"] += cold_starts(list(workers), py, model, args)
     if args.clients != [0]:
         infinity_bin = args.venv_infinity / "bin" / "infinity_emb"
-        report["servers"] = run_servers(server_commands(py["main"], infinity_bin, model, args.work / "infinity-torch",
-                                                        args.threads),
+        report["servers"] = run_servers(server_commands(py["main"], infinity_bin, model, args.work, args.threads),
                                         environment(args.threads, True), short, args.clients,
                                         args.server_requests, args.reps, max_seconds=300)
     args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -80,6 +80,11 @@ def all_rows(report: dict) -> list[str]:
     return out
 
 
+# Servers set side by side (bench/peers_serve.py): exact fp32 on torch on both sides, then dynamic int8 on ONNX
+# Runtime on both sides (the fastest server mode of each within 0.3 STS points of exact).
+PAIRS = (("bertkit-serve", "infinity-v2"), ("bertkit-serve-int8", "infinity-v2-int8"))
+
+
 def server_table(servers: dict) -> list[str]:
     out = ["| clients | server | requests/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     rows = sorted(servers["rows"], key=lambda r: (r["clients"], r["server"]))
@@ -87,11 +92,12 @@ def server_table(servers: dict) -> list[str]:
         out.append(f"| {r['clients']} | {r['server']} | {r['requests_s']:.1f} "
                    f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
     by = {(r["server"], r["clients"]): r for r in rows}
-    for c in sorted({r["clients"] for r in rows}):
-        if ("bertkit-serve", c) in by and ("infinity-v2", c) in by:
-            b, i = by[("bertkit-serve", c)], by[("infinity-v2", c)]
-            out.append(f"\n{c} clients: bertkit / infinity requests/s {b['requests_s'] / i['requests_s']:.2f}×, "
-                       f"p99 {b['p99_ms'] / i['p99_ms']:.2f}×")
+    for ours, theirs in PAIRS:
+        for c in sorted({r["clients"] for r in rows}):
+            if (ours, c) in by and (theirs, c) in by:
+                b, i = by[(ours, c)], by[(theirs, c)]
+                out.append(f"\n{c} clients: {ours} / {theirs} requests/s {b['requests_s'] / i['requests_s']:.2f}×, "
+                           f"p99 {b['p99_ms'] / i['p99_ms']:.2f}×")
     mem = ", ".join(f"{k} {v:.0f} MiB" for k, v in servers["peak_rss_mib"].items())
     return [*out, f"\nServers' peak RSS: {mem}."]
 

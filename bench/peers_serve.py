@@ -1,6 +1,9 @@
 """The server rows of bench/peers.py: `bertkit serve` against infinity-emb's `infinity_emb v2`, loopback only.
 
-Both servers run the packaged model on the same threads, side by side; each repetition runs every client
+Both servers run the packaged model on the same threads, side by side, each in two modes: exact fp32 on torch
+(`bertkit serve`; infinity's torch engine) and each one's fastest mode within 0.3 STS points of exact in the
+offline rows (bertkit's ONNX Runtime dynamic int8, `--backend onnx --precision int8`, and its OpenVINO
+int8-static; infinity's optimum engine on its int8 ONNX graph). Each repetition runs every client
 count (1, 8, 64 by default) against each server in turn, with the same bounded schedule of requests (1 to 8
 STS-B sentences each, OpenAI's /v1/embeddings body, base64), driven by bench/serve_load.py's aiohttp
 client. Reported per server and client count: requests/s and p50 / p99 latency (medians over repetitions),
@@ -36,18 +39,26 @@ def schedule(clients: int, total_requests: int, texts: list[str], seed: int = 0)
     return out
 
 
-def server_commands(python_main: str, infinity_bin: Path | None, model: Path, infinity_model: Path,
-                    threads: int) -> dict[str, list[str]]:
-    """name -> a command that serves on port {port}; infinity only where its venv is installed (infinity_model:
-    the same model, its configs set to 512 tokens as in bench/peers.py)."""
-    cmds = {"bertkit-serve": [python_main, "-m", "bertkit.cli", "serve", "--model", str(model), "--port", "{port}",
-                              "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning"]}
+def server_commands(python_main: str, infinity_bin: Path | None, model: Path, work: Path,
+                    threads: int) -> dict[str, dict]:
+    """name -> {"cmd": a command that serves on port {port}, "cwd", "env"}; infinity only where its venv is
+    installed, on the folders bench/peers.py prepares in `work` (the model set to 512 tokens; the int8 graph)."""
+    bertkit = [python_main, "-m", "bertkit.cli", "serve", "--model", str(model), "--port", "{port}",
+               "--host", "127.0.0.1", "--threads", str(threads), "--log-level", "warning"]
+    cmds = {"bertkit-serve": {"cmd": bertkit},
+            "bertkit-serve-int8": {"cmd": [*bertkit, "--backend", "onnx", "--precision", "int8"]},
+            "bertkit-serve-int8-static": {"cmd": [*bertkit, "--backend", "onnx", "--precision", "int8-static"]}}
     if infinity_bin is not None and infinity_bin.is_file():
-        cmds["infinity-v2"] = [str(infinity_bin), "v2", "--model-id", str(infinity_model), "--engine", "torch",
-                               "--device", "cpu", "--port", "{port}", "--host", "127.0.0.1", "--url-prefix", "/v1",
-                               "--served-model-name", "bench", "--batch-size", "32", "--log-level", "warning",
-                               "--no-model-warmup", "--no-bettertransformer",
-                               "--pooling-method", "mean"]
+        infinity = [str(infinity_bin), "v2", "--model-id", str(work / "infinity-torch"), "--engine", "torch",
+                    "--device", "cpu", "--port", "{port}", "--host", "127.0.0.1", "--url-prefix", "/v1",
+                    "--served-model-name", "bench", "--batch-size", "32", "--log-level", "warning",
+                    "--no-model-warmup", "--no-bettertransformer", "--pooling-method", "mean"]
+        cmds["infinity-v2"] = {"cmd": infinity}
+        # its optimum engine finds a local graph only by a path relative to the working directory (as in
+        # bench/peers_worker.load_infinity), and caches the graph it optimises under the hub cache
+        optimum = [*infinity[:2], "--model-id", ".", "--engine", "optimum", *infinity[6:]]
+        cmds["infinity-v2-int8"] = {"cmd": optimum, "cwd": work / "infinity-onnx-int8",
+                                    "env": {"HF_HUB_CACHE": str(work / "infinity-onnx-int8-cache")}}
     return cmds
 
 
@@ -72,14 +83,15 @@ def peak_rss_mib(pid: int) -> float:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
 
 
-def run_servers(cmds: dict[str, list[str]], env: dict[str, str], texts: list[str], levels: list[int],
+def run_servers(cmds: dict[str, dict], env: dict[str, str], texts: list[str], levels: list[int],
                 total_requests: int, reps: int, max_seconds: float) -> dict:
     """Start every server, then reps x levels x servers, interleaved; stop them all."""
     procs, urls, errors = {}, {}, {}
     try:
-        for name, cmd in cmds.items():
+        for name, server in cmds.items():
             port = free_port()
-            proc = subprocess.Popen([c.replace("{port}", str(port)) for c in cmd], env=env,
+            proc = subprocess.Popen([c.replace("{port}", str(port)) for c in server["cmd"]],
+                                    env={**env, **server.get("env", {})}, cwd=server.get("cwd"),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
                 wait_ready(f"http://127.0.0.1:{port}", proc)
