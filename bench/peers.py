@@ -298,6 +298,7 @@ def main() -> None:
         for w in workers.values():
             w.close()
     report["rows"] += cold_starts(list(workers), py, model, args)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")  # the offline rows, should the servers fail
     if args.clients != [0]:
         infinity_bin = args.venv_infinity / "bin" / "infinity_emb"
         report["servers"] = run_servers(server_commands(py["main"], infinity_bin, model, args.work, args.threads),

@@ -49,7 +49,7 @@ def server_commands(python_main: str, infinity_bin: Path | None, model: Path, wo
             "bertkit-serve-int8": {"cmd": [*bertkit, "--backend", "onnx", "--precision", "int8"]},
             "bertkit-serve-int8-static": {"cmd": [*bertkit, "--backend", "onnx", "--precision", "int8-static"]}}
     if infinity_bin is not None and infinity_bin.is_file():
-        infinity = [str(infinity_bin), "v2", "--model-id", str(work / "infinity-torch"), "--engine", "torch",
+        infinity = [str(infinity_bin.resolve()), "v2", "--model-id", str(work / "infinity-torch"), "--engine", "torch",
                     "--device", "cpu", "--port", "{port}", "--host", "127.0.0.1", "--url-prefix", "/v1",
                     "--served-model-name", "bench", "--batch-size", "32", "--log-level", "warning",
                     "--no-model-warmup", "--no-bettertransformer", "--pooling-method", "mean"]

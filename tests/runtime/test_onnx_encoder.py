@@ -343,6 +343,11 @@ def test_graph_runners_cut_batches_where_padding_is_least_and_the_vectors_stay(s
     assert graph.runner.batch_cost == GRAPH_BATCH_COST and graph_batch_cost("fp32") == GRAPH_BATCH_COST
     assert graph_batch_cost("int8-static") is None  # OpenVINO: count cuts (runtime/seam.py says why)
     assert Encoder.load(small_model, device="cpu").runner.batch_cost is None  # packed: padding costs nothing
+    child = Encoder.load(small_model, backend="onnx", precision="int8", process=True)
+    try:  # the model in a child process: the child's graph runner's cost
+        assert child.runner.batch_cost == GRAPH_BATCH_COST
+    finally:
+        child.runner.close()
     texts = [("word " * n).strip() for n in (40, 3, 39, 2, 38, 4, 1, 37, 5, 36)]
     seen: list[list[int]] = []
     graph.each_batch(graph.prepare(texts), lambda idx, batch: seen.append(idx.tolist()), batch_size=8)

@@ -35,6 +35,7 @@ def pair():
 def test_the_child_gives_the_vectors_of_the_process(pair):
     here, there = pair
     assert isinstance(there.runner, Runner) and there.runner.pid not in (None, os.getpid())
+    assert there.runner.batch_cost is None  # a torch child's packed forward: batches cut by count
     for kw in ({"pooling": "mean", "normalize": True}, {"pooling": "cls", "layers": [1, -1]},
                {"pooling": "pooler"}, {"pooling": "max"}):
         # 1e-5, not 1e-6: the child runs on one CPU fewer than this process, and fp32 sums in another order
