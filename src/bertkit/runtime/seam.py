@@ -79,8 +79,9 @@ class Cpu:
 
 # An ONNX Runtime graph's cost of one more batch, in padded tokens: over its tokens, a batch costs the dynamic
 # int8 graph ~0.1-0.3 ms, at ~77 us per token on one AMD EPYC core; with encode()'s own per-batch work, ~16
-# tokens. Cut so, a server's merged batches pad ~4 % instead of ~22 % (2026-12-07, docs/RESULTS.md). OpenVINO
-# (int8-static) keeps count cuts: it gained nothing within noise, and compiles and keeps kernels per new shape.
+# tokens. Cut so, a server's merged batches pad ~4 % instead of ~22 % (bench/padding_cuts.py: 106-text calls
+# 1,084 -> 1,233 texts/s, 2026-12-07, docs/RESULTS.md). OpenVINO (int8-static) keeps count cuts: 1,187 -> 1,207
+# there, within noise, and it compiles kernels for each new batch shape on first sight (more shapes, slower start).
 GRAPH_BATCH_COST = 16
 
 
