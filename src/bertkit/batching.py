@@ -78,7 +78,7 @@ def padding_cuts(widths: np.ndarray, batch_size: int, max_tokens: int | None, ba
     A batch's width is its first item's, so this is a shortest path over the cut points (dynamic programming):
     best[j] is the least cost of the first j items. Why: a server's merged batch (~100 short texts in arrival
     order) cut every 32 sorted texts pads ~22 % of its tokens (STS-B sentences); an exported graph computes on
-    all of them, and one more batch costs it ~0.3-0.9 ms, about 5-15 tokens (docs/RESULTS.md).
+    all of them, and one more batch costs it far less (runtime/seam.py's GRAPH_BATCH_COST, docs/RESULTS.md).
     """
     sizes: list[int] = []
     for start in range(0, len(widths), CUT_WINDOW):
