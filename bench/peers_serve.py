@@ -49,14 +49,13 @@ def server_commands(python_main: str, infinity_bin: Path | None, model: Path, wo
             "bertkit-serve-int8": {"cmd": [*bertkit, "--backend", "onnx", "--precision", "int8"]},
             "bertkit-serve-int8-static": {"cmd": [*bertkit, "--backend", "onnx", "--precision", "int8-static"]}}
     if infinity_bin is not None and infinity_bin.is_file():
-        infinity = [str(infinity_bin.resolve()), "v2", "--model-id", str(work / "infinity-torch"), "--engine", "torch",
-                    "--device", "cpu", "--port", "{port}", "--host", "127.0.0.1", "--url-prefix", "/v1",
-                    "--served-model-name", "bench", "--batch-size", "32", "--log-level", "warning",
-                    "--no-model-warmup", "--no-bettertransformer", "--pooling-method", "mean"]
-        cmds["infinity-v2"] = {"cmd": infinity}
+        infinity = [str(infinity_bin.resolve()), "v2", "--device", "cpu", "--port", "{port}", "--host", "127.0.0.1",
+                    "--url-prefix", "/v1", "--served-model-name", "bench", "--batch-size", "32", "--log-level",
+                    "warning", "--no-model-warmup", "--no-bettertransformer", "--pooling-method", "mean"]
+        cmds["infinity-v2"] = {"cmd": [*infinity, "--model-id", str(work / "infinity-torch"), "--engine", "torch"]}
         # its optimum engine finds a local graph only by a path relative to the working directory (as in
         # bench/peers_worker.load_infinity), and caches the graph it optimises under the hub cache
-        optimum = [*infinity[:2], "--model-id", ".", "--engine", "optimum", *infinity[6:]]
+        optimum = [*infinity, "--model-id", ".", "--engine", "optimum"]
         cmds["infinity-v2-int8"] = {"cmd": optimum, "cwd": work / "infinity-onnx-int8",
                                     "env": {"HF_HUB_CACHE": str(work / "infinity-onnx-int8-cache")}}
     return cmds
