@@ -50,3 +50,32 @@ def test_the_model_thread_does_not_wait_for_a_busy_event_loop(encoder):
     gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
     # Before: each next batch waited until the loop was free to see the last one end (a few turns: 30 ms here).
     assert max(gaps) < 0.01, [round(g * 1000, 1) for g in gaps]
+
+
+def test_an_idle_model_starts_a_lone_request_at_once_and_a_busy_one_gathers_company(encoder):
+    """max_wait_ms is a wait for company while the model is busy; on an idle model it only added latency."""
+    starts: list[tuple[float, int]] = []  # (start, texts) of each batch on the model thread
+
+    def run(prepared, rows):
+        starts.append((time.perf_counter(), len(prepared)))
+        time.sleep(0.3)  # a long batch: the requests below arrive while it runs
+        return encoder.encode(prepared)
+
+    batcher = Batcher(encoder, Limits(max_wait_ms=1000), Metrics())  # a wait far longer than any batch here
+    texts = ["a dog runs in the park", "a cat sleeps", "rain again today", "the river is high"]
+
+    async def main():
+        await batcher.start()
+        try:
+            submitted = time.perf_counter()
+            first = asyncio.create_task(batcher.submit("mean", encoder.prepare(texts[:1]), run))
+            await asyncio.sleep(0.1)  # the first batch is running now
+            rest = [batcher.submit("mean", encoder.prepare([t]), run) for t in texts[1:]]
+            return submitted, await asyncio.gather(first, *rest)
+        finally:
+            await batcher.stop()
+
+    submitted, outs = asyncio.run(main())
+    np.testing.assert_allclose(np.concatenate(outs), encoder.encode(texts), atol=1e-5)  # other batch shapes
+    assert starts[0][0] - submitted < 0.2, "a lone request on an idle model waited for company"
+    assert [n for _, n in starts] == [1, 3], "requests that arrived while the model was busy were not merged"

@@ -15,7 +15,8 @@ MaxInputsOpt = typer.Option(256, "--max-inputs", min=1, help="Texts per request;
 MaxCharsOpt = typer.Option(20_000, "--max-chars", min=1, help="Characters per text; more -> 413.")
 MaxQueuedTokensOpt = typer.Option(65_536, "--max-queued-tokens", min=1, help="Tokens waiting; more -> 429.")
 BatchTokensOpt = typer.Option(8_192, "--batch-tokens", min=1, help="Token budget of a merged model batch.")
-MaxWaitMsOpt = typer.Option(5.0, "--max-wait-ms", min=0, help="How long a batch waits for more requests.")
+MaxWaitMsOpt = typer.Option(5.0, "--max-wait-ms", min=0,
+                            help="How long a batch waits for more requests while the model is busy (idle: none).")
 SplitTokensOpt = typer.Option(1_024, "--split-tokens", min=1,
                               help="A request over N tokens runs in pieces, others between them.")
 MaxBodyBytesOpt = typer.Option(16 * 1024 * 1024, "--max-body-bytes", min=1, help="Request body size; more -> 413.")

@@ -11,8 +11,9 @@ Routes: POST /v1/embeddings (OpenAI-compatible), /embed, /tokens, /similarity, /
 
 Concurrency model: one model copy, driven by one worker thread. Requests that want sentence vectors are put
 in a queue; a batcher task on the event loop merges whatever is waiting (up to a token budget, after a short
-wait) into one `Encoder.encode` call in the worker thread and hands each request its rows. Tokenization (for
-limits and usage counts) runs in the thread pool, so the event loop only parses, routes and serializes.
+wait while the model is busy) into one `Encoder.encode` call in the worker thread and hands each request its
+rows. Tokenization (for limits and usage counts) runs in the thread pool, so the event loop only parses,
+routes and serializes.
 
 The package, in the order a request meets it:
     schemas.py   request bodies (pydantic) and JSON responses

@@ -207,8 +207,11 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if sum(j.tokens for j in self.pending) < budget:
-                await asyncio.sleep(self.limits.max_wait_ms / 1000)  # let concurrent requests join
+            # Wait for company only while the model is busy: there a batch cannot start before a slot frees
+            # anyway, and requests arriving meanwhile join it. An idle model runs a lone request at once, as
+            # TEI's queue does; waiting then only added max_wait_ms to every request at low load.
+            if self._running and sum(j.tokens for j in self.pending) < budget:
+                await asyncio.sleep(self.limits.max_wait_ms / 1000)
             await self._slots.acquire()  # at most in_flight batches handed to the model thread
             jobs = self._take(budget)
             self.metrics.queue_depth.set(len(self.pending))

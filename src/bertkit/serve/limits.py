@@ -11,7 +11,7 @@ class Limits:
     max_chars: int = 20_000  # characters in one text -> 413
     max_queued_tokens: int = 65_536  # tokens accepted but not yet answered, all requests together -> 429
     batch_tokens: int = 8_192  # the batcher closes a model batch once this many tokens are in it
-    max_wait_ms: float = 5.0  # how long a lone request waits for company before its batch runs
+    max_wait_ms: float = 5.0  # how long a request waits for company while the model is busy (idle: none)
     # Rows per forward pass inside a merged batch (encode() also caps it at 4,096 padded tokens); None: 256 with
     # the model in its own process, else offline's 32 (serve/batcher.forward_rows says why).
     encode_batch_size: int | None = None
