@@ -358,3 +358,31 @@ def test_graph_runners_cut_batches_where_padding_is_least_and_the_vectors_stay(s
     np.testing.assert_allclose(cut, by_count, atol=2e-2)  # dynamic int8 scales per batch; cosine checked below
     cos = (cut * by_count).sum(1) / np.linalg.norm(cut, axis=1) / np.linalg.norm(by_count, axis=1)
     assert cos.min() > 0.999
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a thread pool spins only with 2 or more threads")
+def test_a_graph_session_stops_spinning_when_its_run_returns(small_model):
+    """Sessions spin between ops within a run (short batches hand over faster) and stop at its end: without
+    `session.force_spinning_stop`, a worker kept a core busy ~40 ms after each run, slowing whatever ran next."""
+    code = f"""
+        import json, resource, time
+        from bertkit import Encoder
+        from bertkit.runtime.seam import set_local_threads
+        enc = Encoder.load({str(small_model)!r}, backend="onnx", precision="int8")
+        set_local_threads(2)  # one lone batch: one 2-thread session, its pool in use
+        cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        texts = [" ".join({TEXTS!r} * 8)] * 16  # ops big enough for ONNX Runtime to use its pool
+        enc.encode(texts)  # first-call work (allocations, pool start) out of the way
+        time.sleep(0.2)
+        burned = []
+        for _ in range(3):
+            enc.encode(texts)
+            start = cpu()
+            time.sleep(0.2)
+            burned.append(cpu() - start)
+        print(json.dumps(burned))
+    """
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    burned_ms = [s * 1000 for s in json.loads(r.stdout)]
+    assert max(burned_ms) < 10, f"CPU burned while idle after a run: {burned_ms} ms"

@@ -57,8 +57,7 @@ class OrtSession:
 
     One session per intra-op thread count, made on first use: a call runs on local_threads() threads, so that
     the encoder's concurrent batches (one thread each) and a lone batch (all threads) both get the right
-    session. Sessions do not spin-wait between calls: a spinning pool kept burning the cores after run()
-    returned and slowed whatever ran next in the process.
+    session. Sessions spin-wait only within a call (see session()).
     """
 
     def __init__(self, path: Path, disabled_optimizers: tuple[str, ...] = ()):
@@ -78,7 +77,11 @@ class OrtSession:
                 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
                 opts.intra_op_num_threads = threads
                 opts.inter_op_num_threads = 1
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                # Spin between ops within a run, stop at its end: the many small ops of a short batch hand over
+                # without a futex wake each, and nothing burns the cores after run() returns (spinning
+                # otherwise kept a worker busy ~40 ms after each run and slowed whatever ran next).
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
+                opts.add_session_config_entry("session.force_spinning_stop", "1")
                 try:
                     self._sessions[threads] = ort.InferenceSession(
                         str(self.path), opts, providers=["CPUExecutionProvider"],
