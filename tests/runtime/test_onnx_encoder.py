@@ -386,3 +386,32 @@ def test_a_graph_session_stops_spinning_when_its_run_returns(small_model):
     assert r.returncode == 0, r.stderr
     burned_ms = [s * 1000 for s in json.loads(r.stdout)]
     assert max(burned_ms) < 10, f"CPU burned while idle after a run: {burned_ms} ms"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs a pool, so 2 or more CPUs")
+def test_a_session_owning_the_cpus_pins_its_workers_one_to_a_cpu(small_model):
+    """A 2-thread session in a process allowed 2 CPUs pins its one pool worker to the second (the caller stays
+    free): unpinned, the scheduler woke the worker onto the caller's CPU after idle and a run took 11 ms, not 4.6.
+    A session with fewer threads than CPUs pins nothing (several sessions or processes share them)."""
+    code = f"""
+        import json, os
+        cpus = sorted(os.sched_getaffinity(0))[:2]
+        os.sched_setaffinity(0, cpus)  # this process owns 2 CPUs, as a 2-core machine
+        from bertkit import Encoder
+        from bertkit.runtime.onnxrt import worker_affinities
+        from bertkit.runtime.seam import set_local_threads
+        enc = Encoder.load({str(small_model)!r}, backend="onnx", precision="int8")
+        set_local_threads(2)
+        enc.encode({TEXTS!r})
+        pinned = {{}}
+        for tid in os.listdir("/proc/self/task"):
+            allowed = sorted(os.sched_getaffinity(int(tid)))
+            if allowed != cpus:
+                pinned[tid] = allowed
+        print(json.dumps([cpus, list(pinned.values()), worker_affinities(1), worker_affinities(3)]))
+    """
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    cpus, pinned, one, three = json.loads(r.stdout)
+    assert pinned == [[cpus[1]]], f"threads pinned off the process's {cpus}: {pinned}"
+    assert one is None and three is None
