@@ -31,6 +31,8 @@ def test_flag_rules_follow_the_instruction_sets():
     assert verdicts._by_flags("bf16", avx2).fast is False and "emulated" in verdicts._by_flags("bf16", avx2).why
     assert verdicts._by_flags("int8", zen4).fast is True and verdicts._by_flags("int8-static", amx).fast is True
     assert verdicts._by_flags("int8", frozenset({"avx2"})).fast is None  # unknown: runs as asked
+    # OpenVINO's static int8 without VNNI: 0.75-0.80x of fp32 on an AVX2 EPYC (docs/RESULTS.md, issue 30)
+    assert verdicts._by_flags("int8-static", frozenset({"avx2"})).fast is False
 
 
 def test_slow_verdict_falls_back_to_exact_fp32_with_the_reason(encoder, tmp_path, monkeypatch, caplog):

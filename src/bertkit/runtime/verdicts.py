@@ -9,7 +9,11 @@ machine did not reproduce) and int8 2.4-2.6x; on an Intel CPU with AMX, bf16 was
 |------------------------------|-----------------------------------|--------------------------|
 | bf16 (torch, CPU)            | amx_bf16 or avx512_bf16           | slow: falls back to fp32 |
 | int8 (torch, onnx)           | avx512_vnni, avx_vnni or amx_int8 | unknown: runs as asked   |
-| int8-static (onnx, OpenVINO) | avx512_vnni, avx_vnni or amx_int8 | unknown: runs as asked   |
+| int8-static (onnx, OpenVINO) | avx512_vnni, avx_vnni or amx_int8 | slow: falls back to fp32 |
+
+Without VNNI (a 2-core AMD EPYC with AVX2 only, 2026-12-07, bench/peers.py, batch 32, 2 threads), dynamic int8 ran
+0.98-1.02x of fp32 on the same backend and OpenVINO's static int8 0.80x (STS-B) and 0.75x (AG News) of ONNX
+Runtime's fp32: hence "unknown" for the one and "slow" for the other.
 
 A verdict measured on this machine (or set by hand) overrides the table: the verdict file
 `$XDG_CACHE_HOME/bertkit/verdicts.json` (or the file named by BERTKIT_VERDICTS) holds, per machine id (a hash
@@ -114,7 +118,10 @@ def _by_flags(precision: str, flags: frozenset[str]) -> Verdict:
     have = [f for f in INT8_FLAGS if f in flags]
     if have:
         return Verdict(True, f"{', '.join(have)} present", "cpu flags")
-    return Verdict(None, "no VNNI / AMX-INT8: int8 speed not known on this CPU", "cpu flags")
+    if precision == "int8-static":
+        return Verdict(False, "no VNNI / AMX-INT8: OpenVINO's static int8 ran 0.75-0.80x of fp32 on such a CPU",
+                       "cpu flags")
+    return Verdict(None, "no VNNI / AMX-INT8: dynamic int8 ran about as fast as fp32 on such a CPU", "cpu flags")
 
 
 def verdict(precision: str, backend: str) -> Verdict:
