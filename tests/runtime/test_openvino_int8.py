@@ -48,6 +48,15 @@ def hide(tmp_path: Path, *packages: str) -> dict:
             "BERTKIT_VERDICTS": "off"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def int8_static_as_asked():
+    """The mode runs as asked here, also on a CPU whose verdict sends it to fp32 (no VNNI: tests/runtime/
+    test_verdicts.py holds that rule); subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BERTKIT_VERDICTS", "off")
+        yield
+
+
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory, packaged_dir) -> Path:
     """A copy of the packaged all-MiniLM-L6-v2 (its graphs are cached in the copy, not in site-packages)."""

@@ -12,7 +12,7 @@ machine did not reproduce) and int8 2.4-2.6x; on an Intel CPU with AMX, bf16 was
 | int8-static (onnx, OpenVINO) | avx512_vnni, avx_vnni or amx_int8 | slow: falls back to fp32 |
 
 Without VNNI (a 2-core AMD EPYC with AVX2 only, 2026-12-07, bench/peers.py, batch 32, 2 threads), dynamic int8 ran
-0.98-1.02x of fp32 on the same backend and OpenVINO's static int8 0.80x (STS-B) and 0.75x (AG News) of ONNX
+0.98-1.06x of fp32 on the same backend and OpenVINO's static int8 0.80x (STS-B) and 0.75x (AG News) of ONNX
 Runtime's fp32: hence "unknown" for the one and "slow" for the other.
 
 A verdict measured on this machine (or set by hand) overrides the table: the verdict file
