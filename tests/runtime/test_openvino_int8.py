@@ -44,8 +44,7 @@ def hide(tmp_path: Path, *packages: str) -> dict:
         (tmp_path / "hidden" / name).mkdir(parents=True, exist_ok=True)
         (tmp_path / "hidden" / name / "__init__.py").write_text(
             f"raise ModuleNotFoundError(\"No module named {name!r} (hidden by the test)\", name={name!r})\n")
-    return {"PYTHONPATH": os.pathsep.join([str(tmp_path / "hidden"), os.environ.get("PYTHONPATH", "")]),
-            "BERTKIT_VERDICTS": "off"}
+    return {"PYTHONPATH": os.pathsep.join([str(tmp_path / "hidden"), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -131,7 +130,7 @@ def test_cached_ir_runs_without_torch(static, minilm):
         print(json.dumps({{**loaded, "p": enc.precision, "v": v}}))
     """
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1", "BERTKIT_VERDICTS": "off"}, check=False)
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["torch"] is False and got["nncf"] is False and got["p"] == "int8-static"
