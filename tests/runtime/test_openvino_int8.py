@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,44 @@ def test_cached_ir_runs_without_torch(static, minilm):
     got = json.loads(r.stdout)
     assert got["torch"] is False and got["nncf"] is False and got["p"] == "int8-static"
     assert np.abs(np.array(got["v"]) - static.encode(TEXTS, normalize=True)).max() < 1e-4
+
+
+def test_threads_whose_first_inference_starts_at_once_do_not_deadlock(static):
+    """OpenVINO's binding sets up its numpy bridge at the first array it hands over, and threads that get there at
+    the same moment can deadlock (pybind11's once-only lookup against the GIL; found when the encoder's two workers
+    hung on their first batches). bertkit primes it on creating its Core. Eight fresh processes, sixteen threads
+    each, first inferences released together by a barrier: without the priming, 4 of 12 such processes hung
+    (2026-12-07), so this fails with a chance of about 1 - (2/3)**8 = 96%."""
+    code = f"""
+        import threading
+        import numpy as np
+        from bertkit.runtime.openvino import OpenVinoSession
+        from bertkit.runtime.seam import local_threads
+        session = OpenVinoSession({str(static.runner.session.path)!r})
+        ids = np.array([[101, 7592, 2088, 102]], dtype=np.int64)
+        start = threading.Barrier(16)
+        def first_run():
+            session.request(local_threads(), False)  # compiled and made before the barrier: no lock staggers them
+            start.wait()
+            session.run(ids, np.ones_like(ids), np.zeros_like(ids))
+        threads = [threading.Thread(target=first_run) for _ in range(16)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print("ok")
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    hung, deadline = 0, time.monotonic() + 90  # one wait for all: a hung process costs the test 90 s, not each
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            hung += 1
+            continue
+        assert p.returncode == 0 and out.strip() == "ok", err
+    assert hung == 0, f"{hung} of 8 processes deadlocked in their first concurrent inference"
 
 
 def test_a_corrupt_bin_is_refused(static, tmp_path):

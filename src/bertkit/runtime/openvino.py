@@ -121,7 +121,14 @@ def _ov_core():
     global _core
     with _core_lock:
         if _core is None:
-            _core = require_openvino().Core()
+            ov = require_openvino()
+            _core = ov.Core()
+            # OpenVINO's binding sets up its numpy bridge (pybind11's once-only lookup) at the first array it hands
+            # over, and threads that get there at the same moment can deadlock against the GIL: the encoder's two
+            # workers hung forever on their first batches (bench/peers.py, 2026-12-07); plain OpenVINO, two
+            # threads' first inferences at once, hung in 2 of 20 fresh processes, eight threads in 10 of 20. So
+            # it is done here, once, while any other thread waits on this lock.
+            ov.Tensor(np.zeros(1, np.float32)).data  # noqa: B018
         return _core
 
 
@@ -176,13 +183,17 @@ class OpenVinoSession:
                 self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
             return self._compiled[key]
 
+    def request(self, threads: int, hidden: bool):
+        """This OS thread's infer request on the compiled model for (threads, hidden), made on first use."""
+        compiled = self.compiled(threads, hidden)
+        requests = self._local.__dict__.setdefault("requests", {})
+        if id(compiled) not in requests:
+            requests[id(compiled)] = compiled.create_infer_request()
+        return requests[id(compiled)]
+
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
             output_hidden_states: bool = False) -> ArrayOutput:
-        compiled = self.compiled(local_threads(), output_hidden_states)
-        requests = self._local.__dict__.setdefault("requests", {})
-        request = requests.get(id(compiled))
-        if request is None:
-            request = requests[id(compiled)] = compiled.create_infer_request()
+        request = self.request(local_threads(), output_hidden_states)
         feed = graph_feed(self.inputs, input_ids, attention_mask, token_type_ids)
         got = {k.get_any_name(): v for k, v in request.infer(feed).items()}
         hidden = got.get("hidden_states") if output_hidden_states else None
