@@ -231,13 +231,15 @@ def cosines(v: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 def latency(workers: dict[str, Worker], texts: list[str], args, errors: dict) -> list[dict]:
     """One text per call. The texts go round in chunks of --latency-chunk, every system a chunk in turn, so a
-    slow spell of the machine (seconds long on a shared VM) falls on every system alike, not on one."""
+    slow spell of the machine (seconds long on a shared VM) falls on every system alike, not on one. Each chunk
+    starts with one untimed call: the first call after another process held the CPUs is slower for every
+    system (caches, thread wake-ups), and with chunks of 10 it would be a tenth of the calls and set the p99."""
     chunks = [texts[i: i + args.latency_chunk] for i in range(0, len(texts), args.latency_chunk)]
     cmds = []
     for i, chunk in enumerate(chunks):
         path = args.work / f"texts-latency-{i}.json"
         path.write_text(json.dumps(chunk))
-        cmds.append({"op": "latency", "texts": str(path)})
+        cmds.append({"op": "latency", "texts": str(path), "warm": True})
     for cmd in cmds:
         ask_each(workers, cmd, errors)  # warm-up
     per: dict[str, list[float]] = {n: [] for n in workers}

@@ -8,7 +8,8 @@ It runs in whichever virtual environment the system needs (bertkit's .venv, .ven
 sentence-transformers 6 and fastembed, .venv-infinity for infinity-emb and sentence-transformers 3's ONNX
 backend), so it imports numpy and the standard library only, and each system's library inside its loader.
 Commands, one JSON object a line: {"op": "encode", "texts": FILE, "batch": 32, "save": FILE|null} answers
-{"seconds": s}; {"op": "latency", "texts": FILE} answers {"seconds": [one per text]}; {"op": "rss"} answers
+{"seconds": s}; {"op": "latency", "texts": FILE, "warm": bool} answers {"seconds": [one per text]} (warm: one
+untimed call first); {"op": "rss"} answers
 {"peak_mib": m}. Everything the libraries print goes to stderr: stdout carries the protocol alone.
 """
 
@@ -222,6 +223,8 @@ def serve_commands(encode: Encode, out) -> None:
         else:
             texts = json.loads(Path(cmd["texts"]).read_text())
             if cmd["op"] == "latency":
+                if cmd.get("warm"):  # one untimed call first: the CPU was another process's a moment ago
+                    encode(texts[:1], 1)
                 seconds = []
                 for text in texts:
                     t = time.perf_counter()
