@@ -12,9 +12,10 @@ export of it made here, offline, once, untimed (in --work).
 
 Workloads: short (STS-B dev sentences), medium (AG News), long (512-token documents) at --batch; batch-1
 latency p50 / p99 on short texts (in turns of --latency-chunk texts a system); cold start to the first vector
-(a fresh process per system); peak RSS; and the servers (bench/peers_serve.py). Each repetition runs every system once, in turn, so load from other
-jobs hits all alike; times are medians over repetitions after one warm-up, whose vectors are scored: STS-B
-dev Spearman, and cosine (min / mean) against sentence-transformers fp32, the exact reference.
+(a fresh process per system); peak RSS; and the servers (bench/peers_serve.py). Each repetition runs every
+system once, in turn, so load from other jobs hits all alike; times are medians over repetitions after one
+warm-up, whose vectors are scored: STS-B dev Spearman, and cosine (min / mean) against sentence-transformers
+fp32, the exact reference.
 Writes --json (everything) and --markdown (per workload, each system's best mode within 0.3 STS points of
 exact, and bertkit's ratio to the best peer), with this CPU's lscpu flags.
 """
