@@ -9,8 +9,8 @@ sentence-transformers 6 and fastembed, .venv-infinity for infinity-emb and sente
 backend), so it imports numpy and the standard library only, and each system's library inside its loader.
 Commands, one JSON object a line: {"op": "encode", "texts": FILE, "batch": 32, "save": FILE|null} answers
 {"seconds": s}; {"op": "latency", "texts": FILE, "warm": bool} answers {"seconds": [one per text]} (warm: one
-untimed call first); {"op": "rss"} answers
-{"peak_mib": m}. Everything the libraries print goes to stderr: stdout carries the protocol alone.
+untimed call first); {"op": "rss"} answers {"peak_mib": m}. Everything the libraries print goes to stderr:
+stdout carries the protocol alone.
 """
 
 from __future__ import annotations
