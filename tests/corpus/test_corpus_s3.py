@@ -84,6 +84,8 @@ def test_upload_killed_half_way_then_rerun_commits_each_shard_once(s3, s3_input,
     assert not [k for k in left if k.startswith("part-")] and not read_manifest(out)["complete"]
     # An upload that finished but whose marker was never written (a kill between the two): never trusted.
     put(s3, "killed/_attempts/0123abcd/part-00002.parquet", b"PAR1 not a whole shard")
+    # A marker whose write was cut off (an actor stopped with its dead driver's job left one empty): not a commit.
+    put(s3, "killed/_commits/part-00003.json", b"")
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert "10 embedded now, 2 already done" in rerun.stderr

@@ -9,12 +9,12 @@ guarantee that a shard a reader can see is whole and appears once. They get ther
   replaces, must never leave a half-written or doubled shard visible. A shard is serialised in memory, then
   uploaded to a key of its own attempt, `_attempts/<uuid>/part-NNNNN.parquet` (a PUT, or a multipart upload,
   only makes an object visible once it is complete); once its size is checked, a small commit marker
-  `_commits/part-NNNNN.json` naming that object, its size and sha256 is written (one PUT: atomic). A shard
-  is done only when its marker names an object of that size. Two attempts of the same shard write the same
-  bytes and the marker names exactly one of them, so no row is ever counted twice. When every shard is
-  committed the driver alone publishes: it copies each committed object to its final key `part-NNNNN.parquet`
-  (a server-side copy: the object appears whole), writes `manifest.json` with `"complete": true` last, then
-  deletes `_attempts/` and `_commits/`. A rerun first deletes the attempt objects no marker names (the
+  `_commits/part-NNNNN.json` naming that object, its size and sha256 is written (one PUT: atomic; one cut off
+  by a stopped task, left empty, reads as no marker). A shard is done only when its marker names an object of
+  that size. Two attempts of the same shard write the same bytes and the marker names exactly one of them, so
+  no row is ever counted twice. When every shard is committed the driver alone publishes: it copies each
+  committed object to its final key `part-NNNNN.parquet` (a server-side copy: the object appears whole), writes
+  `manifest.json` with `"complete": true` last, then deletes `_attempts/` and `_commits/`. A rerun first deletes the attempt objects no marker names (the
   uploads of a killed run), then embeds only the shards without a marker; a run killed while publishing
   publishes again. Readers trust only a manifest that says complete and read only the shards it lists.
   Incomplete multipart uploads of a killed run are invisible; a bucket lifecycle rule
@@ -180,7 +180,19 @@ class ObjectOutput:
                 self.fs.delete_file(info.path)
 
     def _marker(self, shard: Shard) -> dict[str, Any] | None:
-        return self._get_json(self._key(COMMITS, shard.file.replace(".parquet", ".json")))
+        return self._read_marker(self._key(COMMITS, shard.file.replace(".parquet", ".json")))
+
+    def _read_marker(self, key: str) -> dict[str, Any] | None:
+        """A commit marker, or None: absent, or not whole. A marker's PUT is atomic, but pyarrow's output stream
+        uploads whatever it holds when it is closed, and an exception closes it too: a Ray actor stopped with its
+        dead driver's job left an empty marker (tests/corpus/test_corpus_cluster.py, 2026-12-07). Such a shard
+        is simply not committed; the rerun embeds it again and its new marker replaces the broken one."""
+        try:
+            marker = self._get_json(key)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            log.warning("ignoring the unreadable commit marker %s (a write cut off by a stopped run)", key)
+            return None
+        return marker if isinstance(marker, dict) and {"object", "size"} <= marker.keys() else None
 
     def _committed(self, shard: Shard) -> str | None:
         """The key of the shard's committed object: its marker's attempt, or the published part file."""
@@ -196,7 +208,7 @@ class ObjectOutput:
 
     def cleanup(self) -> None:
         """Delete the attempt objects no commit marker names (uploads of a killed or superseded attempt)."""
-        named = {m["object"] for m in (self._get_json(i.path) for i in self._files(COMMITS)) if m}
+        named = {m["object"] for m in (self._read_marker(i.path) for i in self._files(COMMITS)) if m}
         stale = [i.path for i in self._files(ATTEMPTS) if i.path not in named]
         for path in stale:
             self.fs.delete_file(path)
