@@ -257,13 +257,24 @@ def ray_local():
     ray.shutdown()
 
 
+def descends_from_this_process(pid: int) -> bool:
+    """Whether pid was started (through any chain of parents) by this test process: its own Ray cluster's workers,
+    not those of a Ray cluster another pytest-xdist worker runs at the same time."""
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        status = Path(f"/proc/{pid}/status").read_text()
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return False
+
+
 def map_worker_pids() -> set[int]:
-    """Processes of Ray Data's actor pool (titled ray::MapWorker...; EmbedActor is the only map here)."""
+    """Processes of this test's Ray Data actor pool (titled ray::MapWorker...; EmbedActor is the only map here)."""
     pids = set()
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                if b"MapWorker" in (p / "cmdline").read_bytes():
+                if b"MapWorker" in (p / "cmdline").read_bytes() and descends_from_this_process(int(p.name)):
                     pids.add(int(p.name))
             except OSError:
                 pass
