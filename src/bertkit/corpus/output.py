@@ -142,8 +142,20 @@ class ObjectOutput:
         return [i for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File]
 
     def _put(self, key: str, data: bytes) -> None:
-        with self.fs.open_output_stream(key) as f:
-            f.write(data)
+        with tempfile.TemporaryDirectory() as tmp:
+            body = Path(tmp) / "body"
+            body.write_bytes(data)
+            self._upload(body, key)
+
+    def _upload(self, local: Path, key: str) -> None:
+        """One object, whole or not at all. pyarrow's S3 stream starts a multipart upload when opened and completes
+        it when closed, also when an exception closes it: a `with fs.open_output_stream(...)` stopped between the
+        open and the write (an exception raised as the open's network call returned) left an empty object, seen
+        as an empty commit marker of a Ray actor stopped with its dead driver's job. copy_files opens, writes and
+        closes in one call, which no Python exception can split; a killed process leaves an unfinished upload."""
+        from pyarrow import fs as pafs
+
+        pafs.copy_files(str(local), key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
 
     def _get_json(self, key: str) -> dict[str, Any] | None:
         from pyarrow import fs as pafs
@@ -183,10 +195,9 @@ class ObjectOutput:
         return self._read_marker(self._key(COMMITS, shard.file.replace(".parquet", ".json")))
 
     def _read_marker(self, key: str) -> dict[str, Any] | None:
-        """A commit marker, or None: absent, or not whole. A marker's PUT is atomic, but pyarrow's output stream
-        uploads whatever it holds when it is closed, and an exception closes it too: a Ray actor stopped with its
-        dead driver's job left an empty marker (tests/corpus/test_corpus_cluster.py, 2026-12-07). Such a shard
-        is simply not committed; the rerun embeds it again and its new marker replaces the broken one."""
+        """A commit marker, or None: absent, or not whole (one left empty by a stopped task of a bertkit before
+        `_upload`: tests/corpus/test_corpus_cluster.py, 2026-12-07). Such a shard is simply not committed; the
+        rerun embeds it again and its new marker replaces the broken one."""
         try:
             marker = self._get_json(key)
         except ValueError:  # JSONDecodeError, UnicodeDecodeError
@@ -263,7 +274,7 @@ class ObjectOutput:
             self.fs.delete_file(info.path)
 
     def put_file(self, name: str, local: Path) -> None:
-        self._put(self._key(name), Path(local).read_bytes())
+        self._upload(Path(local), self._key(name))
 
     def forget_failed_start(self, existed: bool) -> None:
         names = [i.path[len(self.path) + 1:] for i in self._files()]
