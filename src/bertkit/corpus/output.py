@@ -9,16 +9,17 @@ guarantee that a shard a reader can see is whole and appears once. They get ther
   replaces, must never leave a half-written or doubled shard visible. A shard is serialised in memory, then
   uploaded to a key of its own attempt, `_attempts/<uuid>/part-NNNNN.parquet` (a PUT, or a multipart upload,
   only makes an object visible once it is complete); once its size is checked, a small commit marker
-  `_commits/part-NNNNN.json` naming that object, its size and sha256 is written (one PUT: atomic; one cut off by
-  a stopped task, left empty, reads as no marker). A shard is done only when its marker names an object of that
-  size. Two attempts of the same shard write the same bytes and the marker names exactly one of them, so no row
-  is ever counted twice. When every shard is committed the driver alone publishes: it copies each committed
-  object to its final key `part-NNNNN.parquet` (a server-side copy: the object appears whole), writes
-  `manifest.json` with `"complete": true` last, then deletes `_attempts/` and `_commits/`. A rerun first deletes
-  the attempt objects no marker names (the uploads of a killed run), then embeds only the shards without a
-  marker; a run killed while publishing publishes again. Readers trust only a manifest that says complete and
-  read only the shards it lists. Incomplete multipart uploads of a killed run are invisible; a bucket lifecycle
-  rule (AbortIncompleteMultipartUpload) reclaims their space. One driver per output prefix at a time.
+  `_commits/part-NNNNN.json` naming that object, its size and sha256 is written (one upload, whole or not at
+  all, see `_upload`; an empty one, left by an older bertkit's stopped task, reads as no marker). A shard is
+  done only when its marker names an object of that size. Two attempts of the same shard write the same bytes
+  and the marker names exactly one of them, so no row is ever counted twice. When every shard is committed the
+  driver alone publishes: it copies each committed object to its final key `part-NNNNN.parquet` (a server-side
+  copy: the object appears whole), writes `manifest.json` with `"complete": true` last, then deletes
+  `_attempts/` and `_commits/`. A rerun first deletes the attempt objects no marker names (the uploads of a
+  killed run), then embeds only the shards without a marker; a run killed while publishing publishes again.
+  Readers trust only a manifest that says complete and read only the shards it lists. Incomplete multipart
+  uploads of a killed run are invisible; a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims their
+  space. One driver per output prefix at a time.
 """
 
 from __future__ import annotations
