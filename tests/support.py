@@ -69,6 +69,11 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
 # Servers on loopback (httpx is imported when used: it comes with the serve extra)
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of process `pid`, from /proc (OSError once it has gone)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

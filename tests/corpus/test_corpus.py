@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import parent_pid
 
 from bertkit.corpus import CorpusError, CorpusJob, EmbedOptions, embed_corpus, read_embeddings, read_manifest
 from bertkit.errors import InputError
@@ -263,8 +264,7 @@ def descends_from_this_process(pid: int) -> bool:
     while pid > 1:
         if pid == os.getpid():
             return True
-        status = Path(f"/proc/{pid}/status").read_text()
-        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        pid = parent_pid(pid)
     return False
 
 

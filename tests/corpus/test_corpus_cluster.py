@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from s3_support import BUCKET, listing, put, s3_env
+from support import parent_pid
 
 from bertkit.corpus import CorpusJob, EmbedOptions, embed_corpus, read_embeddings, read_manifest
 
@@ -69,7 +70,7 @@ def map_workers() -> dict[int, int]:
         if p.name.isdigit():
             try:
                 if b"MapWorker" in (p / "cmdline").read_bytes():
-                    found[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    found[int(p.name)] = parent_pid(int(p.name))
             except (OSError, IndexError, ValueError):
                 pass
     return found
