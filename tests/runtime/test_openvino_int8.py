@@ -176,6 +176,36 @@ def test_threads_whose_first_inference_starts_at_once_do_not_deadlock(static):
     assert hung == 0, f"{hung} of 8 processes deadlocked in their first concurrent inference"
 
 
+def test_runtime_cache_bound_from_the_environment_reaches_openvino(static, minilm, tmp_path):
+    """BERTKIT_OPENVINO_CACHE bounds OpenVINO's per-shape cache: after the largest of 120 batch shapes has set the
+    buffers, 80 more shapes grew a fresh process by 132 MiB with OpenVINO's default and by 69 MiB with 16
+    (2026-12-07, the same each run). A value that is not a whole number is refused at load, as a user error."""
+    code = f"""
+        import numpy as np
+        from bertkit.runtime.openvino import OpenVinoSession
+        session = OpenVinoSession({str(static.runner.session.path)!r})
+        def rss():
+            return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+        marks = []
+        for i, (b, t) in enumerate((b, t) for t in range(64, 4, -4) for b in range(8, 0, -1)):
+            ids = np.full((b, t), 2000, np.int64)
+            session.run(ids, np.ones_like(ids), np.zeros_like(ids))
+            if i + 1 in (40, 120):
+                marks.append(rss())
+        print(marks[1] - marks[0])
+    """
+    growth = {}
+    for bound in ("", "16"):
+        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "BERTKIT_OPENVINO_CACHE": bound}, check=False)
+        assert r.returncode == 0, r.stderr
+        growth[bound] = int(r.stdout)
+    assert growth["16"] < 0.75 * growth[""], growth
+    r = run_process("encode", "hi", "--model", minilm, "--backend", "onnx", "--precision", "int8-static",
+                    env={"BERTKIT_OPENVINO_CACHE": "lots"})
+    assert_user_error(r, "BERTKIT_OPENVINO_CACHE='lots' is not a whole number", "for example 256")
+
+
 def test_a_corrupt_bin_is_refused(static, tmp_path):
     from bertkit.runtime.cache import check_graph
 

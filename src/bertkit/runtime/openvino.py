@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import sys
 import threading
 from importlib import resources
@@ -132,6 +133,29 @@ def _ov_core():
         return _core
 
 
+CACHE_VARIABLE = "BERTKIT_OPENVINO_CACHE"
+
+
+def runtime_cache_capacity() -> int | None:
+    """How many prepared kernels OpenVINO's CPU plugin keeps per compiled model (its CPU_RUNTIME_CACHE_CAPACITY),
+    from $BERTKIT_OPENVINO_CACHE; None when unset: OpenVINO's default (5,000).
+
+    Why a bound can matter: the model's shapes are dynamic, and OpenVINO prepares kernels and buffers for each
+    (rows, tokens) shape it meets and keeps them until that cache is full. A server meets many shapes: measured
+    2026-12-07 (2-core AMD EPYC, docs/RESULTS.md), an int8-static `bertkit serve` reached 2.5 GiB peak RSS under
+    bench/peers_serve.py's load by default, 1.4 GiB at 1,000 and 0.9 GiB at 256, for 1-6 % fewer requests/s at
+    64 clients; a working set of shapes larger than the cache is prepared again on every call (+70 % for a
+    batch of 16 x 68 tokens), so the default stays OpenVINO's."""
+    value = os.environ.get(CACHE_VARIABLE, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise OptionError(f"{CACHE_VARIABLE}={value!r} is not a whole number: set it to how many prepared kernels "
+                          "OpenVINO may keep per compiled model (for example 256), or unset it for OpenVINO's "
+                          "default")
+    return int(value)
+
+
 def float_precision() -> str:
     """What OpenVINO runs the unquantized parts in: "bf16" on a CPU with AMX-BF16, whose tiles make attention's
     bf16 matmuls far faster (2-core Xeon with AMX, 2026-12-06: 256-token documents 93.7 vs 69.7 texts/s, STS-B
@@ -162,6 +186,7 @@ class OpenVinoSession:
                                "`bertkit export --precision int8-static` again") from e
         self.outputs = [o.get_any_name() for o in self.model.outputs]
         self.inputs = [i.get_any_name() for i in self.model.inputs]
+        self.cache_capacity = runtime_cache_capacity()  # checked at load, before any work
         self._compiled: dict[tuple[int, bool], Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -180,6 +205,8 @@ class OpenVinoSession:
                 streams = max(1, cpu_budget() // threads)
                 config = {"INFERENCE_NUM_THREADS": streams * threads, "NUM_STREAMS": streams,
                           "INFERENCE_PRECISION_HINT": float_precision(), "ENABLE_CPU_PINNING": False}
+                if self.cache_capacity is not None:
+                    config["CPU_RUNTIME_CACHE_CAPACITY"] = self.cache_capacity
                 self._compiled[key] = _ov_core().compile_model(model, "CPU", config)
             return self._compiled[key]
 
