@@ -144,8 +144,8 @@ def runtime_cache_capacity() -> int | None:
     (rows, tokens) shape it meets and keeps them until that cache is full. A server meets many shapes: measured
     2026-12-07 (2-core AMD EPYC, docs/RESULTS.md), an int8-static `bertkit serve` reached 2.5 GiB peak RSS under
     bench/peers_serve.py's load by default, 1.4 GiB at 1,000 and 0.9 GiB at 256, for 1-6 % fewer requests/s at
-    64 clients; a working set of shapes larger than the cache is prepared again on every call (+70 % for a
-    batch of 16 x 68 tokens), so the default stays OpenVINO's."""
+    64 clients and 10-25 % fewer at 1 and 8: a working set of shapes larger than the cache is prepared again on
+    every call (+70 % per batch of 1-32 rows x 8-128 tokens), so the default stays OpenVINO's."""
     value = os.environ.get(CACHE_VARIABLE, "").strip()
     if not value:
         return None
