@@ -150,9 +150,9 @@ def runtime_cache_capacity() -> int | None:
     if not value:
         return None
     if not value.isdigit():
-        raise OptionError(f"{CACHE_VARIABLE}={value!r} is not a whole number: set it to how many prepared kernels "
-                          "OpenVINO may keep per compiled model (for example 256), or unset it for OpenVINO's "
-                          "default")
+        raise OptionError(f"{CACHE_VARIABLE}={value!r} is not a whole number of 0 or more: set it to how many "
+                          "prepared kernels OpenVINO may keep per compiled model (for example 256), or unset it "
+                          "for OpenVINO's default")
     return int(value)
 
 
