@@ -65,13 +65,13 @@ def copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy(src / name, dst / name)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Servers on loopback (httpx is imported when used: it comes with the serve extra)
-
-
 def parent_pid(pid: int) -> int:
     """The parent of process `pid`, from /proc (OSError once it has gone)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Servers on loopback (httpx is imported when used: it comes with the serve extra)
 
 
 def free_port() -> int:
